@@ -1,0 +1,154 @@
+"""The output log: one session's output as a byte stream with absolute offsets.
+
+Offsets count bytes from the first byte the program ever wrote, so a client that
+always asks for the ``nextOffset`` it was given sees every byte once, in order,
+whatever happened to its connection in between. The log keeps a sliding window
+``[base, end)`` of at most ``limit`` bytes; whether the window may slide past a
+reader is the session's decision (flow control), not the log's.
+
+This module is a plain data structure: no I/O and no Tornado, only asyncio futures
+for the long-poll waiters, so that it can be property-tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+
+class Chunk(NamedTuple):
+    """What a read returns: ``data`` starts at ``offset``; ask for ``next_offset`` next."""
+
+    offset: int
+    next_offset: int
+    data: bytes
+    truncated: bool
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def utf8_char_size(lead: int) -> int:
+    """The length of the UTF-8 character a lead byte announces (1 for ASCII or invalid)."""
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 1
+
+
+def incomplete_utf8_tail(data: bytes | bytearray, lo: int = 0, hi: int | None = None) -> int:
+    """How many bytes at the end of ``data[lo:hi]`` start a UTF-8 character not yet complete.
+
+    Only a valid lead byte followed by fewer continuation bytes than it announces
+    counts; anything else (ASCII, a complete character, invalid bytes) is 0, because
+    waiting for more bytes could not change how it decodes.
+    """
+    hi = len(data) if hi is None else hi
+    for back in range(1, min(4, hi - lo) + 1):
+        byte = data[hi - back]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: this is where it starts
+            return back if utf8_char_size(byte) > back else 0
+    return 0
+
+
+class OutputLog:
+    """A bounded append-only byte stream with absolute offsets and long-poll waiters."""
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError("the output log needs room for at least one byte")
+        self.limit = limit
+        self.base = 0
+        self.closed = False
+        self._buf = bytearray()
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    @property
+    def end(self) -> int:
+        """The offset one past the newest byte: the number of bytes ever appended."""
+        return self.base + len(self._buf)
+
+    def append(self, data: bytes) -> None:
+        """Add output, dropping the oldest bytes beyond the limit, and wake waiters."""
+        if not data:
+            return
+        self._buf += data
+        excess = len(self._buf) - self.limit
+        if excess > 0:
+            # bytearray deletes from the front in amortised O(1): the window slides
+            del self._buf[:excess]
+            self.base += excess
+        self._wake()
+
+    def close(self) -> None:
+        """No more output will come: wake every waiter so long polls answer now."""
+        self.closed = True
+        self._wake()
+
+    def read(self, offset: int, max_bytes: int, *, utf8: bool = False) -> Chunk:
+        """Return up to ``max_bytes`` from ``offset`` (or the oldest byte kept). Never blocks.
+
+        With ``utf8``, the answer never ends inside a character while more output may
+        come, and always makes progress: if ``max_bytes`` is smaller than the first
+        whole character, that one character is returned.
+        """
+        if offset < 0 or offset > self.end:
+            raise ValueError(f"offset {offset} is outside the output (0 to {self.end})")
+        start = max(offset, self.base)
+        stop = min(start + max_bytes, self.end)
+        lo, hi = start - self.base, stop - self.base
+        if utf8 and hi > lo:
+            tail = incomplete_utf8_tail(self._buf, lo, hi)
+            if tail == hi - lo:
+                # The first character itself is cut: by max_bytes (return it whole),
+                # or by the end of a running session's output (return nothing yet).
+                whole = start + utf8_char_size(self._buf[lo])
+                if whole <= self.end:
+                    stop = whole
+                else:
+                    stop = self.end if self.closed else start
+            elif stop < self.end or not self.closed:
+                # Once the log is closed, a cut character at its very end is final
+                # and decodes as U+FFFD; otherwise the next read starts at it.
+                stop -= tail
+            hi = stop - self.base
+        # A memoryview copies once; it must not outlive the call, or appends would fail.
+        with memoryview(self._buf) as view:
+            data = bytes(view[lo:hi])
+        return Chunk(start, stop, data, start > offset)
+
+    def wait(self, offset: int, timeout: float) -> asyncio.Future[None]:
+        """A future resolved once output past ``offset`` exists, the log closes, or
+        ``timeout`` seconds pass. Cancel it when the client goes away: a cancelled or
+        finished waiter removes itself, so aborted polls leave nothing behind.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self.end > offset or self.closed or timeout <= 0:
+            fut.set_result(None)
+            return fut
+        self._waiters.add(fut)
+        timer = loop.call_later(timeout, _resolve, fut)
+
+        def forget(done: asyncio.Future[None]) -> None:
+            timer.cancel()
+            self._waiters.discard(done)
+
+        fut.add_done_callback(forget)
+        return fut
+
+    @property
+    def waiter_count(self) -> int:
+        """How many long polls are waiting on this log (for tests and diagnostics)."""
+        return len(self._waiters)
+
+    def _wake(self) -> None:
+        if self._waiters:
+            waiters, self._waiters = self._waiters, set()
+            for fut in waiters:
+                _resolve(fut)

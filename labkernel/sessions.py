@@ -1,0 +1,492 @@
+"""One lab session: a shell on a PTY, its output log, its input, its processes.
+
+The PTY's file descriptor is non-blocking and watched by the IOLoop: reads happen
+when the kernel says there are bytes, a bounded amount per loop turn, and stop
+altogether while an attached reader lags too far behind (the program then blocks
+on its write, as on a slow terminal). The shell's exit is watched through a pidfd,
+so it is seen even while background jobs keep the PTY open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import pexpect
+from tornado.ioloop import IOLoop
+
+from .errors import BadRequest, PayloadTooLarge, SessionEnded
+from .output import Chunk, OutputLog
+
+#: Statuses of a session that has ended for good.
+ENDED = frozenset({"exited", "stopped", "expired", "failed"})
+
+#: Signals a client may send to the foreground program, by name.
+ALLOWED_SIGNALS = {
+    name: getattr(signal, name)
+    for name in ("SIGINT", "SIGQUIT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGTSTP", "SIGCONT")
+}
+
+_READ_SIZE = 65536
+_DEFAULT_CLIENT = ""
+
+
+def isoformat(timestamp: float) -> str:
+    """A Unix time as the contract's ISO 8601 UTC string."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reset_signals() -> None:
+    """Run in the child before exec: start from default signal dispositions.
+
+    Ignored signals survive exec; a server started with ``&`` from a script ignores
+    SIGINT, and without this Ctrl-C would do nothing in the lab.
+    """
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGTERM,
+                signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def session_processes(sid: int) -> list[int]:
+    """The live (not zombie) processes whose session id is ``sid``.
+
+    Every process the shell starts stays in its session unless it calls setsid
+    itself: foreground programs, ``&`` jobs in their own process groups and
+    ``nohup``'d ones alike.
+    """
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getsid(pid) != sid:
+                continue
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # the state follows the parenthesised command name, which may hold spaces
+                state = f.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            continue  # gone in the meantime
+        if state not in (b"Z", b"X"):
+            pids.append(pid)
+    return pids
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+@dataclass
+class SessionSettings:
+    """The manager's limits that each session applies."""
+
+    buffer_size: int
+    read_budget: int
+    attach_timeout: float
+    kill_grace: float
+    input_limit: int
+    max_clients: int
+
+
+class Accepted(NamedTuple):
+    """The answer to a message: the output offset when it took effect."""
+
+    offset: int
+    duplicate: bool
+
+
+class _Reader(NamedTuple):
+    offset: int
+    seen: float  # monotonic time of its last poll
+
+
+class Session:
+    """A shell process on a PTY with the output log and input queue of one lab session."""
+
+    def __init__(self, lab: Any, argv: list[str], *, env: dict[str, str], cwd: str,
+                 rows: int, cols: int, lifetime: float, settings: SessionSettings, log: Any):
+        self.id = secrets.token_urlsafe(16)
+        self.lab = lab
+        self.rows, self.cols = rows, cols
+        self.status = "starting"
+        self.exit_code: int | None = None
+        self.created_at = time.time()
+        self.expires_at = self.created_at + lifetime
+        self.last_activity = self.created_at
+        self.ended_at: float | None = None
+        self.output = OutputLog(settings.buffer_size)
+        self.settings = settings
+        self.log = log
+        self._argv, self._env, self._cwd = argv, env, cwd
+        self._loop = IOLoop.current()
+        self._proc: pexpect.spawn | None = None
+        self._fd = -1
+        self._pidfd = -1
+        self._events = 0
+        self._paused = False  # flow control: a reader lags too far behind
+        self._eof = False  # the PTY reported EIO: nothing more to read
+        self._resume_timer: asyncio.TimerHandle | None = None
+        self._pending_input = bytearray()
+        self._readers: dict[str, _Reader] = {}
+        self._seqs: OrderedDict[str, int] = OrderedDict()
+        self._closed = asyncio.get_running_loop().create_future()
+        self._stopping: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the shell on a new PTY and start watching it. Raises OSError on failure."""
+        self._proc = pexpect.spawn(
+            self._argv[0], self._argv[1:], env=self._env, cwd=self._cwd,
+            dimensions=(self.rows, self.cols), preexec_fn=_reset_signals, encoding=None,
+        )
+        # pexpect's close() sleeps; we never call it, and keep it quick if GC does.
+        self._proc.delayafterclose = self._proc.ptyproc.delayafterclose = 0
+        self._fd = self._proc.child_fd
+        os.set_blocking(self._fd, False)
+        self._set_events(IOLoop.READ)
+        self._watch_exit()
+        self.status = "running"
+
+    def fail(self, reason: str) -> None:
+        """Mark a session whose program could not start; its output says why."""
+        self.status = "failed"
+        self.ended_at = time.time()
+        self.output.append(reason.encode() + b"\r\n")
+        self.output.close()
+        self._closed.set_result(None)
+
+    @property
+    def closed(self) -> bool:
+        """True once the shell is reaped and the terminal released."""
+        return self._closed.done()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    async def stop(self, status: str = "stopped") -> None:
+        """End the session and every process it started; return once all are gone."""
+        if self.running:
+            self.status = status
+        if self._stopping is None and not self._closed.done():
+            self._stopping = asyncio.ensure_future(self._terminate())
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+        await asyncio.shield(self._closed)
+
+    async def _terminate(self) -> None:
+        """SIGHUP to every process of the session, SIGKILL to what is left after the grace."""
+        pids = session_processes(self.pid)
+        _signal_all(pids, signal.SIGHUP)
+        _signal_all(pids, signal.SIGCONT)  # a stopped job only sees SIGHUP once continued
+        deadline = time.monotonic() + self.settings.kill_grace
+        delay = 0.005
+        while pids and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            pids = session_processes(self.pid)
+        while pids:
+            _signal_all(pids, signal.SIGKILL)
+            await asyncio.sleep(0.01)
+            pids = session_processes(self.pid)
+        # The shell is dead; the exit watcher reaps it and closes the session.
+        await self._closed_or_poll()
+
+    async def _closed_or_poll(self) -> None:
+        while not self._closed.done():
+            self._on_exit()
+            if not self._closed.done():
+                await asyncio.sleep(0.01)
+
+    def _watch_exit(self) -> None:
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            # No pidfd (old kernel, not Linux): fall back to polling.
+            self._poll_exit()
+            return
+        self._loop.add_handler(self._pidfd, lambda fd, events: self._on_exit(), IOLoop.READ)
+
+    def _poll_exit(self) -> None:
+        if not self._on_exit():
+            self._loop.call_later(0.2, self._poll_exit)
+
+    def _on_exit(self) -> bool:
+        """Reap the shell if it has ended and close the session. True once closed."""
+        if self._closed.done():
+            return True
+        assert self._proc is not None
+        try:
+            if self._proc.isalive():  # waitpid with WNOHANG: never blocks
+                return False
+        except pexpect.ExceptionPexpect:
+            pass  # already reaped by someone else: treat as ended, status unknown
+        proc = self._proc
+        if proc.exitstatus is not None:
+            self.exit_code = proc.exitstatus
+        elif proc.signalstatus is not None:
+            self.exit_code = 128 + proc.signalstatus
+        if self.running:
+            self.status = "exited"
+        self.ended_at = time.time()
+        if self._pidfd >= 0:
+            self._loop.remove_handler(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        self._drain_and_close()
+        if session_processes(self.pid) and self._stopping is None:
+            # The shell exited on its own but left jobs behind: they end with it.
+            self._stopping = asyncio.ensure_future(self._terminate())
+        return True
+
+    def _drain_and_close(self) -> None:
+        """Read what the shell wrote before it ended, then release the PTY."""
+        self._pause_cancel()
+        with contextlib.suppress(OSError):
+            for _ in range(max(1, self.settings.buffer_size // _READ_SIZE)):
+                data = os.read(self._fd, _READ_SIZE)
+                if not data:
+                    break
+                self.output.append(data)
+        self._set_events(0)
+        with contextlib.suppress(Exception):
+            assert self._proc is not None
+            self._proc.close(force=False)  # the child is reaped: this only closes the fd
+        self._fd = -1
+        self._pending_input.clear()
+        self._readers.clear()
+        self.output.close()
+        self._closed.set_result(None)
+
+    # -- reading the PTY and flow control ----------------------------------------
+
+    def _set_events(self, events: int) -> None:
+        if events == self._events:
+            return
+        if self._events == 0:
+            self._loop.add_handler(self._fd, self._on_pty, events)
+        elif events == 0:
+            self._loop.remove_handler(self._fd)
+        else:
+            self._loop.update_handler(self._fd, events)
+        self._events = events
+
+    def _want_events(self) -> int:
+        events = 0 if self._paused or self._eof else IOLoop.READ
+        if self._pending_input:
+            events |= IOLoop.WRITE
+        return events
+
+    def _on_pty(self, fd: int, events: int) -> None:
+        if events & IOLoop.WRITE:
+            self._flush_input()
+        if events & IOLoop.READ:
+            self._read_pty()
+
+    def _read_pty(self) -> None:
+        # A bounded budget per loop turn: a flooding session yields to the others.
+        budget = self.settings.read_budget
+        got = False
+        while budget > 0:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    self.log.warning("labkernel: reading session %s failed: %s", self.id, e)
+                # EIO: every holder of the terminal has closed it. The exit watcher
+                # ends the session; stop polling a descriptor that stays readable.
+                self._eof = True
+                self._set_events(self._want_events())
+                break
+            if not data:
+                break
+            got = True
+            self.output.append(data)
+            budget -= len(data)
+            if self._lagging_reader_behind():
+                self._pause()
+                break
+        if got:
+            self.last_activity = time.time()
+
+    def _slowest_reader(self) -> int | None:
+        """The offset of the attached reader furthest behind, forgetting stale readers."""
+        now = time.monotonic()
+        stale = [k for k, r in self._readers.items() if now - r.seen > self.settings.attach_timeout]
+        for key in stale:
+            del self._readers[key]
+        return min((r.offset for r in self._readers.values()), default=None)
+
+    def _lagging_reader_behind(self) -> bool:
+        slowest = self._slowest_reader()
+        # Pause one read short of the window, so the log never drops a byte a
+        # reader that is still polling has not had yet.
+        high_water = self.settings.buffer_size - _READ_SIZE
+        return slowest is not None and self.output.end - slowest > high_water
+
+    def _pause(self) -> None:
+        self._paused = True
+        self._set_events(self._want_events())
+        # If the reader never comes back, it stops being attached: check again then.
+        self._pause_cancel()
+        self._resume_timer = asyncio.get_running_loop().call_later(
+            self.settings.attach_timeout, self._maybe_resume)
+
+    def _pause_cancel(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+
+    def _maybe_resume(self) -> None:
+        if not self._paused or self._fd < 0:
+            return
+        slowest = self._slowest_reader()
+        low_water = self.settings.buffer_size // 2
+        if slowest is None or self.output.end - slowest <= low_water:
+            self._pause_cancel()
+            self._paused = False
+            self._set_events(self._want_events())
+        elif self._resume_timer is None:
+            self._resume_timer = asyncio.get_running_loop().call_later(
+                self.settings.attach_timeout, self._maybe_resume)
+
+    # -- what clients call -------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, *, utf8: bool, reader: str = _DEFAULT_CLIENT) -> Chunk:
+        """Output from ``offset``; records the reader as attached at that offset."""
+        try:
+            chunk = self.output.read(offset, max_bytes, utf8=utf8)
+        except ValueError as e:
+            raise BadRequest(f"{e}; ask for the nextOffset of your last answer.") from None
+        if not self.output.closed:
+            self._readers[reader] = _Reader(offset, time.monotonic())
+            if len(self._readers) > self.settings.max_clients:
+                del self._readers[min(self._readers, key=lambda k: self._readers[k].seen)]
+            self.last_activity = time.time()
+            if self._paused:
+                self._maybe_resume()
+        return chunk
+
+    def write(self, data: bytes, *, client: str | None = None, seq: int | None = None) -> Accepted:
+        """Write input to the PTY as typed; queued if the program is not reading."""
+        return self._deliver(client, seq, lambda: self._write(data))
+
+    def resize(self, rows: int, cols: int, *, client: str | None = None, seq: int | None = None) -> Accepted:
+        """Set the terminal size; the kernel tells the foreground program (SIGWINCH)."""
+        def apply() -> None:
+            assert self._proc is not None
+            self._proc.setwinsize(rows, cols)
+            self.rows, self.cols = rows, cols
+        return self._deliver(client, seq, apply)
+
+    def signal(self, name: str, *, client: str | None = None, seq: int | None = None) -> Accepted:
+        """Send a signal to the terminal's foreground process group, as a key would."""
+        signum = ALLOWED_SIGNALS.get(name)
+        if signum is None:
+            raise BadRequest(f"{name!r} is not a signal you can send; use one of {', '.join(ALLOWED_SIGNALS)}.")
+
+        def apply() -> None:
+            try:
+                pgrp = os.tcgetpgrp(self._fd)
+            except OSError:
+                pgrp = self.pid
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgrp, signum)
+        return self._deliver(client, seq, apply)
+
+    def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
+        """Apply a message once per (client, seq): a retried message is acknowledged only."""
+        key = _DEFAULT_CLIENT if client is None else client
+        offset = self.output.end
+        if seq is not None and self._seqs.get(key, -1) >= seq:
+            self._seqs.move_to_end(key)
+            return Accepted(offset, True)
+        if not self.running:
+            raise SessionEnded(f"This session has {self.status}; start a new one to continue.")
+        apply()
+        self.last_activity = time.time()
+        if seq is not None:
+            self._seqs[key] = seq
+            self._seqs.move_to_end(key)
+            if len(self._seqs) > self.settings.max_clients:
+                self._seqs.popitem(last=False)
+        return Accepted(offset, False)
+
+    def _write(self, data: bytes) -> None:
+        if len(self._pending_input) + len(data) > self.settings.input_limit:
+            raise PayloadTooLarge("The program is not reading its input and the input queue is full.")
+        if not self._pending_input:
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                written = 0
+            data = data[written:]
+        if data:
+            self._pending_input += data
+            self._set_events(self._want_events())
+
+    def _flush_input(self) -> None:
+        try:
+            written = os.write(self._fd, self._pending_input)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._pending_input)  # the terminal is gone; so is its input
+        del self._pending_input[:written]
+        if not self._pending_input:
+            self._set_events(self._want_events())
+
+    # -- views -------------------------------------------------------------------
+
+    def model(self) -> dict[str, Any]:
+        """The session object of the contract."""
+        return {
+            "sessionId": self.id,
+            "labId": self.lab.id,
+            "title": self.lab.title,
+            "status": self.status,
+            "terminalActive": self.running,
+            "exitCode": self.exit_code,
+            "createdAt": isoformat(self.created_at),
+            "expiresAt": isoformat(self.expires_at),
+            "lastActivity": isoformat(self.last_activity),
+            "rows": self.rows,
+            "cols": self.cols,
+            "outputOffset": self.output.end,
+        }
+
+    def status_model(self) -> dict[str, Any]:
+        """The answer of ``GET /api/ws/status``."""
+        return {
+            "sessionId": self.id,
+            "connected": True,
+            "terminalActive": self.running,
+            "status": self.status,
+            "exitCode": self.exit_code,
+            "outputOffset": self.output.end,
+            "lastActivity": isoformat(self.last_activity),
+        }
