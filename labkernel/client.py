@@ -17,7 +17,6 @@ import codecs
 import http.client
 import itertools
 import json
-import math
 import os
 import re
 import secrets
@@ -32,8 +31,8 @@ __all__ = ["LabClient", "LabError"]
 
 # Errors meaning "the peer closed or reset the connection", typically a keep-alive
 # connection the server dropped while idle: the request can safely be sent again.
-_RETRYABLE = (ConnectionError, http.client.BadStatusLine,
-              http.client.ImproperConnectionState, http.client.IncompleteRead)
+# (Not IncompleteRead: the server did act on that request.)
+_RETRYABLE = (ConnectionError, http.client.BadStatusLine, http.client.ImproperConnectionState)
 _LIVE = ("starting", "running")
 _MAX_WAIT = 25  # the server's default long-poll cap; asking for more gains nothing
 
@@ -79,9 +78,11 @@ class LabClient:
             token = (parse_qs(parts.query).get("token", [None])[0]
                      or os.environ.get("LABKERNEL_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN"))
         self.url, self.timeout = url, timeout
-        # The base path is kept percent-encoded as given (e.g. /a%40b/): paths are concatenated.
+        # The base path is kept exactly as given (e.g. /a%40b/) and paths are appended:
+        # Jupyter routes on the raw path, so /a%40b/ and /a@b/ are different servers.
         self._base = parts.path if parts.path.endswith("/") else parts.path + "/"
-        self._host, self._port = parts.hostname, parts.port
+        # An explicit port, else http.client would read "::1" as host ":" port 1.
+        self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self._conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._headers = {"Accept": "application/json"}
         if token:
@@ -260,7 +261,9 @@ class LabClient:
 
         Returns ``(text, next_offset)`` or ``(match, next_offset)``; ``next_offset`` is the
         byte offset just after the match (``match.string`` is the output read so far).
-        Raises TimeoutError, or LabError ``session_ended`` if the session ends first.
+        A regex is tried on output as it arrives: end it with something unambiguous
+        (a newline, the prompt) so that it cannot match a partial line. Raises
+        TimeoutError, or LabError ``session_ended`` if the session ends first.
         """
         deadline = time.monotonic() + timeout
         # Raw bytes decoded here, with surrogateescape, so that character positions
@@ -271,7 +274,7 @@ class LabClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{text!r} did not appear in session {session_id} within {timeout} s")
-            out = self.read(session_id, offset, wait=min(_MAX_WAIT, math.ceil(remaining)), encoding="base64")
+            out = self.read(session_id, offset, wait=min(_MAX_WAIT, round(remaining, 3)), encoding="base64")
             if out["offset"] != offset:  # output we had not read was dropped: start over there
                 decoder.reset()
                 buf, start, searched = "", out["offset"], 0
@@ -279,7 +282,7 @@ class LabClient:
             offset = out["nextOffset"]
             if isinstance(text, str):
                 i = buf.find(text, searched)
-                searched = len(buf) - len(text) + 1 if len(buf) >= len(text) else 0
+                searched = max(0, len(buf) - len(text) + 1)  # a match may straddle two reads
                 found, end = (text, i + len(text)) if i >= 0 else (None, 0)
             else:
                 found = text.search(buf)

@@ -133,6 +133,15 @@ def api(jp_fetch: Any) -> Api:
 
 
 @pytest.fixture
+def server_url(http_server: Any, jp_http_port: int, jp_base_url: str) -> str:
+    """The test server's URL with its base URL, for clients other than jp_fetch.
+
+    Depending on ``http_server`` makes sure the server listens on that port.
+    """
+    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+
+@pytest.fixture
 def manager(jp_serverapp: Any) -> Any:
     """The server's SessionManager, for looking inside (waiters, buffers) in tests."""
     return jp_serverapp.web_app.settings["labkernel_manager"]
