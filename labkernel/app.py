@@ -8,7 +8,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Type
 
 from . import handlers
-from .manager import SessionManager
+from .manager import LabSessionManager
 
 #: Where kernels started by this server find it (see ``labkernel.client``).
 URL_ENV = "LABKERNEL_URL"
@@ -21,7 +21,7 @@ class LabKernelApp(ExtensionApp):
     name = "labkernel"
 
     manager_class = Type(
-        default_value=SessionManager, klass=SessionManager,
+        default_value=LabSessionManager, klass=LabSessionManager,
         help="The session manager class to use.",
     ).tag(config=True)
 

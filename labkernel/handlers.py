@@ -21,7 +21,7 @@ from tornado import web
 
 from . import __version__
 from .errors import BadRequest, LabError, PayloadTooLarge
-from .manager import SessionManager
+from .manager import LabSessionManager
 from .sessions import Session
 
 #: Error codes for the statuses Tornado and Jupyter raise themselves.
@@ -47,7 +47,7 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "terminals"
 
     @property
-    def manager(self) -> SessionManager:
+    def manager(self) -> LabSessionManager:
         return self.settings["labkernel_manager"]
 
     def write_json(self, model: dict[str, Any], status: int = 200) -> None:

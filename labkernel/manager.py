@@ -20,7 +20,7 @@ from .labs import LabCatalog
 from .sessions import Session, SessionSettings
 
 
-class SessionManager(LoggingConfigurable):
+class LabSessionManager(LoggingConfigurable):
     """Owns every lab session of the server."""
 
     shell_command = List(

@@ -57,32 +57,49 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def session_processes(sid: int) -> list[int]:
-    """The live (not zombie) processes whose session id is ``sid``.
+#: Set in every session's environment, so that processes that leave the shell's
+#: session (daemons that call setsid, such as a tmux server) can still be found.
+MARKER_ENV = "LABKERNEL_SESSION"
 
-    Every process the shell starts stays in its session unless it calls setsid
-    itself: foreground programs, ``&`` jobs in their own process groups and
-    ``nohup``'d ones alike.
+
+def _alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # the state follows the parenthesised command name, which may hold spaces
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def session_processes(sid: int, marker: bytes | None = None) -> set[int]:
+    """The live processes of a lab session.
+
+    Those whose session id is ``sid`` (the shell's pid): every process the shell
+    starts stays in its session unless it calls setsid itself — foreground
+    programs, ``&`` jobs in their own process groups and ``nohup``'d ones alike.
+    With ``marker``, also those whose environment holds it: the ones that did call
+    setsid. Reading every environment is dearer, so callers do that once.
     """
-    pids = []
+    pids = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         try:
-            if os.getsid(pid) != sid:
-                continue
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                # the state follows the parenthesised command name, which may hold spaces
-                state = f.read().rpartition(b")")[2].split()[0]
-        except (OSError, IndexError):
-            continue  # gone in the meantime
-        if state not in (b"Z", b"X"):
-            pids.append(pid)
+            member = os.getsid(pid) == sid
+            if not member and marker is not None:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    member = marker in f.read()
+        except OSError:
+            continue  # gone in the meantime, or not ours to read
+        if member and _alive(pid):
+            pids.add(pid)
     return pids
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
+def _signal_all(pids: set[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -149,7 +166,7 @@ class Session:
     def start(self) -> None:
         """Spawn the shell on a new PTY and start watching it. Raises OSError on failure."""
         self._proc = pexpect.spawn(
-            self._argv[0], self._argv[1:], env=self._env, cwd=self._cwd,
+            self._argv[0], self._argv[1:], env={**self._env, MARKER_ENV: self.id}, cwd=self._cwd,
             dimensions=(self.rows, self.cols), preexec_fn=_reset_signals, encoding=None,
         )
         # pexpect's close() sleeps; we never call it, and keep it quick if GC does.
@@ -198,7 +215,13 @@ class Session:
 
     async def _terminate(self) -> None:
         """SIGHUP to every process of the session, SIGKILL to what is left after the grace."""
-        pids = session_processes(self.pid)
+        marker = f"{MARKER_ENV}={self.id}\0".encode()
+        escaped = session_processes(self.pid, marker)  # once: includes setsid daemons
+
+        def remaining() -> set[int]:
+            return session_processes(self.pid) | {pid for pid in escaped if _alive(pid)}
+
+        pids = remaining()
         _signal_all(pids, signal.SIGHUP)
         _signal_all(pids, signal.SIGCONT)  # a stopped job only sees SIGHUP once continued
         deadline = time.monotonic() + self.settings.kill_grace
@@ -206,11 +229,11 @@ class Session:
         while pids and time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-            pids = session_processes(self.pid)
+            pids = remaining()
         while pids:
             _signal_all(pids, signal.SIGKILL)
             await asyncio.sleep(0.01)
-            pids = session_processes(self.pid)
+            pids = remaining()
         # The shell is dead; the exit watcher reaps it and closes the session.
         await self._closed_or_poll()
 
@@ -256,8 +279,8 @@ class Session:
             os.close(self._pidfd)
             self._pidfd = -1
         self._drain_and_close()
-        if session_processes(self.pid) and self._stopping is None:
-            # The shell exited on its own but left jobs behind: they end with it.
+        if self._stopping is None:
+            # The shell exited on its own; jobs it left behind end with it.
             self._stopping = asyncio.ensure_future(self._terminate())
         return True
 

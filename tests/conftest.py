@@ -23,7 +23,7 @@ PROMPT = "lab-prompt$ "
 
 @pytest.fixture
 def labkernel_config() -> dict[str, Any]:
-    """SessionManager settings for the test server; override in a test module to change."""
+    """LabSessionManager settings for the test server; override in a test module to change."""
     return {}
 
 
@@ -31,7 +31,7 @@ def labkernel_config() -> dict[str, Any]:
 def jp_server_config(labkernel_config: dict[str, Any]) -> Config:
     return Config({
         "ServerApp": {"jpserver_extensions": {"labkernel": True}},
-        "SessionManager": {
+        "LabSessionManager": {
             # A shell that reads no rc files starts fast and prints a known prompt.
             "shell_command": ["bash", "--norc", "--noprofile", "-i"],
             **labkernel_config,
@@ -143,7 +143,7 @@ def server_url(http_server: Any, jp_http_port: int, jp_base_url: str) -> str:
 
 @pytest.fixture
 def manager(jp_serverapp: Any) -> Any:
-    """The server's SessionManager, for looking inside (waiters, buffers) in tests."""
+    """The server's LabSessionManager, for looking inside (waiters, buffers) in tests."""
     return jp_serverapp.web_app.settings["labkernel_manager"]
 
 

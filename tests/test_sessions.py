@@ -1,0 +1,764 @@
+"""Session lifecycle against a real server and real shells.
+
+Starting, the session object, the shell's terminal (directory, size, resize), the
+shell ending by itself, every way a session ends taking all of its processes with it
+(stop, lifetime, idle culling, the shell's own exit, server shutdown), Ctrl-C with a
+server that ignores SIGINT, job-control signals, retention, the session limit, one
+session flooding beside another, message de-duplication by ``seq``, and input queued
+for a program that is not reading.
+
+Processes of a session are found by having the shell print their pids, never by
+searching the machine's process list (other tests run sessions in parallel). A
+process counts as gone when it no longer exists or is a zombie: this machine's PID 1
+may not reap orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import labkernel
+from conftest import PROMPT, eventually
+
+#: Settings every test of this module runs with: quick culling and killing.
+FAST = {"cull_interval": 0.1, "kill_grace": 0.3}
+
+SHELL_COMMAND = ["bash", "--norc", "--noprofile", "-i"]
+
+ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+
+SESSION_FIELDS = {
+    "sessionId": str, "labId": str, "title": str, "status": str, "terminalActive": bool,
+    "exitCode": type(None), "createdAt": str, "expiresAt": str, "lastActivity": str,
+    "rows": int, "cols": int, "outputOffset": int,
+}
+
+SIGINT_BIT = 1 << (signal.SIGINT - 1)
+
+
+@pytest.fixture
+def labkernel_config() -> dict[str, Any]:
+    return dict(FAST)
+
+
+def config(**overrides: Any) -> Any:
+    """Run one test with these LabSessionManager settings on top of ``FAST``."""
+    label = ",".join(f"{k}={v}" for k, v in overrides.items())
+    return pytest.mark.parametrize("labkernel_config", [{**FAST, **overrides}], ids=[label])
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def parse_time(text: str) -> datetime:
+    assert ISO_UTC.match(text), f"not an ISO 8601 UTC time: {text!r}"
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def gone(proc: psutil.Process) -> bool:
+    """True when the process no longer exists (or its pid is another's now) or is a zombie."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def still_there(procs: dict[str, psutil.Process]) -> list[str]:
+    return [f"{name} (pid {p.pid})" for name, p in procs.items() if not gone(p)]
+
+
+def sig_ignored(pid: int) -> int:
+    """The SigIgn mask of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+
+
+async def run(api: Any, sid: str, line: str, pattern: str, *, timeout: float = 30) -> re.Match:
+    """Type a command line and read its output until ``pattern`` matches."""
+    accepted = await api.command(sid, line)
+    text, _ = await api.read_until(sid, pattern, accepted["offset"], timeout=timeout)
+    return re.search(pattern, text)
+
+
+async def wait_ended(api: Any, sid: str, offset: int = 0, timeout: float = 30) -> tuple[str, dict]:
+    """Long-poll until the session is no longer running; returns the text read and the last answer."""
+    text, deadline = "", time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"session still running; output {text[-300:]!r}"
+        answer = await api.output(sid, offset, wait=5)
+        text += answer["data"]
+        offset = answer["nextOffset"]
+        if answer["status"] != "running":
+            return text, answer
+
+
+# The jobs a learner leaves behind: a background job, a nohup'd one (ignores SIGHUP)
+# and a stopped one (sees SIGHUP only once continued).
+JOB_LINES = [
+    ("BG", 'sleep 999 & echo "BG=[$!]"'),
+    ("NOHUP", 'nohup sleep 999 >/dev/null 2>&1 & echo "NOHUP=[$!]"'),
+    ("STOPPED", 'sleep 998 & kill -STOP $!; echo "STOPPED=[$!]"'),
+    ("SHELL", 'echo "SHELL=[$$]"'),
+]
+
+
+def _check_jobs(text: str) -> dict[str, psutil.Process]:
+    pids = {name: int(re.search(rf"{name}=\[(\d+)\]", text).group(1)) for name, _ in JOB_LINES}
+    procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+    for name, proc in procs.items():
+        assert not gone(proc), f"{name} is not running"
+        # They all belong to the shell's session: what stopping it must end.
+        assert os.getsid(proc.pid) == pids["SHELL"]
+    return procs
+
+
+async def start_jobs(api: Any, sid: str) -> dict[str, psutil.Process]:
+    """Leave the three kinds of jobs in a session; returns them and the shell by name."""
+    first = None
+    for _, line in JOB_LINES:
+        accepted = await api.command(sid, line)
+        first = accepted["offset"] if first is None else first
+    text, _ = await api.read_until(sid, r"SHELL=\[\d+\]", first)
+    procs = _check_jobs(text)
+    await eventually(lambda: procs["STOPPED"].status() == psutil.STATUS_STOPPED, timeout=10)
+    return procs
+
+
+# -- starting, the session object, the terminal -----------------------------------------
+
+
+async def test_lab_catalog_lists_the_builtin_shell_lab_without_steps(api):
+    labs = (await api.ok("GET", "api", "labs"))["labs"]
+    shell = next(lab for lab in labs if lab["id"] == "shell")
+    assert shell["steps"] == 0
+    assert isinstance(shell["title"], str) and shell["title"]
+    assert isinstance(shell["description"], str)
+
+
+@config(lifetime=1234.0)
+async def test_start_with_empty_body_answers_a_complete_session_object(api):
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    session = await api.ok("POST", "api", "labs", "start", raw_body=b"", expect=201)
+    after = datetime.now(timezone.utc)
+
+    for field, kind in SESSION_FIELDS.items():
+        assert field in session, f"missing {field}"
+        assert isinstance(session[field], kind), f"{field}={session[field]!r} is not {kind.__name__}"
+    assert session["labId"] == "shell"
+    assert session["status"] in ("starting", "running")
+    assert session["exitCode"] is None
+    assert (session["rows"], session["cols"]) == (24, 80)
+    assert session["outputOffset"] >= 0
+
+    sid = session["sessionId"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22,}", sid), sid
+    assert len(base64.urlsafe_b64decode(sid + "=" * (-len(sid) % 4))) >= 16
+
+    created = parse_time(session["createdAt"])
+    assert before <= created <= after
+    assert before <= parse_time(session["lastActivity"]) <= after
+    assert parse_time(session["expiresAt"]) - created == timedelta(seconds=1234)
+
+    other = await api.start()
+    assert other["sessionId"] != sid
+
+
+async def test_a_started_session_is_running_listed_and_counted(api):
+    before = (await api.ok("GET", "health"))["activeSessions"]
+    sid, _ = await api.shell()
+
+    session = await api.get(sid)
+    assert session["status"] == "running"
+    assert session["terminalActive"] is True
+
+    listed = (await api.ok("GET", "api", "labs", "sessions"))["sessions"]
+    assert [s["sessionId"] for s in listed].count(sid) == 1
+    assert next(s for s in listed if s["sessionId"] == sid)["status"] == "running"
+
+    health = await api.ok("GET", "health")
+    assert health["activeSessions"] == before + 1
+    assert health["status"] == "ok"
+    assert health["transport"] == "http-polling"
+    assert health["version"] == labkernel.__version__
+
+    await api.stop(sid)
+    assert (await api.ok("GET", "health"))["activeSessions"] == before
+
+
+async def test_health_needs_no_authentication_but_the_api_does(api):
+    no_auth = {"Authorization": ""}
+    status, body = await api.call("GET", "health", headers=no_auth)
+    assert status == 200
+    assert body["status"] == "ok"
+    assert isinstance(body["activeSessions"], int)
+    # The same request without credentials is refused elsewhere: the header was really dropped.
+    status, body = await api.call("GET", "api", "labs", "sessions", headers=no_auth)
+    assert status == 403
+    assert body["error"] == "forbidden"
+
+
+async def test_status_route_answers_the_contract_fields(api):
+    sid, offset = await api.shell()
+    status = await api.status(sid)
+    assert status["sessionId"] == sid
+    assert status["connected"] is True
+    assert status["terminalActive"] is True
+    assert status["status"] == "running"
+    assert status["exitCode"] is None
+    assert isinstance(status["outputOffset"], int) and status["outputOffset"] >= offset
+    parse_time(status["lastActivity"])
+
+
+async def test_output_offset_grows_with_output(api):
+    sid, offset = await api.shell()
+    before = (await api.get(sid))["outputOffset"]
+    assert before >= offset
+    accepted = await api.command(sid, "printf 'x%.0s' $(seq 500); echo END-$((2*21))")
+    _, next_offset = await api.read_until(sid, r"END-42", accepted["offset"])
+    after = await api.get(sid)
+    assert after["outputOffset"] >= next_offset >= before + 500
+    assert (await api.status(sid))["outputOffset"] >= next_offset
+
+
+async def test_session_starts_in_the_server_root_dir(api, jp_root_dir):
+    sid, _ = await api.shell()
+    match = await run(api, sid, 'echo "PWD=[$(pwd -P)]"', r"PWD=\[(/[^\]\r\n]*)\]")
+    assert match.group(1) == os.path.realpath(jp_root_dir)
+
+
+async def test_terminal_has_the_requested_size_and_resize_changes_it(api):
+    sid, _ = await api.shell(rows=33, cols=111)
+    session = await api.get(sid)
+    assert (session["rows"], session["cols"]) == (33, 111)
+    match = await run(api, sid, 'echo "SIZE=[$(stty size)]"', r"SIZE=\[(\d+) (\d+)\]")
+    assert match.groups() == ("33", "111")
+
+    answer = await api.message(sid, type="resize", rows=40, cols=120)
+    assert answer["accepted"] is True
+    match = await run(api, sid, 'echo "SIZE=[$(stty size)]"', r"SIZE=\[(\d+) (\d+)\]")
+    assert match.groups() == ("40", "120")
+    session = await api.get(sid)
+    assert (session["rows"], session["cols"]) == (40, 120)
+
+
+# -- the shell ending by itself ----------------------------------------------------
+
+
+async def test_shell_exit_ends_the_session_with_its_exit_code_and_keeps_its_output(api):
+    sid, offset = await api.shell()
+    accepted = await api.command(sid, "echo bye; exit 3")
+    _, last = await wait_ended(api, sid, accepted["offset"])
+    assert last["status"] == "exited"
+    assert last["exitCode"] == 3
+
+    session = await api.get(sid)
+    assert session["status"] == "exited"
+    assert session["exitCode"] == 3
+    assert session["terminalActive"] is False
+    status = await api.status(sid)
+    assert (status["status"], status["exitCode"], status["terminalActive"]) == ("exited", 3, False)
+
+    # What the shell wrote just before it exited is still there to read.
+    everything = await api.output(sid, 0)
+    assert re.search(r"[\r\n]bye\r\n", everything["data"]), everything["data"][-300:]
+    assert everything["status"] == "exited"
+
+    # A long poll at the end of an ended session answers at once: nothing more will come.
+    started = time.monotonic()
+    answer = await api.output(sid, everything["nextOffset"], wait=20)
+    assert time.monotonic() - started < 10
+    assert answer["data"] == ""
+    assert answer["nextOffset"] == everything["nextOffset"]
+    assert (answer["status"], answer["exitCode"]) == ("exited", 3)
+
+
+async def test_long_poll_waiting_when_the_shell_exits_is_answered(api):
+    sid, offset = await api.shell()
+    await api.command(sid, "sleep 0.5; exit 7")
+    # Skip past the echo of the command line, then wait at the end for what comes next.
+    _, offset = await api.read_until(sid, r"exit 7\r\n", offset)
+    _, last = await wait_ended(api, sid, offset)
+    assert (last["status"], last["exitCode"]) == ("exited", 7)
+
+
+# -- every process of a session ends with it ----------------------------------------
+
+
+async def test_delete_answers_only_once_every_process_of_the_session_is_gone(api):
+    sid, _ = await api.shell()
+    procs = await start_jobs(api, sid)
+    stopped = await api.stop(sid)
+    # No waiting: the DELETE answering is the promise.
+    assert still_there(procs) == []
+    assert stopped["status"] == "stopped"
+    assert stopped["terminalActive"] is False
+
+
+@config(lifetime=2.5)
+async def test_session_expires_after_its_lifetime_with_every_process(api):
+    sid, _ = await api.shell()
+    procs = await start_jobs(api, sid)
+    # A client keeps polling: the lifetime applies however busy the session is.
+    _, last = await wait_ended(api, sid)
+    assert last["status"] == "expired"
+    session = await api.get(sid)
+    assert session["status"] == "expired"
+    assert session["terminalActive"] is False
+    await eventually(lambda: not still_there(procs))
+
+
+@config(cull_idle_timeout=1.0)
+async def test_idle_session_is_culled_with_every_process_while_a_polled_one_survives(api):
+    idle, _ = await api.shell()
+    procs = await start_jobs(api, idle)
+    busy, busy_offset = await api.shell()
+
+    deadline = time.monotonic() + 30
+    while (await api.get(idle))["status"] == "running":  # GET does not count as activity
+        assert time.monotonic() < deadline, "the idle session was never culled"
+        answer = await api.output(busy, busy_offset, wait=0.2)
+        busy_offset = answer["nextOffset"]
+
+    assert (await api.get(idle))["status"] == "expired"
+    assert (await api.get(busy))["status"] == "running"
+    await eventually(lambda: not still_there(procs))
+
+
+async def test_jobs_left_behind_end_when_the_shell_exits_by_itself(api):
+    sid, _ = await api.shell()
+    procs = await start_jobs(api, sid)
+    # bash refuses the first exit while a job is stopped.
+    await run(api, sid, "exit 5", r"stopped jobs")
+    await api.command(sid, "exit 5")
+    _, last = await wait_ended(api, sid)
+    assert (last["status"], last["exitCode"]) == ("exited", 5)
+    await eventually(lambda: not still_there(procs))
+
+
+# -- a real server in its own process ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``jupyter server`` with labkernel in a subprocess, and a blocking client of its API."""
+
+    BASE_URL = "/a%40b/"
+
+    def __init__(self, tmp: Path, *, ignore_sigint: bool = False):
+        self.token = secrets.token_hex(16)
+        self.port = _free_port()
+        self.root = tmp / "root"
+        dirs = {name: tmp / name for name in ("config", "runtime", "data")}
+        for path in (self.root, *dirs.values()):
+            path.mkdir(parents=True, exist_ok=True)
+        (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps({
+            "LabSessionManager": {"shell_command": SHELL_COMMAND, **FAST},
+        }))
+        env = dict(
+            os.environ, PS1=PROMPT, HISTFILE="/dev/null",
+            JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+            JUPYTER_DATA_DIR=str(dirs["data"]),
+        )
+        self.log_path = tmp / "server.log"
+        preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                 f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
+                 f"--ServerApp.token={self.token}", f"--ServerApp.base_url={self.BASE_URL}",
+                 "--ServerApp.jpserver_extensions={'labkernel': True}",
+                 f"--ServerApp.root_dir={self.root}"],
+                env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=preexec,
+            )
+        self._wait_ready()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, f"the server exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"the server did not come up:\n{self.log()}"
+            try:
+                if self.call("GET", "health", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    def call(self, method: str, *path: str, body: Any = None, params: dict | None = None,
+             timeout: float = 30) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.port}{self.BASE_URL}{'/'.join(path)}"
+        if params:
+            url += "?" + "&".join(f"{k}={v}" for k, v in params.items())
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        request = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def ok(self, method: str, *path: str, expect: int = 200, **kwargs: Any) -> Any:
+        status, body = self.call(method, *path, **kwargs)
+        assert status == expect, f"{method} {'/'.join(path)} answered {status}: {body}"
+        return body
+
+    def command(self, sid: str, line: str) -> dict:
+        return self.ok("POST", "api", "ws", "message", body={"sessionId": sid, "command": line})
+
+    def message(self, sid: str, **body: Any) -> dict:
+        return self.ok("POST", "api", "ws", "message", body={"sessionId": sid, **body})
+
+    def read_until(self, sid: str, pattern: str, offset: int = 0, timeout: float = 30) -> tuple[str, int]:
+        text, deadline = "", time.monotonic() + timeout
+        while not re.search(pattern, text):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {pattern!r}; got {text[-500:]!r}"
+            answer = self.ok("GET", "api", "ws", "output", sid,
+                             params={"offset": offset, "wait": min(left, 5)})
+            text += answer["data"]
+            offset = answer["nextOffset"]
+            assert answer["status"] == "running" or answer["data"] or re.search(pattern, text), \
+                f"session ended before {pattern!r}: {text[-500:]!r}"
+        return text, offset
+
+    def shell(self) -> tuple[str, int]:
+        sid = self.ok("POST", "api", "labs", "start", body={}, expect=201)["sessionId"]
+        _, offset = self.read_until(sid, re.escape(PROMPT))
+        return sid, offset
+
+    def start_jobs(self, sid: str) -> dict[str, psutil.Process]:
+        first = None
+        for _, line in JOB_LINES:
+            accepted = self.command(sid, line)
+            first = accepted["offset"] if first is None else first
+        text, _ = self.read_until(sid, r"SHELL=\[\d+\]", first)
+        return _check_jobs(text)
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the server did not stop on SIGTERM:\n{self.log()}") from None
+
+
+def test_server_shutdown_ends_every_process_of_every_session(tmp_path):
+    server = ServerProcess(tmp_path)
+    try:
+        procs: dict[str, psutil.Process] = {}
+        for n in range(2):
+            sid, _ = server.shell()
+            procs.update({f"{name}{n}": p for name, p in server.start_jobs(sid).items()})
+        assert len(still_there(procs)) == len(procs) == 8  # two shells and their jobs, running
+    finally:
+        server.terminate()
+    # The server stops its extension and waits for it before it exits: no waiting here.
+    assert still_there(procs) == [], server.log()
+
+
+@pytest.fixture(scope="module")
+def sigint_ignoring_server(tmp_path_factory):
+    """A server started as ``jupyter server &`` from a script would be: SIGINT ignored."""
+    server = ServerProcess(tmp_path_factory.mktemp("sigint"), ignore_sigint=True)
+    try:
+        assert sig_ignored(server.proc.pid) & SIGINT_BIT, "the test server should ignore SIGINT"
+        yield server
+    finally:
+        server.terminate()
+
+
+def _foreground_sleep(server: ServerProcess, sid: str) -> tuple[psutil.Process, int]:
+    accepted = server.command(sid, """bash -c 'echo "FG=[$$]"; exec sleep 30'""")
+    text, offset = server.read_until(sid, r"FG=\[(\d+)\]", accepted["offset"])
+    proc = psutil.Process(int(re.search(r"FG=\[(\d+)\]", text).group(1)))
+    # exec has happened once the process runs sleep; until then it may still be bash.
+    deadline = time.monotonic() + 10
+    while proc.name() != "sleep":
+        assert time.monotonic() < deadline, proc.name()
+        time.sleep(0.01)
+    return proc, offset
+
+
+@pytest.mark.parametrize("interrupt", [
+    pytest.param({"data": "\u0003"}, id="ctrl-c-keystroke"),
+    pytest.param({"type": "signal", "signal": "SIGINT"}, id="sigint-message"),
+])
+def test_interrupt_stops_the_foreground_program_when_the_server_ignores_sigint(
+        sigint_ignoring_server, interrupt):
+    server = sigint_ignoring_server
+    sid, offset = server.shell()
+    accepted = server.command(sid, 'echo "SH=[$$]"')
+    text, offset = server.read_until(sid, r"SH=\[(\d+)\]", accepted["offset"])
+    shell_pid = int(re.search(r"SH=\[(\d+)\]", text).group(1))
+    assert not sig_ignored(shell_pid) & SIGINT_BIT, "the shell inherited an ignored SIGINT"
+    trap = server.command(sid, 'echo "TRAP=[$(trap -p INT)]"')
+    text, offset = server.read_until(sid, r"TRAP=\[[^$\]]*\]", trap["offset"])
+    assert "TRAP=[]" in text, "SIGINT is trapped or ignored in the shell"
+
+    sleeper, offset = _foreground_sleep(server, sid)
+    assert not sig_ignored(sleeper.pid) & SIGINT_BIT, "the foreground program ignores SIGINT"
+
+    server.message(sid, **interrupt)
+    # The prompt is back well before the 30 s sleep would have ended.
+    server.read_until(sid, re.escape(PROMPT), offset, timeout=15)
+    assert gone(sleeper)
+    status = server.command(sid, 'echo "RC=[$?]"')
+    server.read_until(sid, r"RC=\[130\]", status["offset"])
+    server.ok("DELETE", "api", "labs", "session", sid)
+
+
+# -- job control signals -----------------------------------------------------------
+
+
+async def test_sigtstp_message_stops_the_foreground_job(api):
+    sid, offset = await api.shell()
+    accepted = await api.command(sid, """bash -c 'echo "FG=[$$]"; exec sleep 30'""")
+    text, offset = await api.read_until(sid, r"FG=\[\d+\]", accepted["offset"])
+    sleeper = psutil.Process(int(re.search(r"FG=\[(\d+)\]", text).group(1)))
+
+    await api.message(sid, type="signal", signal="SIGTSTP")
+    await api.read_until(sid, re.escape(PROMPT), offset, timeout=15)
+    assert sleeper.status() == psutil.STATUS_STOPPED
+    await run(api, sid, "jobs", r"Stopped")
+    await api.stop(sid)
+    assert gone(sleeper)
+
+
+async def test_sigtstp_and_sigcont_messages_stop_and_continue_the_foreground_group(api):
+    sid, offset = await api.shell()
+    # A foreground group whose leader ignores SIGTSTP (so the shell does not take the
+    # terminal back) and whose sleep does not: SIGCONT then reaches the stopped sleep.
+    line = """bash -c 'sleep 30 & echo "BG=[$!]"; trap "" TSTP; echo "ARM""ED"; wait'"""
+    accepted = await api.command(sid, line)
+    text, offset = await api.read_until(sid, r"ARMED", accepted["offset"])
+    sleeper = psutil.Process(int(re.search(r"BG=\[(\d+)\]", text).group(1)))
+    await eventually(lambda: sleeper.status() == psutil.STATUS_SLEEPING, timeout=10)
+
+    await api.message(sid, type="signal", signal="SIGTSTP")
+    await eventually(lambda: sleeper.status() == psutil.STATUS_STOPPED, timeout=10)
+    await api.message(sid, type="signal", signal="SIGCONT")
+    await eventually(lambda: sleeper.status() == psutil.STATUS_SLEEPING, timeout=10)
+
+    await api.message(sid, type="signal", signal="SIGTERM")
+    await api.read_until(sid, re.escape(PROMPT), offset, timeout=15)
+    await eventually(lambda: gone(sleeper), timeout=10)
+
+
+# -- retention ------------------------------------------------------------------------
+
+
+@config(retention=0.5)
+async def test_ended_session_stays_readable_until_retention_then_every_route_answers_404(api):
+    sid, _ = await api.shell()
+    await run(api, sid, "echo kept-$((3*3))", r"kept-9")
+    await api.stop(sid)
+
+    assert (await api.get(sid))["status"] == "stopped"
+    assert (await api.status(sid))["status"] == "stopped"
+    output = await api.output(sid, 0)
+    assert "kept-9" in output["data"]
+    assert output["status"] == "stopped"
+    listed = (await api.ok("GET", "api", "labs", "sessions"))["sessions"]
+    assert sid in [s["sessionId"] for s in listed]
+
+    deadline = time.monotonic() + 15
+    while (await api.call("GET", "api", "labs", "session", sid))[0] != 404:
+        assert time.monotonic() < deadline, "the ended session was never forgotten"
+        await asyncio.sleep(0.05)
+
+    answers = {
+        "GET session": await api.call("GET", "api", "labs", "session", sid),
+        "DELETE session": await api.call("DELETE", "api", "labs", "session", sid),
+        "GET status": await api.call("GET", "api", "ws", "status", sid),
+        "GET output": await api.call("GET", "api", "ws", "output", sid, params={"wait": "1"}),
+        "POST message": await api.call("POST", "api", "ws", "message",
+                                       body={"sessionId": sid, "data": "x"}),
+    }
+    for route, (status, body) in answers.items():
+        assert (status, body["error"]) == (404, "session_not_found"), f"{route}: {status} {body}"
+        assert body["message"]
+    listed = (await api.ok("GET", "api", "labs", "sessions"))["sessions"]
+    assert sid not in [s["sessionId"] for s in listed]
+
+
+# -- the session limit --------------------------------------------------------------
+
+
+@config(max_sessions=2)
+async def test_ended_sessions_do_not_count_toward_the_session_limit(api):
+    first = (await api.start())["sessionId"]
+    second, _ = await api.shell()
+
+    status, body = await api.call("POST", "api", "labs", "start", body={})
+    assert (status, body["error"]) == (429, "too_many_sessions")
+    assert body["message"]
+
+    await api.stop(first)
+    third = (await api.start())["sessionId"]
+
+    await api.command(second, "exit")
+    await wait_ended(api, second)
+    fourth = (await api.start())["sessionId"]
+
+    status, body = await api.call("POST", "api", "labs", "start", body={})
+    assert (status, body["error"]) == (429, "too_many_sessions")
+    assert {(await api.get(s))["status"] for s in (third, fourth)} == {"running"}
+
+
+# -- one session flooding -----------------------------------------------------------
+
+
+@config(buffer_size=256 * 1024)
+async def test_a_flooding_session_does_not_hold_up_another_and_keeps_its_memory_bounded(api, manager):
+    limit = 256 * 1024
+    flood = (await api.start())["sessionId"]
+    await api.command(flood, "yes")  # typed before the prompt: bash reads it when ready
+    log = manager.get(flood).output  # nobody polls this session: its window slides
+
+    widest = 0
+
+    async def watch() -> None:
+        nonlocal widest
+        while True:
+            widest = max(widest, log.end - log.base)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await eventually(lambda: log.base > 2 * limit, timeout=30)  # it floods, and drops the oldest
+
+        started, flooded = time.monotonic(), log.end
+        other, _ = await api.shell()
+        await run(api, other, "echo $((6*7))", r"\b42\b", timeout=30)
+        assert (await api.ok("GET", "health"))["status"] == "ok"
+        assert time.monotonic() - started < 30
+        assert log.end > flooded, "the flood did not run during the round trip"
+    finally:
+        watcher.cancel()
+    assert 0 < widest <= limit
+    assert log.end - log.base <= limit
+
+    stopped = await api.stop(flood)
+    assert stopped["status"] == "stopped"
+
+
+# -- seq de-duplication ----------------------------------------------------------------
+
+
+async def test_repeated_or_older_seq_is_acknowledged_as_duplicate_and_not_written(api):
+    sid, _ = await api.shell()
+    first = await api.message(sid, command="echo A$((1+1))B", clientId="widget", seq=5)
+    again = await api.message(sid, command="echo A$((1+1))B", clientId="widget", seq=5)
+    older = await api.message(sid, command="echo C$((1+2))D", clientId="widget", seq=3)
+    assert first["accepted"] is True and first.get("duplicate", False) is False
+    assert again["accepted"] is True and again["duplicate"] is True
+    assert older["accepted"] is True and older["duplicate"] is True
+
+    last = await api.message(sid, command="echo DONE-$((9*9))", clientId="widget", seq=6)
+    assert last.get("duplicate", False) is False
+    text, _ = await api.read_until(sid, r"DONE-81", first["offset"])
+    assert text.count("A2B") == 1
+    assert "C3D" not in text and "echo C" not in text
+
+
+async def test_two_clients_with_their_own_seq_do_not_silence_each_other(api):
+    sid, _ = await api.shell()
+    widget = await api.message(sid, command="echo W$((1+1))W", clientId="widget", seq=1)
+    script = await api.message(sid, command="echo S$((2+2))S", clientId="script", seq=1)
+    default = await api.message(sid, command="echo D$((3+3))D", seq=1)
+    for answer in (widget, script, default):
+        assert answer.get("duplicate", False) is False
+    text, _ = await api.read_until(sid, r"D6D", widget["offset"])
+    assert text.count("W2W") == 1 and text.count("S4S") == 1 and text.count("D6D") == 1
+
+
+async def test_messages_without_seq_are_never_taken_for_duplicates(api):
+    sid, _ = await api.shell()
+    first = await api.command(sid, "echo R$((5+5))R")
+    second = await api.command(sid, "echo R$((5+5))R")
+    assert first.get("duplicate", False) is False and second.get("duplicate", False) is False
+    text, _ = await api.read_until(sid, r"R10R[\s\S]*R10R", first["offset"])
+    assert text.count("R10R") == 2
+
+
+async def test_retried_message_to_an_ended_session_is_a_duplicate_not_a_conflict(api):
+    sid, _ = await api.shell()
+    body = {"sessionId": sid, "command": "exit 4", "clientId": "widget", "seq": 7}
+    first = await api.ok("POST", "api", "ws", "message", body=body)
+    assert first.get("duplicate", False) is False
+    _, last = await wait_ended(api, sid, first["offset"])
+    assert (last["status"], last["exitCode"]) == ("exited", 4)
+
+    # The answer was lost; the client retries the very same message.
+    retry = await api.ok("POST", "api", "ws", "message", body=body)
+    assert retry["accepted"] is True and retry["duplicate"] is True
+
+    status, answer = await api.call("POST", "api", "ws", "message", body={**body, "seq": 8})
+    assert (status, answer["error"]) == (409, "session_ended")
+    status, answer = await api.call("POST", "api", "ws", "message",
+                                    body={"sessionId": sid, "data": "x"})
+    assert (status, answer["error"]) == (409, "session_ended")
+
+
+# -- input for a program that is not reading ---------------------------------------------
+
+
+async def test_input_sent_while_the_program_is_not_reading_all_arrives_in_order(api, jp_root_dir):
+    sid, offset = await api.shell()
+    # 2,000 numbered lines of 100 bytes: 200 KB, far more than the terminal buffers.
+    data = "".join(f"{i:06d}{'x' * 93}\n" for i in range(2000))
+    # cat starts reading only after the sleep: until then the input waits.
+    await api.command(sid, "sleep 2; cat > typed.txt")
+    chunk = 20_000
+    for start in range(0, len(data), chunk):
+        answer = await api.send(sid, data[start:start + chunk])
+        assert answer["accepted"] is True
+    # The server answers other requests meanwhile.
+    assert (await api.status(sid))["status"] == "running"
+    assert (await api.ok("GET", "health"))["status"] == "ok"
+
+    await api.send(sid, "\u0004")  # Ctrl-D: end of input for cat
+    await run(api, sid, 'echo "WC=[$(wc -c < typed.txt)]"', r"WC=\[\s*\d+\]")
+    assert (Path(jp_root_dir) / "typed.txt").read_bytes() == data.encode()
+
+
+async def test_daemons_that_leave_the_shells_session_are_stopped_with_it(api):
+    """A program that calls setsid (a tmux server, a daemon) still ends with the lab."""
+    sid, offset = await api.shell()
+    await api.command(sid, "setsid sh -c 'echo DAEMON=[$$]; exec sleep 997' &")
+    text, _ = await api.read_until(sid, r"DAEMON=\[\d+\]", offset)
+    daemon = psutil.Process(int(re.search(r"DAEMON=\[(\d+)\]", text).group(1)))
+    assert os.getsid(daemon.pid) == daemon.pid, "the daemon left the shell's session"
+    await api.stop(sid)
+    assert gone(daemon)
