@@ -64,7 +64,7 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
             return {}
         try:
             model = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting exhausts the parser's stack
             raise BadRequest("The request body is not valid JSON.") from None
         if not isinstance(model, dict):
             raise BadRequest("The request body must be a JSON object.")
@@ -106,6 +106,12 @@ def _str_field(model: dict[str, Any], name: str, required: bool = False) -> str 
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{name} must be a string.")
+    return value
+
+
+def _client_id(value: str | None) -> str | None:
+    if value is not None and not 1 <= len(value) <= 128:
+        raise BadRequest("clientId must be 1 to 128 characters long.")
     return value
 
 
@@ -194,9 +200,7 @@ class MessageHandler(LabHandler):
         model = self.json_body()
         session = self.manager.get(_str_field(model, "sessionId", required=True) or "")
         seq = _int_field(model, "seq", 0, 2**63 - 1)
-        client = _str_field(model, "clientId")
-        if client is not None and not 1 <= len(client) <= 128:
-            raise BadRequest("clientId must be 1 to 128 characters long.")
+        client = _client_id(_str_field(model, "clientId"))
         kind = model.get("type")
         if kind == "resize":
             rows, cols = _int_field(model, "rows", 1, 1000), _int_field(model, "cols", 1, 1000)
@@ -249,7 +253,7 @@ class OutputHandler(LabHandler):
         encoding = self.get_query_argument("encoding", "utf-8")
         if encoding not in ("utf-8", "base64"):
             raise BadRequest(f"encoding must be utf-8 or base64 (got {encoding!r}).")
-        reader = self.get_query_argument("clientId", "")
+        reader = _client_id(self.get_query_argument("clientId", None)) or ""
         utf8 = encoding == "utf-8"
 
         chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)

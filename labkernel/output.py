@@ -107,11 +107,7 @@ class OutputLog:
             if tail == hi - lo:
                 # The first character itself is cut: by max_bytes (return it whole),
                 # or by the end of a running session's output (return nothing yet).
-                whole = start + utf8_char_size(self._buf[lo])
-                if whole <= self.end:
-                    stop = whole
-                else:
-                    stop = self.end if self.closed else start
+                stop = self._first_char_stop(start)
             elif stop < self.end or not self.closed:
                 # Once the log is closed, a cut character at its very end is final
                 # and decodes as U+FFFD; otherwise the next read starts at it.
@@ -121,6 +117,19 @@ class OutputLog:
         with memoryview(self._buf) as view:
             data = bytes(view[lo:hi])
         return Chunk(start, stop, data, start > offset)
+
+    def _first_char_stop(self, start: int) -> int:
+        """Where the character at ``start`` ends, or ``start`` if it may still complete."""
+        buf, lo = self._buf, start - self.base
+        size = utf8_char_size(buf[lo])
+        n = 1
+        while n < size and lo + n < len(buf) and buf[lo + n] & 0xC0 == 0x80:
+            n += 1
+        if n == size or lo + n < len(buf) or self.closed:
+            # Complete, or broken by a byte that is no continuation (it decodes as
+            # U+FFFD whatever comes next), or final.
+            return start + n
+        return start
 
     def wait(self, offset: int, timeout: float) -> asyncio.Future[None]:
         """A future resolved once output past ``offset`` exists, the log closes, or
