@@ -52,10 +52,12 @@ MARK_CMD = "EN''D_MARK"                # how it is typed (the echo never contain
 BIG_READ = 4 * 1024 * 1024             # labkernel max= for bulk reads
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
-FULL = dict(create_n=10, echo_keys=300, echo_warm=20, tp_bytes=20_000_000, tp_reps=3,
-            idle_s=10.0, rss_n=100, flood_keys=200, flood_warm=20)
-QUICK = dict(create_n=3, echo_keys=60, echo_warm=10, tp_bytes=5_000_000, tp_reps=1,
-             idle_s=3.0, rss_n=20, flood_keys=60, flood_warm=10)
+FULL = dict(create_n=10, echo_keys=300, echo_warm=20, b2b_keys=300,
+            tp_bytes=20_000_000, tp_reps=3, idle_s=10.0, rss_n=100, rss_rounds=2,
+            flood_keys=200, flood_warm=20, warm_keys=150, warm_requests=1000)
+QUICK = dict(create_n=3, echo_keys=60, echo_warm=10, b2b_keys=60,
+             tp_bytes=5_000_000, tp_reps=1, idle_s=3.0, rss_n=20, rss_rounds=2,
+             flood_keys=60, flood_warm=10, warm_keys=50, warm_requests=300)
 
 pc = time.perf_counter
 
@@ -114,22 +116,24 @@ class Http:
         c = getattr(self._tl, "c", None)
         if c is None:
             c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            c.connect()
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._tl.c = c
         return c
 
     def request(self, method, path, body=None, timeout=60):
         payload = json.dumps(body).encode() if body is not None else None
         for attempt in (0, 1):
-            c = self._conn()
-            c.timeout = timeout
-            if c.sock is not None:
-                c.sock.settimeout(timeout)
             try:
+                c = self._conn()
+                c.sock.settimeout(timeout)
                 c.request(method, BASE + path.lstrip("/"), body=payload, headers=self.headers)
                 r = c.getresponse()
                 data = r.read()
             except (http.client.HTTPException, OSError):
-                c.close()
+                c = getattr(self._tl, "c", None)
+                if c is not None:
+                    c.close()
                 self._tl.c = None
                 if attempt:
                     raise
@@ -146,8 +150,9 @@ class Http:
 # The Jupyter server subprocess
 # ----------------------------------------------------------------------------------
 class Server:
-    def __init__(self, tmp: str, clean_home: bool = True):
+    def __init__(self, tmp: str, clean_home: bool = True, max_sessions: int = 200):
         self.tmp = tmp
+        self.max_sessions = max_sessions
         self.clean_home = clean_home
         self.port = free_port()
         self.token = secrets.token_hex(24)
@@ -186,6 +191,9 @@ class Server:
                 "root_dir": root,
                 "terminals_enabled": True,
             },
+            # labkernel's default limit is 100 running sessions; the RSS figure
+            # needs exactly that many, so leave a margin (terminado has no limit).
+            "LabSessionManager": {"max_sessions": self.max_sessions},
         }
         with open(os.path.join(cfg, "jupyter_server_config.json"), "w") as f:
             json.dump(config, f, indent=1)
@@ -583,8 +591,7 @@ def t_create_lab(L: Labkernel, P):
         created.append((t1 - t0) * 1000)
         L.destroy(sid)
         time.sleep(0.1)
-    return {"median_ms": statistics.median(first), "samples_ms": first,
-            "create_request_median_ms": statistics.median(created)}
+    return {"samples_ms": first, "create_request_ms": created}
 
 
 def t_create_term(T: Terminado, P):
@@ -603,9 +610,35 @@ def t_create_term(T: Terminado, P):
         T.destroy(name)
         T.close_ws(ws)
         time.sleep(0.1)
-    return {"median_ms": statistics.median(first), "samples_ms": first,
-            "create_request_median_ms": statistics.median(created),
-            "ws_connected_median_ms": statistics.median(connected)}
+    return {"samples_ms": first, "create_request_ms": created, "ws_connected_ms": connected}
+
+
+def merge_create(parts):
+    out = {}
+    for k in ("samples_ms", "create_request_ms", "ws_connected_ms"):
+        xs = [x for p in parts for x in p.get(k, [])]
+        if xs:
+            out[k] = xs
+    out["median_ms"] = statistics.median(out["samples_ms"])
+    out["create_request_median_ms"] = statistics.median(out["create_request_ms"])
+    if "ws_connected_ms" in out:
+        out["ws_connected_median_ms"] = statistics.median(out["ws_connected_ms"])
+    return out
+
+
+def merge_rss(parts):
+    """Rounds run L,T then T,L (ABBA): the mean cancels the order effect (memory the
+    first run frees is reused by the next one)."""
+    out = dict(parts[0])
+    out["growth_MB"] = statistics.fmean(p["growth_MB"] for p in parts)
+    out["growth_by_round_MB"] = [p["growth_MB"] for p in parts]
+    out["rounds"] = parts
+    return out
+
+
+def merge_tp(parts):
+    runs = [r for p in parts for r in p["runs"]]
+    return {"MBps": statistics.median(r["MBps"] for r in runs), "runs": runs}
 
 
 # ----------------------------------------------------------------------------------
@@ -646,11 +679,17 @@ def t_echo_lab(L: Labkernel, P, srv):
         cpu0 = srv.cpu()
         lat, fails = echo_run(reader, send, P["echo_keys"], P["echo_warm"], P["key_gap"])
         cpu = srv.cpu() - cpu0
+        b2b = []
+        if P.get("b2b_keys"):
+            reader.wait_quiet(0.2)
+            b2b, _ = echo_run(reader, send, P["b2b_keys"], 5, 0.0)
     finally:
         L.destroy(sid, sc)
         reader.join(10)
     out = summarize(lat)
     out.update(lost=fails, server_cpu_ms_per_key=cpu * 1000 / (P["echo_keys"] + P["echo_warm"]))
+    if b2b:
+        out["back_to_back"] = summarize(b2b)
     return out
 
 
@@ -660,12 +699,18 @@ def t_echo_term(T: Terminado, P, srv):
         cpu0 = srv.cpu()
         lat, fails = echo_run(reader, send, P["echo_keys"], P["echo_warm"], P["key_gap"])
         cpu = srv.cpu() - cpu0
+        b2b = []
+        if P.get("b2b_keys"):
+            reader.wait_quiet(0.2)
+            b2b, _ = echo_run(reader, send, P["b2b_keys"], 5, 0.0)
     finally:
         T.destroy(name)
         reader.join(5)
         T.close_ws(ws)
     out = summarize(lat)
     out.update(lost=fails, server_cpu_ms_per_key=cpu * 1000 / (P["echo_keys"] + P["echo_warm"]))
+    if b2b:
+        out["back_to_back"] = summarize(b2b)
     return out
 
 
@@ -708,9 +753,9 @@ def t_tp_lab(L: Labkernel, P, srv):
         runs.append({"MBps": total / 1e6 / el, "bytes": total, "seconds": el,
                      "requests": nreq, "avg_answer_bytes": total / max(nreq, 1),
                      "truncated": truncated, "server_cpu_s": cpu})
-        log(f"  labkernel run {rep + 1}: {runs[-1]['MBps']:.1f} MB/s "
+        log(f"  labkernel: {runs[-1]['MBps']:.1f} MB/s "
             f"({nreq} reads, server cpu {cpu:.2f} s)")
-    return {"MBps": statistics.median(r["MBps"] for r in runs), "runs": runs}
+    return {"runs": runs}
 
 
 def t_tp_term(T: Terminado, P, srv):
@@ -747,9 +792,9 @@ def t_tp_term(T: Terminado, P, srv):
         runs.append({"MBps": total / 1e6 / el, "bytes": total, "seconds": el,
                      "messages": nmsg, "avg_message_bytes": total / max(nmsg, 1),
                      "server_cpu_s": cpu})
-        log(f"  terminado run {rep + 1}: {runs[-1]['MBps']:.1f} MB/s "
+        log(f"  terminado: {runs[-1]['MBps']:.1f} MB/s "
             f"({nmsg} messages, server cpu {cpu:.2f} s)")
-    return {"MBps": statistics.median(r["MBps"] for r in runs), "runs": runs}
+    return {"runs": runs}
 
 
 # ----------------------------------------------------------------------------------
@@ -1046,7 +1091,9 @@ def _get(res, key, path):
         return None
     for p in path:
         r = r.get(p) if isinstance(r, dict) else None
-    return r if isinstance(r, (int, float)) and not (isinstance(r, float) and math.isnan(r)) else None
+    if not isinstance(r, (int, float)) or (isinstance(r, float) and math.isnan(r)):
+        return None
+    return r
 
 
 # (row id, label, result key, path, target text, check(lab, term) -> bool)
@@ -1059,7 +1106,8 @@ ROWS = [
      "<= 1.5 ms", lambda a, b: a <= 1.5),
     ("throughput_MBps", "output throughput (MB/s, median)", "throughput", ["MBps"],
      ">= 10x terminado", lambda a, b: b is not None and a >= 10 * b),
-    ("idle_requests", "idle attached client: requests in {idle}", "idle", ["count"],
+    ("idle_requests", "idle client: HTTP requests (L) / WS msgs (T) in {idle}", "idle",
+     ["count"],
      "<= 1 (1 per 25 s)", lambda a, b: a <= 1),
     ("rss_growth_MB", "server RSS growth, {rss_n} sessions (MB)", "rss", ["growth_MB"],
      "<= terminado", lambda a, b: b is not None and a <= b),
@@ -1103,6 +1151,20 @@ def build_table(results, P):
     return rows
 
 
+def render_reference(ref, P) -> str:
+    out = ["reference (no transport):"]
+    pc_ = ref.get("pty_ceiling")
+    if pc_:
+        out.append(f"  - raw PTY ceiling: the throughput command read straight from a PTY by "
+                   f"this process: {fmt(pc_['MBps'])} MB/s")
+    rf = ref.get("request_floor")
+    if rf:
+        out.append(f"  - jupyter_server request floor: authenticated GET /api/status round trip, "
+                   f"spaced {P['key_gap'] * 1000:g} ms apart: p50 {fmt(rf['p50'])} / "
+                   f"p99 {fmt(rf['p99'])} ms")
+    return "\n".join(out) if len(out) > 1 else ""
+
+
 def render_table(rows) -> str:
     head = ["metric", "labkernel", "terminado", "ratio L/T", "target", "met"]
     body = []
@@ -1140,6 +1202,10 @@ def details(results) -> str:
         if "p50" in e:
             parts.append(f"echo p90 {fmt(e['p90'])} / max {fmt(e['max'])} ms, "
                          f"server CPU {fmt(e['server_cpu_ms_per_key'])} ms/key")
+        if isinstance(e.get("back_to_back"), dict):
+            b = e["back_to_back"]
+            parts.append(f"echo with keys back to back (no pause): p50 {fmt(b['p50'])} / "
+                         f"p99 {fmt(b['p99'])} ms")
         tp = res.get("throughput") if isinstance(res.get("throughput"), dict) else {}
         if tp.get("runs"):
             r0 = tp["runs"][0]
@@ -1158,6 +1224,9 @@ def details(results) -> str:
             parts.append(f"RSS {fmt(rs['rss_before_MB'])} -> {fmt(rs['rss_with_sessions_MB'])}"
                          f" -> {fmt(rs['rss_after_cleanup_MB'])} MB after cleanup "
                          f"({rs['attached']}/{rs['sessions']} attached)")
+        if "growth_by_round_MB" in rs:
+            parts.append("RSS growth by round (order L,T then T,L): "
+                         + ", ".join(fmt(g) for g in rs["growth_by_round_MB"]) + " MB")
         idle = res.get("idle") if isinstance(res.get("idle"), dict) else {}
         if "count" in idle:
             if nm == "terminado":
@@ -1176,6 +1245,73 @@ def details(results) -> str:
 # ----------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------
+def warm_up(adapters, srv: Server, P) -> None:
+    """Bring the server to a steady state before measuring anything.
+
+    A fresh jupyter_server still runs its first full (generation 2) garbage
+    collections during its first thousands of requests, and the first session of
+    each kind imports modules (pexpect, ptyprocess...). Those pauses reach ~100 ms
+    on a small machine; whichever transport happened to be measured first would
+    pay them. Each transport types warm_keys keys into cat, then plain requests.
+    """
+    for _ in range(P["warm_requests"] // 2):
+        srv.http.request("GET", "api/status")
+    wp = dict(P, echo_keys=P["warm_keys"], echo_warm=0, key_gap=0.0, b2b_keys=0)
+    for name in ("labkernel", "terminado"):
+        if name in adapters:
+            (t_echo_lab if name == "labkernel" else t_echo_term)(adapters[name], wp, srv)
+    for _ in range(P["warm_requests"] // 2):
+        srv.http.request("GET", "api/status")
+
+
+def ref_request_floor(srv: Server, P, n=300) -> dict:
+    """Round trip of an authenticated no-op request (GET /api/status, jupyter_server's
+    own handler) spaced like the timed keystrokes: the floor under any HTTP design."""
+    lat = []
+    for i in range(n + 20):
+        t0 = pc()
+        srv.http.request("GET", "api/status")
+        if i >= 20:
+            lat.append((pc() - t0) * 1000)
+        if P["key_gap"]:
+            time.sleep(P["key_gap"])
+    return summarize(lat)
+
+
+def ref_pty_ceiling(P) -> dict:
+    """The throughput command read straight from a PTY by this process (no server):
+    the ceiling any terminal transport on this machine can reach."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    env = dict(os.environ, TERM="xterm-256color")
+    proc = subprocess.Popen(["bash", "-c", tp_command(P["tp_bytes"])],
+                            stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    total, tail = 0, b""
+    t0 = pc()
+    try:
+        while pc() - t0 < 120:
+            select.select([master], [], [], 5)
+            try:
+                d = os.read(master, 65536)
+            except OSError:
+                break
+            if not d:
+                break
+            total += len(d)
+            if MARK.encode() in tail + d:
+                break
+            tail = d[-16:]
+        el = pc() - t0
+    finally:
+        os.close(master)
+        proc.kill()
+        proc.wait()
+    return {"MBps": total / 1e6 / el, "bytes": total, "seconds": el}
+
+
 def probe_labkernel(srv: Server):
     try:
         import labkernel.client  # noqa: F401
@@ -1214,6 +1350,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="labkernel-bench-")
     srv = Server(tmp, clean_home=not args.keep_home)
     results = {"labkernel": {}, "terminado": {}}
+    reference: dict = {}
     adapters = {}
     meta = {"mode": "quick" if args.quick else "full", "params": P,
             "python": sys.version.split()[0], "platform": platform.platform(),
@@ -1233,43 +1370,67 @@ def main(argv=None) -> int:
                 results["labkernel"]["unavailable"] = why
             else:
                 adapters["labkernel"] = L
-        import labkernel  # noqa: F401 - version for the record, if importable
-        meta["labkernel_version"] = getattr(labkernel, "__version__", None)
-    except ImportError:
-        pass
+                import labkernel
+                meta["labkernel_version"] = getattr(labkernel, "__version__", None)
     except BaseException:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+    # (key, title, labkernel fn, terminado fn, rounds: interleave L/T one sample at a
+    # time, alternating who goes first, then merge - for the short repeated figures)
     tests = [
-        ("create", "create -> first byte", t_create_lab, t_create_term),
-        ("echo", "keystroke echo", t_echo_lab, t_echo_term),
-        ("throughput", "throughput", t_tp_lab, t_tp_term),
-        ("idle", "idle client", t_idle_lab, t_idle_term),
-        ("rss", "RSS with attached sessions", t_rss_lab, t_rss_term),
-        ("flood", "echo under flood", t_flood_lab, t_flood_term),
-        ("flood_noreader", "echo under unread flood", t_flood_lab_noreader, None),
+        ("create", "create -> first byte", t_create_lab, t_create_term,
+         ("create_n", merge_create)),
+        ("echo", "keystroke echo", t_echo_lab, t_echo_term, None),
+        ("throughput", "throughput", t_tp_lab, t_tp_term, ("tp_reps", merge_tp)),
+        ("idle", "idle client", t_idle_lab, t_idle_term, None),
+        ("rss", "RSS with attached sessions", t_rss_lab, t_rss_term,
+         ("rss_rounds", merge_rss)),
+        ("flood", "echo under flood", t_flood_lab, t_flood_term, None),
+        ("flood_noreader", "echo under unread flood", t_flood_lab_noreader, None, None),
     ]
     try:
-        for key, title, flab, fterm in tests:
-            for tname, fn in (("labkernel", flab), ("terminado", fterm)):
-                if fn is None or tname not in adapters:
-                    continue
-                log(f"{title}: {tname} ...")
-                t0 = pc()
-                try:
-                    if key == "create":
-                        res = fn(adapters[tname], P)
-                    else:
-                        res = fn(adapters[tname], P, srv)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    log(f"{title}: {tname} FAILED: {e!r}\n{traceback.format_exc()}")
-                    res = {"error": repr(e)}
+        log("warm-up (server GC, first-session imports) ...")
+        t0 = pc()
+        warm_up(adapters, srv, P)
+        log(f"warm-up done in {pc() - t0:.1f} s")
+        log("reference: raw PTY ceiling, request floor ...")
+        reference["pty_ceiling"] = ref_pty_ceiling(P)
+        reference["request_floor"] = ref_request_floor(srv, P)
+        for key, title, flab, fterm, rounds in tests:
+            fns = [(t, f) for t, f in (("labkernel", flab), ("terminado", fterm))
+                   if f is not None and t in adapters]
+            if rounds is None:
+                schedule = [[(t, f, P)] for t, f in fns]
+            else:
+                count_key, _merge = rounds
+                p1 = dict(P, **{count_key: 1})
+                schedule = [[(t, f, p1) for t, f in (fns if i % 2 == 0 else fns[::-1])]
+                            for i in range(P[count_key])]
+                log(f"{title}: {P[count_key]} rounds, transports interleaved ...")
+            parts: dict = {t: [] for t, _ in fns}
+            t0 = pc()
+            for step in schedule:
+                for tname, fn, pp in step:
+                    if rounds is None:
+                        log(f"{title}: {tname} ...")
+                    if parts[tname] and "error" in parts[tname][-1]:
+                        continue
+                    try:
+                        res = fn(adapters[tname], pp) if key == "create" \
+                            else fn(adapters[tname], pp, srv)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        log(f"{title}: {tname} FAILED: {e!r}\n{traceback.format_exc()}")
+                        res = {"error": repr(e)}
+                    parts[tname].append(res)
+            for tname, ps in parts.items():
+                errs = [p for p in ps if "error" in p]
+                res = errs[0] if errs else (ps[0] if rounds is None else rounds[1](ps))
                 results[tname][key] = res
-                log(f"{title}: {tname} done in {pc() - t0:.1f} s: "
+                log(f"{title}: {tname} done ({pc() - t0:.1f} s for the figure): "
                     + json.dumps({k: v for k, v in res.items()
                                   if not isinstance(v, (list, dict))}, default=str)[:300])
             if srv.proc.poll() is not None:
@@ -1299,9 +1460,11 @@ def main(argv=None) -> int:
         print(f"(--quick: idle window {P['idle_s']:g} s, {P['rss_n']} sessions for RSS, "
               f"{P['echo_keys']} echo keys, {P['tp_bytes'] / 1e6:g} MB throughput)")
     print(details(results))
+    print(render_reference(reference, P))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "table": rows, "results": results}, f, indent=1,
+            json.dump({"meta": meta, "table": rows, "results": results,
+                       "reference": reference}, f, indent=1,
                       default=str)
         log(f"wrote {args.json}")
     return rc
