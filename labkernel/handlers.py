@@ -50,6 +50,10 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
     def manager(self) -> LabSessionManager:
         return self.settings["labkernel_manager"]
 
+    def compute_etag(self) -> None:
+        # Answers describe a live session and are never cached: skip hashing them.
+        return None
+
     def write_json(self, model: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(model))

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import signal
+import struct
+import termios
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -97,6 +100,14 @@ def session_processes(sid: int, marker: bytes | None = None) -> set[int]:
         if member and _alive(pid):
             pids.add(pid)
     return pids
+
+
+def _bytes_waiting(fd: int) -> int:
+    """How many bytes a read of ``fd`` would return right now (FIONREAD)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
 
 def _signal_all(pids: set[int], sig: int) -> None:
@@ -353,6 +364,11 @@ class Session:
             if self._lagging_reader_behind():
                 self._pause()
                 break
+            # Read again only what is already there: reading an empty PTY can wait
+            # in the kernel for the writer's next chunk, O_NONBLOCK notwithstanding,
+            # and that wait would stall every other session.
+            if not _bytes_waiting(self._fd):
+                break
         if got:
             self.last_activity = time.time()
 
@@ -374,10 +390,19 @@ class Session:
     def _pause(self) -> None:
         self._paused = True
         self._set_events(self._want_events())
-        # If the reader never comes back, it stops being attached: check again then.
+        self._check_again_when_a_reader_detaches()
+
+    def _check_again_when_a_reader_detaches(self) -> None:
+        # A lagging reader that never polls again stops being attached after
+        # attach_timeout; without this the program would stay paused for good.
         self._pause_cancel()
-        self._resume_timer = asyncio.get_running_loop().call_later(
-            self.settings.attach_timeout, self._maybe_resume)
+        oldest = min((r.seen for r in self._readers.values()), default=time.monotonic())
+        delay = max(0.0, oldest + self.settings.attach_timeout - time.monotonic()) + 0.01
+        self._resume_timer = asyncio.get_running_loop().call_later(delay, self._on_resume_timer)
+
+    def _on_resume_timer(self) -> None:
+        self._resume_timer = None
+        self._maybe_resume()
 
     def _pause_cancel(self) -> None:
         if self._resume_timer is not None:
@@ -393,9 +418,8 @@ class Session:
             self._pause_cancel()
             self._paused = False
             self._set_events(self._want_events())
-        elif self._resume_timer is None:
-            self._resume_timer = asyncio.get_running_loop().call_later(
-                self.settings.attach_timeout, self._maybe_resume)
+        else:
+            self._check_again_when_a_reader_detaches()
 
     # -- what clients call -------------------------------------------------------
 
