@@ -57,6 +57,12 @@ class LabSessionManager(LoggingConfigurable):
         capped. Keep it under the idle timeout of proxies in front of the server.""",
     ).tag(config=True)
 
+    batch_delay = Float(
+        0.002, help="""While a program floods its terminal, how long, in seconds, a poll
+        that finds output waiting may hold its answer to gather more (fewer, larger
+        answers). Small output such as typing is never held. 0 disables batching.""",
+    ).tag(config=True)
+
     attach_timeout = Float(
         35.0, help="""A client counts as attached (and holds back the program when it
         lags) while it has polled within this many seconds; keep it above max_wait.""",

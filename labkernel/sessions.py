@@ -29,6 +29,7 @@ from tornado.ioloop import IOLoop
 
 from .errors import BadRequest, PayloadTooLarge, SessionEnded
 from .output import Chunk, OutputLog
+from .poller import edge_poller
 
 #: Statuses of a session that has ended for good.
 ENDED = frozenset({"exited", "stopped", "expired", "failed"})
@@ -153,6 +154,7 @@ class Session:
         self.created_at = time.time()
         self.expires_at = self.created_at + lifetime
         self.last_activity = self.created_at
+        self.last_output = 0.0  # monotonic time of the last read from the PTY
         self.ended_at: float | None = None
         self.output = OutputLog(settings.buffer_size)
         self.settings = settings
@@ -162,7 +164,6 @@ class Session:
         self._proc: pexpect.spawn | None = None
         self._fd = -1
         self._pidfd = -1
-        self._events = 0
         self._paused = False  # flow control: a reader lags too far behind
         self._eof = False  # the PTY reported EIO: nothing more to read
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -184,7 +185,8 @@ class Session:
         self._proc.delayafterclose = self._proc.ptyproc.delayafterclose = 0
         self._fd = self._proc.child_fd
         os.set_blocking(self._fd, False)
-        self._set_events(IOLoop.READ)
+        self._poller = edge_poller()
+        self._poller.register(self._fd, self._on_pty)
         self._watch_exit()
         self.status = "running"
 
@@ -304,7 +306,7 @@ class Session:
                 if not data:
                     break
                 self.output.append(data)
-        self._set_events(0)
+        self._poller.unregister(self._fd)
         with contextlib.suppress(Exception):
             assert self._proc is not None
             self._proc.close(force=False)  # the child is reaped: this only closes the fd
@@ -316,34 +318,24 @@ class Session:
 
     # -- reading the PTY and flow control ----------------------------------------
 
-    def _set_events(self, events: int) -> None:
-        if events == self._events:
-            return
-        if self._events == 0:
-            self._loop.add_handler(self._fd, self._on_pty, events)
-        elif events == 0:
-            self._loop.remove_handler(self._fd)
-        else:
-            self._loop.update_handler(self._fd, events)
-        self._events = events
-
-    def _want_events(self) -> int:
-        events = 0 if self._paused or self._eof else IOLoop.READ
-        if self._pending_input:
-            events |= IOLoop.WRITE
-        return events
-
     def _on_pty(self, fd: int, events: int) -> None:
-        if events & IOLoop.WRITE:
+        if events & IOLoop.WRITE and self._pending_input:
             self._flush_input()
         if events & IOLoop.READ:
             self._read_pty()
 
     def _read_pty(self) -> None:
-        # A bounded budget per loop turn: a flooding session yields to the others.
+        """Read what the PTY holds, within a budget per loop turn.
+
+        Readiness is edge-triggered (see ``poller``): whenever this stops before the
+        PTY is drained, something must call it again — the budget schedules it for
+        the next loop turn, and resuming after flow control does too.
+        """
+        if self._paused or self._eof or self._fd < 0:
+            return
         budget = self.settings.read_budget
         got = False
-        while budget > 0:
+        while True:
             try:
                 data = os.read(self._fd, _READ_SIZE)
             except BlockingIOError:
@@ -351,10 +343,9 @@ class Session:
             except OSError as e:
                 if e.errno != errno.EIO:
                     self.log.warning("labkernel: reading session %s failed: %s", self.id, e)
-                # EIO: every holder of the terminal has closed it. The exit watcher
-                # ends the session; stop polling a descriptor that stays readable.
+                # EIO: every holder of the terminal has closed it; the exit watcher
+                # ends the session.
                 self._eof = True
-                self._set_events(self._want_events())
                 break
             if not data:
                 break
@@ -364,13 +355,17 @@ class Session:
             if self._lagging_reader_behind():
                 self._pause()
                 break
-            # Read again only what is already there: reading an empty PTY can wait
-            # in the kernel for the writer's next chunk, O_NONBLOCK notwithstanding,
-            # and that wait would stall every other session.
+            # Read again only what is already there: reading an empty PTY makes the
+            # kernel wait for its flush worker, O_NONBLOCK notwithstanding.
             if not _bytes_waiting(self._fd):
+                break
+            if budget <= 0:
+                # Yield to the other sessions and requests; carry on next turn.
+                self._loop.add_callback(self._read_pty)
                 break
         if got:
             self.last_activity = time.time()
+            self.last_output = time.monotonic()
 
     def _slowest_reader(self) -> int | None:
         """The offset of the attached reader furthest behind, forgetting stale readers."""
@@ -389,7 +384,6 @@ class Session:
 
     def _pause(self) -> None:
         self._paused = True
-        self._set_events(self._want_events())
         self._check_again_when_a_reader_detaches()
 
     def _check_again_when_a_reader_detaches(self) -> None:
@@ -417,7 +411,8 @@ class Session:
         if slowest is None or self.output.end - slowest <= low_water:
             self._pause_cancel()
             self._paused = False
-            self._set_events(self._want_events())
+            # No new edge will come for bytes already waiting: go and read them.
+            self._loop.add_callback(self._read_pty)
         else:
             self._check_again_when_a_reader_detaches()
 
@@ -486,17 +481,11 @@ class Session:
     def _write(self, data: bytes) -> None:
         if len(self._pending_input) + len(data) > self.settings.input_limit:
             raise PayloadTooLarge("The program is not reading its input and the input queue is full.")
-        if not self._pending_input:
-            try:
-                written = os.write(self._fd, data)
-            except BlockingIOError:
-                written = 0
-            data = data[written:]
-        if data:
-            self._pending_input += data
-            self._set_events(self._want_events())
+        self._pending_input += data
+        self._flush_input()
 
     def _flush_input(self) -> None:
+        """Write queued input; what does not fit goes when the PTY signals room."""
         try:
             written = os.write(self._fd, self._pending_input)
         except BlockingIOError:
@@ -504,8 +493,6 @@ class Session:
         except OSError:
             written = len(self._pending_input)  # the terminal is gone; so is its input
         del self._pending_input[:written]
-        if not self._pending_input:
-            self._set_events(self._want_events())
 
     # -- views -------------------------------------------------------------------
 
