@@ -128,12 +128,11 @@ class LabSessionManager(LoggingConfigurable):
             input_limit=self.input_limit, max_clients=self.max_clients,
         )
         session = Session(
-            lab, list(lab.argv or self.shell_command), env=env, cwd=self.root_dir,
-            rows=rows or self.default_rows, cols=cols or self.default_cols,
+            lab, rows=rows or self.default_rows, cols=cols or self.default_cols,
             lifetime=self.lifetime, settings=settings, log=self.log,
         )
         try:
-            session.start()
+            session.start(list(lab.argv or self.shell_command), env, self.root_dir)
         except Exception as e:
             # Keep the record: the client sees status "failed" and why, not a 500.
             self.log.error("labkernel: could not start lab %s: %s", lab.id, e)

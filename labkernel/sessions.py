@@ -144,8 +144,8 @@ class _Reader(NamedTuple):
 class Session:
     """A shell process on a PTY with the output log and input queue of one lab session."""
 
-    def __init__(self, lab: Any, argv: list[str], *, env: dict[str, str], cwd: str,
-                 rows: int, cols: int, lifetime: float, settings: SessionSettings, log: Any):
+    def __init__(self, lab: Any, *, rows: int, cols: int, lifetime: float,
+                 settings: SessionSettings, log: Any):
         self.id = secrets.token_urlsafe(16)
         self.lab = lab
         self.rows, self.cols = rows, cols
@@ -159,7 +159,6 @@ class Session:
         self.output = OutputLog(settings.buffer_size)
         self.settings = settings
         self.log = log
-        self._argv, self._env, self._cwd = argv, env, cwd
         self._loop = IOLoop.current()
         self._proc: pexpect.spawn | None = None
         self._fd = -1
@@ -175,10 +174,11 @@ class Session:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Spawn the shell on a new PTY and start watching it. Raises OSError on failure."""
+    def start(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        """Spawn ``argv`` on a new PTY and start watching it. Raises OSError on failure."""
+        env[MARKER_ENV] = self.id
         self._proc = pexpect.spawn(
-            self._argv[0], self._argv[1:], env={**self._env, MARKER_ENV: self.id}, cwd=self._cwd,
+            argv[0], argv[1:], env=env, cwd=cwd,
             dimensions=(self.rows, self.cols), preexec_fn=_reset_signals, encoding=None,
         )
         # pexpect's close() sleeps; we never call it, and keep it quick if GC does.
