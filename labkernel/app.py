@@ -40,6 +40,7 @@ class LabKernelApp(ExtensionApp):
         if not self.serverapp.terminals_enabled:
             # A lab session is a shell: where terminals are off, labs are off too.
             self.log.info("labkernel: terminals are disabled on this server, so lab sessions are too")
+            self.handlers.extend(handlers.disabled_handlers)
             return
         self.handlers.extend(handlers.default_handlers)
 

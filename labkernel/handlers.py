@@ -21,7 +21,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from . import __version__
-from .errors import BadRequest, LabError, PayloadTooLarge
+from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from .manager import LabSessionManager
 from .sessions import Session
 
@@ -34,9 +34,6 @@ _STATUS_CODES = {
     413: "payload_too_large",
     429: "too_many_sessions",
 }
-
-#: Answers smaller than this never wait to batch: typing and prompts go out at once.
-_BATCH_MIN = 4096
 
 _STATUS_MESSAGES = {
     403: "You are not signed in to this Jupyter server, or not allowed to use lab sessions.",
@@ -231,6 +228,10 @@ class MessageHandler(LabHandler):
         self.write_json({"accepted": True, "offset": accepted.offset, "duplicate": accepted.duplicate})
 
 
+#: Answers smaller than this never wait to batch: typing and prompts go out at once.
+_BATCH_MIN = 4096
+
+
 class OutputHandler(LabHandler):
     """``GET /api/ws/output/{id}``: output from an offset, long-polling when there is none."""
 
@@ -313,6 +314,13 @@ class NotFoundHandler(LabHandler):
         raise web.HTTPError(404)
 
 
+class DisabledHandler(LabHandler):
+    """Every lab route of a server whose terminals are disabled: labs are too."""
+
+    def prepare(self) -> None:  # type: ignore[override]
+        raise Forbidden("Lab sessions are disabled on this server, as its terminals are.")
+
+
 _ID = r"([^/]*)"
 
 default_handlers = [
@@ -325,4 +333,10 @@ default_handlers = [
     (r"/api/ws/message", MessageHandler),
     (rf"/api/ws/output/{_ID}", OutputHandler),
     (r"/api/(?:labs|ws)/.*", NotFoundHandler),
+]
+
+#: Where terminals are disabled: the service answers its health check, nothing else.
+disabled_handlers = [
+    (r"/health", HealthHandler),
+    (r"/api/(?:labs|ws)(?:/.*)?", DisabledHandler),
 ]
