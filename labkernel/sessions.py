@@ -300,12 +300,16 @@ class Session:
     def _drain_and_close(self) -> None:
         """Read what the shell wrote before it ended, then release the PTY."""
         self._pause_cancel()
+        drained = 0
         with contextlib.suppress(OSError):
-            for _ in range(max(1, self.settings.buffer_size // _READ_SIZE)):
+            # Only what is already there (see _read_pty), and no more than a window:
+            # a job still flooding the terminal must not keep the loop here.
+            while drained < self.settings.buffer_size and _bytes_waiting(self._fd):
                 data = os.read(self._fd, _READ_SIZE)
                 if not data:
                     break
                 self.output.append(data)
+                drained += len(data)
         self._poller.unregister(self._fd)
         with contextlib.suppress(Exception):
             assert self._proc is not None
