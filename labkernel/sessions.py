@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import secrets
 import signal
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import pexpect
+import ptyprocess
 from tornado.ioloop import IOLoop
 
 from .errors import BadRequest, PayloadTooLarge, SessionEnded
@@ -117,6 +119,35 @@ def _signal_all(pids: set[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+class _PtyProcess(ptyprocess.PtyProcess):
+    """A PtyProcess without the BufferedRWPair ptyprocess wraps the PTY in.
+
+    That pair holds two 8 KiB buffers per session, and we never use them: the PTY
+    is read and written with ``os.read``/``os.write`` on the fd. ptyprocess only
+    needs ``fileobj`` for ``close()``, which a raw FileIO (owning the fd, as the
+    pair did) serves as well. The pair is built on a duplicate of the fd, so that
+    closing it at once leaves the PTY open.
+    """
+
+    def __init__(self, pid: int, fd: int):
+        dup = os.dup(fd)
+        try:
+            super().__init__(pid, dup)
+        except BaseException:
+            os.close(dup)
+            raise
+        self.fileobj.close()  # closes the duplicate, frees the buffers
+        self.fd = fd
+        self.fileobj = io.open(fd, "r+b", buffering=0)
+
+
+class _Spawn(pexpect.spawn):
+    """pexpect.spawn on a ``_PtyProcess``."""
+
+    def _spawnpty(self, args: list[str], **kwargs: Any) -> ptyprocess.PtyProcess:
+        return _PtyProcess.spawn(args, **kwargs)
+
+
 @dataclass
 class SessionSettings:
     """The manager's limits that each session applies."""
@@ -177,10 +208,13 @@ class Session:
     def start(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
         """Spawn ``argv`` on a new PTY and start watching it. Raises OSError on failure."""
         env[MARKER_ENV] = self.id
-        self._proc = pexpect.spawn(
+        self._proc = _Spawn(
             argv[0], argv[1:], env=env, cwd=cwd,
             dimensions=(self.rows, self.cols), preexec_fn=_reset_signals, encoding=None,
         )
+        # The environment is only needed to spawn; pexpect and ptyprocess keep it
+        # (a dict and some 80 strings per session): let it go.
+        self._proc.env = self._proc.ptyproc.env = None
         # pexpect's close() sleeps; we never call it, and keep it quick if GC does.
         self._proc.delayafterclose = self._proc.ptyproc.delayafterclose = 0
         self._fd = self._proc.child_fd
