@@ -58,9 +58,10 @@ class LabSessionManager(LoggingConfigurable):
     ).tag(config=True)
 
     batch_delay = Float(
-        0.002, help="""While a program floods its terminal, how long, in seconds, a poll
-        that finds output waiting may hold its answer to gather more (fewer, larger
-        answers). Small output such as typing is never held. 0 disables batching.""",
+        0.008, help="""While a program floods its terminal, how long, in seconds, a poll
+        that finds output waiting may hold its answer to gather more: fewer, larger
+        answers leave the server time for the other sessions. Half a display frame
+        by default; small output such as typing is never held. 0 disables batching.""",
     ).tag(config=True)
 
     attach_timeout = Float(
