@@ -15,7 +15,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Instance, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .errors import BadRequest, SessionNotFound, TooManySessions
+from .errors import SessionNotFound, TooManySessions
 from .labs import LabCatalog
 from .sessions import Session, SessionSettings
 
@@ -119,7 +119,7 @@ class LabSessionManager(LoggingConfigurable):
     def start(self, lab_id: str = "shell", rows: int | None = None, cols: int | None = None) -> Session:
         """Start a session of a lab; raises LabNotFound or TooManySessions."""
         lab = self.labs.get(lab_id)
-        if sum(s.running for s in self._sessions.values()) >= self.max_sessions:
+        if self.active_count >= self.max_sessions:
             raise TooManySessions(
                 f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
         env = dict(os.environ, TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir, **lab.env)
@@ -157,6 +157,7 @@ class LabSessionManager(LoggingConfigurable):
 
     @property
     def active_count(self) -> int:
+        """How many sessions are running (ended ones kept for retention do not count)."""
         return sum(s.running for s in self._sessions.values())
 
     async def stop(self, session_id: str, status: str = "stopped") -> Session:
@@ -166,11 +167,8 @@ class LabSessionManager(LoggingConfigurable):
         return session
 
     def clamp_wait(self, wait: float) -> float:
+        """A long poll's wait, capped by ``max_wait``."""
         return min(wait, self.max_wait)
-
-    def check_size(self, rows: int, cols: int) -> None:
-        if not (1 <= rows <= 1000 and 1 <= cols <= 1000):
-            raise BadRequest("rows and cols must each be between 1 and 1000.")
 
     # -- culling and shutdown -----------------------------------------------------
 
