@@ -19,6 +19,7 @@ import weakref
 from typing import Callable
 
 from tornado.ioloop import IOLoop
+from tornado.log import app_log
 
 Handler = Callable[[int, int], None]
 
@@ -54,7 +55,12 @@ class EdgePoller:
             io_events = IOLoop.READ if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) else 0
             if mask & select.EPOLLOUT:
                 io_events |= IOLoop.WRITE
-            handler(ready, io_events)
+            try:
+                handler(ready, io_events)
+            except Exception:
+                # An edge is reported once: one failing handler must not swallow
+                # the events of the others in this batch.
+                app_log.exception("labkernel: handling PTY %d failed", ready)
 
 
 def edge_poller() -> EdgePoller:
