@@ -33,9 +33,6 @@ from .errors import BadRequest, PayloadTooLarge, SessionEnded
 from .output import Chunk, OutputLog
 from .poller import edge_poller
 
-#: Statuses of a session that has ended for good.
-ENDED = frozenset({"exited", "stopped", "expired", "failed"})
-
 #: Signals a client may send to the foreground program, by name.
 ALLOWED_SIGNALS = {
     name: getattr(signal, name)
@@ -245,10 +242,6 @@ class Session:
     @property
     def running(self) -> bool:
         return self.status == "running"
-
-    @property
-    def ended(self) -> bool:
-        return self.status in ENDED
 
     async def stop(self, status: str = "stopped") -> None:
         """End the session and every process it started; return once all are gone."""
