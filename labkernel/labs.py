@@ -1,8 +1,13 @@
 """Lab definitions: what a session runs, and the catalog clients choose from.
 
-For now there is one lab, ``shell``: the user's shell in the server's root
-directory. Lab definitions with steps and checks plug in behind ``LabCatalog``:
-the manager only ever calls ``get`` and ``list``.
+A ``Lab`` is the parsed, validated form of a definition, whatever its source: the
+built-in ``shell`` lab, a folder with a ``lab.toml``, or a Killercoda/Katacoda
+scenario (a folder with an ``index.json``). Loaders turn files into ``Lab``s; the
+manager only ever calls ``LabCatalog.get`` and ``LabCatalog.list``.
+
+Scripts (setup, foreground, checks) are kept as their text, read when the
+definition is loaded, so that a session runs what the catalog showed even if the
+file changes under it; paths in a definition are relative to its folder.
 """
 
 from __future__ import annotations
@@ -14,22 +19,104 @@ from .errors import LabNotFound
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of a lab: instructions, and how to tell that the learner did it."""
+
+    title: str
+    #: Markdown shown to the learner.
+    text: str = ""
+    #: A shell script run apart from the terminal, in the lab's env and workdir:
+    #: exit 0 means the step is done; its output is the message. None: no check.
+    check: str | None = None
+    #: Markdown: a nudge without giving the answer away.
+    hint: str = ""
+    #: Commands that do the step, typed into the terminal as a learner would.
+    solution: tuple[str, ...] = ()
+    #: A hidden script run when the learner enters the step (Killercoda's
+    #: ``background``); its output is logged, not shown.
+    setup: str | None = None
+    #: A script typed into the terminal when the learner enters the step
+    #: (Killercoda's ``foreground``).
+    foreground: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The step's entry in the catalog (``GET /api/labs``)."""
+        return {"title": self.title, "text": self.text, "hint": self.hint,
+                "solution": list(self.solution), "hasCheck": self.check is not None}
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A file copied into the session's filesystem before it starts (Killercoda assets)."""
+
+    #: Absolute path of the file in the lab's folder (already checked to be inside it).
+    source: str
+    #: Where it goes: an absolute path, or one starting with ``~`` for the session's home.
+    target: str
+    #: A chmod mode string such as ``+x`` or ``0755``; empty: leave as copied.
+    mode: str = ""
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One variable of a lab's environment."""
+
+    name: str
+    #: The value; ``${NAME}`` takes NAME from the server's environment when a
+    #: session starts.
+    value: str
+    #: A secret's value never appears in an API answer, a log line or a check
+    #: message: it is masked wherever it would.
+    secret: bool = False
+
+
+@dataclass(frozen=True)
 class Lab:
     """A lab a session can be started from."""
 
     id: str
     title: str
     description: str = ""
-    steps: tuple[Any, ...] = ()
+    steps: tuple[Step, ...] = ()
     #: The program to run; empty means the manager's shell command.
     argv: tuple[str, ...] = ()
-    #: Extra environment for the session, on top of the server's.
-    env: dict[str, str] = field(default_factory=dict)
+    #: Extra environment for the session, on top of the server's (less its credentials).
+    env: tuple[EnvVar, ...] = ()
+    #: Where the session starts: a path under the server's root, relative to it;
+    #: "" is the root itself. Ignored when ``scratch`` is set.
+    workdir: str = ""
+    #: A fresh empty folder per session, removed with it.
+    scratch: bool = False
+    #: A hidden script that runs before the learner gets the prompt; if it fails,
+    #: the session is ``failed`` and its output says why.
+    setup: str | None = None
+    #: A script typed into the terminal once the prompt is there.
+    foreground: str | None = None
+    #: Files copied in before setup runs.
+    assets: tuple[Asset, ...] = ()
+    #: Seconds a session may run / may stay idle; None: the manager's default.
+    lifetime: float | None = None
+    idle_timeout: float | None = None
+    #: Sessions kept started (setup done) for an instant start; 0: none.
+    pool: int = 0
+    #: Markdown shown before the first step and after the last.
+    intro: str = ""
+    finish: str = ""
+    #: The folder the lab was read from ("" for built-in labs).
+    source: str = ""
+    #: "builtin", "lab.toml" or "killercoda".
+    kind: str = "builtin"
+    #: What a loader ignored or adapted, one sentence each (e.g. an unknown key).
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
-        """The lab's entry in ``GET /api/labs``."""
+        """The lab's entry in ``GET /api/labs``.
+
+        ``steps`` stays the number of steps, as in the contract's first version
+        (existing clients show it); ``stepList`` carries the steps themselves.
+        """
         return {"id": self.id, "title": self.title, "description": self.description,
-                "steps": len(self.steps)}
+                "steps": len(self.steps), "stepList": [s.summary() for s in self.steps]}
 
 
 SHELL = Lab(
@@ -37,6 +124,20 @@ SHELL = Lab(
     title="Shell",
     description="A plain shell in the server's working directory.",
 )
+
+
+@dataclass(frozen=True)
+class LabProblem:
+    """An invalid definition: which file, which field, and why. It never breaks the
+    rest of the catalog; it is logged and listed in ``GET /api/labs``'s ``errors``."""
+
+    path: str
+    field: str
+    reason: str
+    lab_id: str = ""
+
+    def model(self) -> dict[str, Any]:
+        return {"path": self.path, "field": self.field, "reason": self.reason, "labId": self.lab_id}
 
 
 class LabCatalog:
@@ -54,3 +155,7 @@ class LabCatalog:
 
     def list(self) -> list[Lab]:
         return list(self._labs.values())
+
+    def problems(self) -> list[LabProblem]:
+        """Definitions that could not be read, with the reason."""
+        return []

@@ -122,7 +122,8 @@ class LabSessionManager(LoggingConfigurable):
         if self.active_count >= self.max_sessions:
             raise TooManySessions(
                 f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
-        env = dict(os.environ, TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir, **lab.env)
+        env = dict(os.environ, TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir,
+                   **{var.name: var.value for var in lab.env})
         settings = SessionSettings(
             buffer_size=self.buffer_size, read_budget=self.read_budget,
             attach_timeout=self.attach_timeout, kill_grace=self.kill_grace,

@@ -148,7 +148,7 @@ async def start_jobs(api: Any, sid: str) -> dict[str, psutil.Process]:
 async def test_lab_catalog_lists_the_builtin_shell_lab_without_steps(api):
     labs = (await api.ok("GET", "api", "labs"))["labs"]
     shell = next(lab for lab in labs if lab["id"] == "shell")
-    assert shell["steps"] == 0
+    assert shell["steps"] == 0 and shell["stepList"] == []
     assert isinstance(shell["title"], str) and shell["title"]
     assert isinstance(shell["description"], str)
 
