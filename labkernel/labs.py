@@ -126,6 +126,14 @@ SHELL = Lab(
 )
 
 
+class DefinitionError(Exception):
+    """A definition that cannot be loaded: the field at fault and why, for an author."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
 @dataclass(frozen=True)
 class LabProblem:
     """An invalid definition: which file, which field, and why. It never breaks the
