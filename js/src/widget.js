@@ -18,9 +18,9 @@ function render({ model, el }) {
     labId: model.get("lab"),
     rows: model.get("rows"),
     readOnly: model.get("read_only"),
-    startSession(rows, cols) {
+    startSession(rows, cols, fresh) {
       const current = model.get("session_id");
-      if (current) return Promise.resolve(current);
+      if (current && !fresh) return Promise.resolve(current); // another view started it
       if (!starts.has(model)) {
         const start = api.start(model.get("lab"), rows, cols).then((s) => s.sessionId);
         starts.set(model, start);
