@@ -81,6 +81,8 @@ export function mountTerminal(el, options) {
   const opts = { rows: 20, readOnly: false, labId: "shell", ...options };
   const root = document.createElement("div");
   root.className = "labkernel-terminal";
+  root.dataset.sessionId = opts.sessionId || "";
+  root.dataset.state = "connecting";
   // Keys typed into the terminal are for the shell, not JupyterLab's shortcuts.
   root.dataset.lmSuppressShortcuts = "true";
   const screen = document.createElement("div");
