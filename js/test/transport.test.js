@@ -310,3 +310,46 @@ test("POSTs carry the XSRF cookie and JSON; requests stay under the base URL", a
   assert.equal(server.polls[0].headers["X-XSRFToken"], undefined);
   transport.dispose();
 });
+
+/** A small seeded PRNG (mulberry32), so a failing run can be replayed by its seed. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test("property: under random faults, cut polls, small answers and slow drawing, every byte is shown once, in order", async () => {
+  for (let seed = 1; seed <= 40; seed += 1) {
+    const rand = prng(seed);
+    const server = new FakeServer({ max: 1 + Math.floor(rand() * 7) });
+    const { timers, transport, shown, pendingDraws } = setup({ server, random: rand, drawLater: true });
+    transport.start();
+    let typed = "";
+    for (let step = 0; step < 60; step += 1) {
+      const r = rand();
+      if (r < 0.3) server.append(`<${seed}.${step}>`);
+      else if (r < 0.4) server.fault(rand() < 0.5 ? "network" : 502);
+      else if (r < 0.5) server.dropWaiting();
+      else if (r < 0.6) server.fault("lost");
+      else if (r < 0.75) {
+        const key = String.fromCharCode(97 + (step % 26));
+        typed += key;
+        transport.send(key);
+      } else if (pendingDraws.length) pendingDraws.shift()();
+      await timers.advance(Math.floor(rand() * 3000));
+    }
+    // Then a calm network until everything has arrived.
+    for (let i = 0; i < 200 && (shown.join("") !== server.output || server.written !== typed); i += 1) {
+      while (pendingDraws.length) pendingDraws.shift()();
+      await timers.advance(1000);
+    }
+    assert.equal(shown.join(""), server.output, `seed ${seed}: output`);
+    assert.equal(server.written, typed, `seed ${seed}: input`);
+    transport.dispose();
+  }
+});
