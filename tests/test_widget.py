@@ -15,6 +15,7 @@ import pytest
 
 from labkernel import Terminal
 from labkernel.client import LabClient, LabError
+from labkernel.widget import _kernel_client
 
 
 @pytest.fixture
@@ -48,7 +49,11 @@ async def test_an_unknown_lab_is_an_error_in_the_cell(client: LabClient) -> None
 
 def test_outside_a_labkernel_kernel_the_browser_starts_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LABKERNEL_URL", raising=False)
-    term = Terminal(lab="shell")
+    _kernel_client.cache_clear()
+    try:
+        term = Terminal(lab="shell")
+    finally:
+        _kernel_client.cache_clear()
     assert term.session_id == ""
     assert term.status == "connecting"
 
