@@ -13,7 +13,7 @@ import { WebLinksAddon } from "@xterm/addon-web-links";
 import "@xterm/xterm/css/xterm.css";
 import "./terminal.css";
 
-import { Api, SessionTransport, httpLayer, pageBudget, xsrfFromCookie } from "./transport.js";
+import { Api, SessionTransport, httpLayer, pageBudget, pieces, xsrfFromCookie } from "./transport.js";
 import { terminalTheme, watchTheme } from "./theme.js";
 
 /** The page's Jupyter settings (`jupyter-config-data`), or null where there are none. */
@@ -172,7 +172,12 @@ export function mountTerminal(el, options) {
       api: opts.api,
       sessionId,
       budget: pageBudget(),
-      onOutput: (data, done) => term.write(data, done),
+      onOutput: (data, done) => {
+        // In pieces, so that xterm yields to the page between them during a flood;
+        // the next poll waits until the last piece is drawn (flow control).
+        const parts = pieces(data);
+        parts.forEach((part, i) => term.write(part, i === parts.length - 1 ? done : undefined));
+      },
       onState: show,
     }).start();
     fitNow();
