@@ -54,7 +54,8 @@ const MESSAGES = {
     ? "The session has ended."
     : `The session has ended (exit code ${s.exitCode}).`),
   expired: () => "The session has expired: it reached its time limit.",
-  not_found: () => "This session no longer exists (the server may have restarted).",
+  not_found: (s) => (s.lab ? s.message || "There is no such lab on this server."
+    : "This session no longer exists (the server may have restarted)."),
   forbidden: (s) => s.message || "Not allowed: sign in to Jupyter again, then reload the page.",
   unavailable: (s) => s.message
     || "No labkernel server here: this terminal needs JupyterLab or Jupyter Notebook 7 "
@@ -202,7 +203,7 @@ export function mountTerminal(el, options) {
       const code = answer?.status;
       const message = answer?.body?.message;
       if (code === 401 || code === 403) show({ name: "forbidden", message });
-      else if (code === 404 && answer?.body?.error === "lab_not_found") show({ name: "not_found", message });
+      else if (code === 404 && answer?.body?.error === "lab_not_found") show({ name: "not_found", message, lab: true });
       else show({ name: "unavailable", message: message || "Could not start a lab session; try again." });
     } finally {
       starting = null;
