@@ -66,19 +66,21 @@ def refill_plan(wanted: Mapping[str, int], pooled: Mapping[str, int], live: int,
 
     Within both limits: ``live + pooled`` stays within ``max_sessions`` and the
     pooled total within ``cap``. What room there is goes one session at a time to
-    the lab missing the most, so that one lab's big pool does not starve another's.
+    the lab with the fewest pooled sessions among those that want more, so that
+    one lab's big pool does not starve another's.
     """
     sizes = pool_sizes(wanted, max_sessions, cap)
     total = sum(pooled.values())
     budget = min(max_sessions - live - total, cap - total)
-    missing = {lab: size - pooled.get(lab, 0) for lab, size in sizes.items()}
+    have = {lab: pooled.get(lab, 0) for lab in sizes}
     plan: dict[str, int] = {}
     while budget > 0:
-        lab = max(sorted(missing), key=lambda lab: missing[lab], default=None)
-        if lab is None or missing[lab] <= 0:
+        wanting = [lab for lab in sorted(have) if have[lab] < sizes[lab]]
+        if not wanting:
             break
+        lab = min(wanting, key=lambda lab: have[lab])
         plan[lab] = plan.get(lab, 0) + 1
-        missing[lab] -= 1
+        have[lab] += 1
         budget -= 1
     return plan
 
