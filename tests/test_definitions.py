@@ -242,3 +242,12 @@ def test_the_sample_labs_of_the_repository_load(tmp_path: Path) -> None:
     for lab in result.labs:
         if lab.id in ("files-and-folders", "git-basics"):
             assert lab.steps and all(step.check and step.solution for step in lab.steps)
+
+
+def test_the_readme_example_is_a_valid_definition(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    folder = write_lab(tmp_path, "example", example, {"files/data.csv": "a,b\n"})
+    lab = load_lab_toml(folder, "example")
+    assert lab.id == "git-basics" and lab.pool == 2 and lab.steps[0].solution
+    assert [v.secret for v in lab.env] == [False, True]
