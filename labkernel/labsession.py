@@ -29,9 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .checks import Masker, ScriptResult, StepProgress, kill_script, run_script
-from .errors import BadRequest, SessionEnded
+from .errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
 from .labs import Asset, Lab
-from .sessions import MARKER_ENV, Session, SessionSettings
+from .sessions import MARKER_ENV, Accepted, Session, SessionSettings
+
+#: The most messages held for a session whose setup still runs.
+_MAX_HELD = 1000
 
 #: Variables that give access to the Jupyter server: a lab shell must not hold them.
 CREDENTIAL_ENV = ("LABKERNEL_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTER_TOKEN")
@@ -136,6 +139,7 @@ class LabSession(Session):
         self._script: asyncio.Future[ScriptResult] | None = None
         self._check_lock = asyncio.Lock()
         self._cleaned: asyncio.Task[None] | None = None
+        self._held: list[Any] = []
         self._closed.add_done_callback(self._on_closed)
 
     # -- starting ----------------------------------------------------------------
@@ -217,6 +221,10 @@ class LabSession(Session):
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
             self._end_before_start("failed", f"labkernel: could not start the lab: {e}")
             return
+        held, self._held = self._held, []
+        for apply in held:
+            with contextlib.suppress(LabError):
+                apply()
         if self.lab.foreground:
             self._type(self.lab.foreground)
         self.progress.enter_current()  # step 1, unless its setup already entered it
@@ -226,6 +234,22 @@ class LabSession(Session):
     def _type(self, script: str) -> None:
         with contextlib.suppress(SessionEnded, BadRequest):
             self.write((script if script.endswith("\n") else script + "\n").encode())
+
+    def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
+        """While the setup runs there is no terminal yet: messages (keys, a resize)
+        are held and applied in order once the shell has started, as keys typed
+        before a program reads them wait in a terminal."""
+        if self.status != "starting":
+            return super()._deliver(client, seq, apply)
+        key = "" if client is None else client
+        if seq is not None and self._seqs.get(key, -1) >= seq:
+            return Accepted(self.output.end, True)
+        if len(self._held) >= _MAX_HELD:
+            raise PayloadTooLarge("This session is still starting and holds too much input already.")
+        self._held.append(apply)
+        if seq is not None:
+            self._seqs[key] = seq
+        return Accepted(self.output.end, False)
 
     def _end_before_start(self, status: str, message: str) -> None:
         """End a session whose program never ran, its output saying why."""

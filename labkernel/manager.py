@@ -152,6 +152,7 @@ class LabSessionManager(LoggingConfigurable):
         self._scan: asyncio.Future[None] | None = None
         self._scanned_at: float | None = None
         self._shutting_down = False
+        self._refill_timer: asyncio.TimerHandle | None = None
         self.warm_pool = pool.WarmPool(self._create_pooled, self.log)
 
     # -- sessions ---------------------------------------------------------------
@@ -183,7 +184,7 @@ class LabSessionManager(LoggingConfigurable):
                           f"pid {session.pid}" if session.running else session.status)
         self._sessions[session.id] = session
         self._start_culling()
-        self._refill_pool()
+        self._refill_soon()
         return session
 
     def _lifetime(self, lab: Lab) -> float:
@@ -205,6 +206,15 @@ class LabSessionManager(LoggingConfigurable):
 
     def _create_pooled(self, lab: Lab) -> LabSession:
         return self._create(lab, self.default_rows, self.default_cols)
+
+    def _refill_soon(self) -> None:
+        """Refill the pools a moment later: a burst of starts is answered first, and
+        the shells (forks of this server) the refill spawns come after it."""
+        if self._refill_timer is None:
+            def run() -> None:
+                self._refill_timer = None
+                self._refill_pool()
+            self._refill_timer = asyncio.get_running_loop().call_later(0.05, run)
 
     def _refill_pool(self) -> None:
         if self._shutting_down:
@@ -331,6 +341,8 @@ class LabSessionManager(LoggingConfigurable):
     async def shutdown(self) -> None:
         """Stop every session and wait until all their processes are gone."""
         self._shutting_down = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
         if self._culler is not None:
             self._culler.stop()
             self._culler = None

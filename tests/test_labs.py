@@ -265,3 +265,18 @@ async def test_assets_are_copied_before_setup(api: Any, labs: Path) -> None:
     _, offset = await api.read_until(sid, re.escape(PROMPT))
     text, _ = await run(api, sid, "cat out.txt", offset)
     assert "from the asset" in text
+
+
+async def test_input_and_resize_sent_while_starting_are_applied_once_the_shell_runs(
+        api: Any, labs: Path) -> None:
+    write_lab(labs, "early", "setup = 'sleep 1'")
+    session = await api.start(labId="early")
+    sid = session["sessionId"]
+    assert session["status"] == "starting"
+    await api.message(sid, type="resize", rows=33, cols=111, seq=1)
+    await api.send(sid, "echo EARLY-$((3*3))\r", seq=2)
+    assert (await api.send(sid, "echo EARLY-$((3*3))\r", seq=2))["duplicate"] is True
+    await api.command(sid, "stty size")
+    text, _ = await api.read_until(sid, r"33 111\r\n")
+    assert text.count("EARLY-9\r\n") == 1
+    assert (await api.get(sid))["rows"] == 33
