@@ -264,10 +264,16 @@ class LabSessionManager(LoggingConfigurable):
         """Labs asking for a bigger pool than the server allows: served, with the pool cut."""
         limit = min(self.max_sessions, self.pool_max)
         return [LabProblem(
-            path=lab.source, field="pool", lab_id=lab.id,
+            path=self._display_path(os.path.join(lab.source, "lab.toml" if lab.kind == "lab.toml"
+                                                 else "index.json")),
+            field="pool", lab_id=lab.id,
             reason=f"asks for {lab.pool} warm sessions but this server keeps at most {limit} "
                    f"(max_sessions {self.max_sessions}, pool_max {self.pool_max}); it keeps {limit}")
             for lab in labs if lab.pool > limit]
+
+    def _display_path(self, path: str) -> str:
+        root = os.path.realpath(self.root_dir)
+        return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
 
     async def warm_up(self) -> None:
         """Read the catalog and fill the warm pools, before any learner asks."""

@@ -203,7 +203,7 @@ async def test_a_pool_beyond_the_limits_is_reported_and_cut(api: Any, manager: A
     pooled_lab(tmp_path / "labs", pool=50, setup="true")
     body = await api.ok("GET", "api", "labs")
     (error,) = body["errors"]
-    assert error["labId"] == "warm" and error["field"] == "pool"
+    assert error["labId"] == "warm" and error["field"] == "pool" and error["path"].endswith("warm/lab.toml")
     assert "asks for 50 warm sessions but this server keeps at most 4" in error["reason"]
     assert "warm" in {lab["id"] for lab in body["labs"]}  # served all the same
     await eventually(lambda: manager.warm_pool.counts()[1].get("warm", 0) == 4)
