@@ -82,19 +82,27 @@ class LabSettings:
     scratch_dir: str = ""
 
 
+#: chmod's symbolic permission bits, by who and what.
+_BITS = {(w, p): getattr(stat, f"S_I{p.upper()}{who}") for w, who in (("u", "USR"), ("g", "GRP"), ("o", "OTH"))
+         for p in "rwx"}
+
+
 def _chmod(path: str, mode: str) -> None:
+    """Apply a mode given as octal (``0755``) or symbolically (``+x``, ``u+rw``)."""
     if not mode:
         return
     if mode.isdigit():
         os.chmod(path, int(mode, 8))
         return
-    who, op, perms = re.fullmatch(r"([ugoa]*)([+-])([rwx]+)", mode).groups()  # type: ignore[union-attr]
+    match = re.fullmatch(r"([ugoa]*)([+-])([rwx]+)", mode)
+    if match is None:
+        raise ValueError(f"{mode!r} is not a mode")
+    who, op, perms = match.groups()
     who = who.replace("a", "ugo") or "ugo"
     bits = 0
     for w in who:
         for p in perms:
-            bits |= getattr(stat, f"S_I{'R' if p == 'r' else 'W' if p == 'w' else 'X'}"
-                                  f"{ {'u': 'USR', 'g': 'GRP', 'o': 'OTH'}[w] }")
+            bits |= _BITS[w, p]
     current = stat.S_IMODE(os.stat(path).st_mode)
     os.chmod(path, current | bits if op == "+" else current & ~bits)
 
@@ -221,15 +229,16 @@ class LabSession(Session):
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
             self._end_before_start("failed", f"labkernel: could not start the lab: {e}")
             return
-        held, self._held = self._held, []
-        for apply in held:
-            with contextlib.suppress(LabError):
-                apply()
+        # The lab's own typing first, then what the learner typed while it started.
         if self.lab.foreground:
             self._type(self.lab.foreground)
         self.progress.enter_current()  # step 1, unless its setup already entered it
         if 1 in self.progress.entered and self.lab.steps[0].foreground:
             self._type(self.lab.steps[0].foreground)
+        held, self._held = self._held, []
+        for apply in held:
+            with contextlib.suppress(LabError):
+                apply()
 
     def _type(self, script: str) -> None:
         with contextlib.suppress(SessionEnded, BadRequest):
