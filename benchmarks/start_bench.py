@@ -230,6 +230,8 @@ def main() -> int:
 
             def learner() -> None:
                 own = LabClient(srv.url, srv.token)
+                # A learner's page has loaded the catalog: its connection is open.
+                own.labs()
                 barrier.wait()
                 t = lab_start(own, "crowd")
                 with lock:

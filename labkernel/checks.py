@@ -90,15 +90,34 @@ def kill_script(pgid: int | None, marker: bytes | None) -> None:
         time.sleep(0.01)  # in an executor thread, never on the loop
 
 
-async def _drain(stream: asyncio.StreamReader, keep: int) -> tuple[bytearray, int]:
-    kept, total = bytearray(), 0
-    while True:
-        chunk = await stream.read(_READ_SIZE)
-        if not chunk:
-            return kept, total
-        total += len(chunk)
-        if len(kept) < keep:
-            kept += chunk[: keep - len(kept)]
+class _ScriptProtocol(asyncio.SubprocessProtocol):
+    """A script's output and end, seen apart.
+
+    asyncio's own ``Process.wait()`` waits until the script's pipes close too, so a
+    check that leaves a job holding its stdout would look hung: here the exit is
+    its own event. The first ``keep`` bytes are kept and the rest counted and
+    dropped — read to the end all the same, since a script blocked on a full pipe
+    would never finish.
+    """
+
+    def __init__(self, keep: int):
+        loop = asyncio.get_running_loop()
+        self.keep, self.kept, self.total = keep, bytearray(), 0
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.total += len(data)
+        if len(self.kept) < self.keep:
+            self.kept += data[: self.keep - len(self.kept)]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 def _message(kept: bytes, total: int, limit: int, mask: Masker) -> str:
@@ -132,50 +151,46 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
     else:
         argv = ["bash", "-c", script, "labkernel-script"]
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-    assert proc.stdout is not None
     # Keep a little more than the limit: masking may shorten it, and a secret cut
     # at the limit must be recognised whole to be masked.
-    reader = asyncio.ensure_future(_drain(proc.stdout, output_limit + mask.longest))
+    transport, out = await loop.subprocess_exec(
+        lambda: _ScriptProtocol(output_limit + mask.longest), *argv, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
+        start_new_session=True)
+    pid = transport.get_pid()
     timed_out = False
     try:
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(asyncio.shield(out.exited), timeout)
         except asyncio.TimeoutError:
             timed_out = True
-            await loop.run_in_executor(None, kill_script, proc.pid, marker_bytes)
-            await proc.wait()
+            await loop.run_in_executor(None, kill_script, pid, marker_bytes)
+            await out.exited
         duration = time.monotonic() - started
-        failed = timed_out or proc.returncode != 0
+        code = transport.get_returncode()
+        failed = timed_out or code != 0
         if not (keep_background and not failed):
             # Jobs the script left behind end with it, and close the pipe; the
             # marker finds those that left its session too.
-            await loop.run_in_executor(None, kill_script, proc.pid, marker_bytes)
-        try:
-            kept, total = await asyncio.wait_for(asyncio.shield(reader), 2.0)
-        except asyncio.TimeoutError:
-            # Something that left the script's session still holds the pipe.
-            if not keep_background or failed:
-                await loop.run_in_executor(None, kill_script, proc.pid, marker_bytes)
-            reader.cancel()
-            kept, total = bytearray(), 0
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await loop.run_in_executor(None, kill_script, pid, marker_bytes)
+        # Output still in the pipe; a service a setup left running may hold it open.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(out.eof), 2.0 if failed or not keep_background else 0.2)
     except asyncio.CancelledError:
         # The session is stopping: take the script down with it, without waiting.
-        reader.cancel()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        loop.run_in_executor(None, kill_script, proc.pid, marker_bytes)
+            os.killpg(pid, signal.SIGKILL)
+        loop.run_in_executor(None, kill_script, pid, marker_bytes)
         raise
     finally:
+        transport.close()
         if script_file is not None:
             with contextlib.suppress(OSError):
                 os.unlink(script_file)
-    code = None if timed_out else (proc.returncode if proc.returncode >= 0 else 128 - proc.returncode)
-    return ScriptResult(code, _message(bytes(kept), total, output_limit, mask), duration, timed_out, total)
+    assert code is not None
+    exit_code = None if timed_out else (code if code >= 0 else 128 - code)
+    return ScriptResult(exit_code, _message(bytes(out.kept), out.total, output_limit, mask), duration,
+                        timed_out, out.total)
 
 
 def _write_and_close(fd: int, text: str) -> None:

@@ -288,3 +288,18 @@ async def test_lab_client_check(api: Any, labs: Path, server_url: str, jp_server
     with pytest.raises(LabError) as error:
         await asyncio.to_thread(client.check, sid, 9)
     assert (error.value.status, error.value.code) == (400, "bad_request")
+
+
+async def test_a_check_that_exits_leaving_a_job_behind_passes_and_the_job_ends(
+        api: Any, labs: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    write_lab(labs, "leaves", f"""
+        [[steps]]
+        title = "Leave a job"
+        check = "sleep 300 & echo $! > {pid_file}; echo done"
+    """)
+    sid, _ = await started(api, "leaves")
+    (result,) = (await check(api, sid, 1))["results"]
+    assert (result["passed"], result["timedOut"]) == (True, False) and "done" in result["message"]
+    assert result["durationMs"] < 1500  # not held until the 2 s timeout by the job's open stdout
+    await eventually(lambda: gone(int(pid_file.read_text())))

@@ -280,3 +280,28 @@ async def test_input_and_resize_sent_while_starting_are_applied_once_the_shell_r
     text, _ = await api.read_until(sid, r"33 111\r\n")
     assert text.count("EARLY-9\r\n") == 1
     assert (await api.get(sid))["rows"] == 33
+
+
+async def test_a_service_a_setup_leaves_running_lives_and_ends_with_the_session(
+        api: Any, labs: Path, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # One service with its output redirected, one still holding the setup's pipe.
+    write_lab(labs, "service", f"""
+        setup = '''
+        setsid sleep 300 > /dev/null 2>&1 & echo $! > {pids}
+        sleep 301 & echo $! >> {pids}
+        echo set up
+        '''
+    """)
+    sid = (await api.start(labId="service"))["sessionId"]
+    await api.read_until(sid, re.escape(PROMPT))
+    services = [psutil.Process(int(p)) for p in pids.read_text().split()]
+    assert len(services) == 2 and all(p.is_running() for p in services)
+    await api.stop(sid)
+
+    def gone(p: psutil.Process) -> bool:
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    await eventually(lambda: all(gone(p) for p in services))
