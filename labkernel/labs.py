@@ -116,7 +116,8 @@ class Lab:
         (existing clients show it); ``stepList`` carries the steps themselves.
         """
         return {"id": self.id, "title": self.title, "description": self.description,
-                "steps": len(self.steps), "stepList": [s.summary() for s in self.steps]}
+                "steps": len(self.steps), "stepList": [s.summary() for s in self.steps],
+                "intro": self.intro, "finish": self.finish, "notes": list(self.notes)}
 
 
 SHELL = Lab(

@@ -57,6 +57,8 @@ async def test_the_catalog_lists_defined_labs_with_their_steps_and_the_broken_on
     write_lab(labs, "intro", """
         title = "Intro"
         description = "A first lab."
+        intro = "Welcome."
+        finish = "Done."
         [[steps]]
         title = "Say hello"
         text = "Type `echo hello`."
@@ -73,6 +75,7 @@ async def test_the_catalog_lists_defined_labs_with_their_steps_and_the_broken_on
     assert (intro["title"], intro["description"], intro["steps"]) == ("Intro", "A first lab.", 1)
     assert intro["stepList"] == [{"title": "Say hello", "text": "Type `echo hello`.", "hint": "echo",
                                   "solution": ["echo hello"], "hasCheck": True}]
+    assert (intro["intro"], intro["finish"], intro["notes"]) == ("Welcome.", "Done.", [])
     errors = {e["labId"]: e for e in body["errors"]}
     assert errors["broken"]["field"] == "lab.toml" and "not valid TOML" in errors["broken"]["reason"]
     assert errors["broken"]["path"].endswith("broken/lab.toml")
