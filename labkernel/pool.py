@@ -11,6 +11,12 @@ make a learner's start fail: a start finds a ready pooled session of its lab and
 takes it (the total does not change), or, when the limit is reached only because
 of pooled sessions, one pooled session (of the lab with the most) is stopped to
 make room. A start answers 429 only when learners' own sessions fill the limit.
+
+Measured (``benchmarks/start_bench.py``, 2-core machine shared with other work):
+start -> first prompt byte of a lab whose setup takes 2 s is ~2040 ms without a
+pool and 7-16 ms p50 from a pool (a terminado terminal in the same run: 26-56
+ms); ten learners at once on a pool of five: ~40-50 ms for the five served from
+the pool, ~2.2 s for the others.
 """
 
 from __future__ import annotations
