@@ -38,13 +38,39 @@ class Masker:
     """Replaces every secret value in a text with ``MASK``."""
 
     def __init__(self, values: Iterable[str] = ()):
-        # Longest first, so that a secret containing another is masked whole.
         self.values = sorted({v for v in values if v}, key=len, reverse=True)
 
-    def __call__(self, text: str) -> str:
+    def __call__(self, text: str, cut: bool = False) -> str:
+        """``text`` with every secret masked; with ``cut`` (the text was cut short),
+        also the start of a secret it may end with.
+
+        Masking works on the characters any secret covers, overlapping ones
+        included, so that masking one secret cannot break up another and leave
+        part of it shown; each run of covered characters becomes one ``MASK``.
+        """
+        if not self.values:
+            return text
+        covered = bytearray(len(text))
         for value in self.values:
-            text = text.replace(value, MASK)
-        return text
+            start = text.find(value)
+            while start >= 0:
+                covered[start:start + len(value)] = b"\1" * len(value)
+                start = text.find(value, start + 1)
+        if cut:
+            tail = max((n for value in self.values for n in range(len(value) - 1, 0, -1)
+                        if text.endswith(value[:n])), default=0)
+            if tail:
+                covered[len(text) - tail:] = b"\1" * tail
+        if not any(covered):
+            return text
+        out, i = [], 0
+        while i < len(text):
+            j = i
+            while j < len(text) and covered[j] == covered[i]:
+                j += 1
+            out.append(MASK if covered[i] else text[i:j])
+            i = j
+        return "".join(out)
 
     @property
     def longest(self) -> int:
@@ -121,7 +147,15 @@ class _ScriptProtocol(asyncio.SubprocessProtocol):
 
 
 def _message(kept: bytes, total: int, limit: int, mask: Masker) -> str:
-    text = mask(kept.decode("utf-8", "replace"))
+    """The message of a script's output: masked, then cut at ``limit`` bytes."""
+    text = kept.decode("utf-8", "replace")
+    if total > len(kept):
+        # The output was cut while reading: its end may hold the start of a secret
+        # (and of a character), which masking shortened text around it may have
+        # pulled under the limit.
+        text = mask(text.rstrip("\ufffd"), cut=True)
+    else:
+        text = mask(text)
     if total > limit or len(text.encode()) > limit:
         text = text.encode()[:limit].decode("utf-8", "ignore")
         text += f"\n[output truncated: {total} bytes in all, the first {limit} shown]"
