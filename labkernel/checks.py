@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import signal
 import tempfile
@@ -61,16 +62,11 @@ class Masker:
                         if text.endswith(value[:n])), default=0)
             if tail:
                 covered[len(text) - tail:] = b"\1" * tail
-        if not any(covered):
-            return text
         out, i = [], 0
-        while i < len(text):
-            j = i
-            while j < len(text) and covered[j] == covered[i]:
-                j += 1
-            out.append(MASK if covered[i] else text[i:j])
-            i = j
-        return "".join(out)
+        for run in re.finditer(rb"\x01+", covered):
+            out += [text[i:run.start()], MASK]
+            i = run.end()
+        return "".join(out) + text[i:]
 
     @property
     def longest(self) -> int:
