@@ -107,6 +107,8 @@ class WarmPool:
         self._pools: dict[str, list[Any]] = {}
         #: lab id -> (the definition whose pooled setup failed, when)
         self._failed: dict[str, tuple[Lab, float]] = {}
+        #: Pooled sessions being stopped (evicted, stale), awaited at shutdown.
+        self._stopping: set[asyncio.Future[None]] = set()
 
     def _prune(self) -> None:
         for lab_id, sessions in self._pools.items():
@@ -139,7 +141,7 @@ class WarmPool:
             return
         victim = min(sessions, key=lambda s: s.status == "running")
         sessions.remove(victim)
-        asyncio.ensure_future(victim.stop("stopped"))
+        self._stop(victim)
 
     def refill(self, labs: list[Lab], live: int, max_sessions: int, cap: int) -> None:
         """Stop pooled sessions of labs gone or changed, and start what the plan says."""
@@ -149,12 +151,22 @@ class WarmPool:
             stale = [s for s in sessions if lab is None or lab.pool == 0 or s.lab is not lab]
             for s in stale:
                 sessions.remove(s)
-                asyncio.ensure_future(s.stop("stopped"))
+                self._stop(s)
         _, pooled = self.counts()
         wanted = {lab.id: lab.pool for lab in labs if lab.pool and not self._broken(lab)}
         for lab_id, n in refill_plan(wanted, pooled, live, max_sessions, cap).items():
             for _ in range(n):
                 self._pools.setdefault(lab_id, []).append(self.create(current[lab_id]))
+
+    def _stop(self, session: Any) -> None:
+        task = asyncio.ensure_future(session.stop("stopped"))
+        self._stopping.add(task)
+
+        def done(task: asyncio.Future[None]) -> None:
+            self._stopping.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error("labkernel: stopping a pooled session failed: %s", task.exception())
+        task.add_done_callback(done)
 
     def _broken(self, lab: Lab) -> bool:
         """Whether this definition's pooled setup failed lately (a changed one gets a new try)."""
@@ -164,4 +176,5 @@ class WarmPool:
     async def shutdown(self) -> None:
         sessions = [s for ss in self._pools.values() for s in ss]
         self._pools.clear()
-        await asyncio.gather(*(s.stop("stopped") for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(s.stop("stopped") for s in sessions), *self._stopping,
+                             return_exceptions=True)
