@@ -308,3 +308,15 @@ async def test_a_service_a_setup_leaves_running_lives_and_ends_with_the_session(
         except psutil.NoSuchProcess:
             return True
     await eventually(lambda: all(gone(p) for p in services))
+
+
+async def test_server_shutdown_ends_a_session_still_in_setup(api: Any, labs: Path, tmp_path: Path,
+                                                            manager: Any) -> None:
+    pid_file = tmp_path / "pid"
+    write_lab(labs, "slow", f"setup = 'sleep 300 & echo $! > {pid_file}; wait'")
+    sid = (await api.start(labId="slow"))["sessionId"]
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+    job = psutil.Process(int(pid_file.read_text()))
+    await manager.shutdown()
+    assert manager.get(sid).status == "stopped"
+    assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
