@@ -15,6 +15,9 @@ from typing import Any
 
 import psutil
 import pytest
+from jupyter_server.auth import Authorizer
+from traitlets import List, Unicode
+from traitlets.config import Config
 
 from conftest import PROMPT, eventually
 from labhelpers import check, lab_config, write_lab
@@ -47,6 +50,27 @@ def labkernel_config(tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture
 def labs(tmp_path: Path) -> Path:
     return tmp_path / "labs"
+
+
+class DenyingAuthorizer(Authorizer):
+    """Refuses the listed actions on the terminals resource (checks are ``execute``)."""
+
+    denied_actions = List(Unicode()).tag(config=True)
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return not (resource == "terminals" and action in self.denied_actions)
+
+
+@pytest.fixture
+def denied_actions() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: Any, denied_actions: list[str]) -> Any:
+    jp_server_config["ServerApp"]["authorizer_class"] = DenyingAuthorizer
+    jp_server_config["DenyingAuthorizer"] = Config({"denied_actions": denied_actions})
+    return jp_server_config
 
 
 async def started(api: Any, lab_id: str) -> tuple[str, int]:
@@ -303,3 +327,12 @@ async def test_a_check_that_exits_leaving_a_job_behind_passes_and_the_job_ends(
     assert (result["passed"], result["timedOut"]) == (True, False) and "done" in result["message"]
     assert result["durationMs"] < 1500  # not held until the 2 s timeout by the job's open stdout
     await eventually(lambda: gone(int(pid_file.read_text())))
+
+
+@pytest.mark.parametrize("denied_actions", [["execute"]])
+async def test_checking_needs_execute_on_terminals(api: Any, labs: Path) -> None:
+    write_lab(labs, "three", THREE_STEPS)
+    sid, _ = await started(api, "three")
+    status, answer = await api.call("POST", "api", "labs", "session", sid, "check", body={})
+    assert (status, answer["error"]) == (403, "forbidden")
+    assert (await api.get(sid))["steps"][0]["state"] == "pending"
