@@ -139,6 +139,11 @@ class LabSessionManager(LoggingConfigurable):
         30.0, help="Seconds a step's check may run; then it is killed with its children.",
     ).tag(config=True)
 
+    scratch_dir = Unicode(
+        "", help="""Where the scratch folders of labs with `scratch = true` are made;
+        empty: the system's temporary folder.""",
+    ).tag(config=True)
+
     check_output_limit = Int(
         16 * 1024, help="""The most bytes of a check's output returned as its message (and
         of a failed setup's output shown); the rest is cut.""",
@@ -197,7 +202,8 @@ class LabSessionManager(LoggingConfigurable):
             input_limit=self.input_limit, max_clients=self.max_clients,
         )
         lab_settings = LabSettings(root_dir=self.root_dir, setup_timeout=self.setup_timeout,
-                                   check_timeout=self.check_timeout, output_limit=self.check_output_limit)
+                                   check_timeout=self.check_timeout, output_limit=self.check_output_limit,
+                                   scratch_dir=self.scratch_dir)
         session = LabSession(lab, rows=rows, cols=cols, lifetime=self._lifetime(lab), settings=settings,
                              log=self.log, lab_settings=lab_settings,
                              argv=list(lab.argv or self.shell_command))

@@ -207,7 +207,10 @@ async def test_env_takes_values_from_the_server_environment_and_no_credentials(
     assert "[region-eu-north-] [plain value] []" in text
 
 
-async def test_a_scratch_folder_is_fresh_per_session_and_removed_with_it(api: Any, labs: Path) -> None:
+async def test_a_scratch_folder_is_fresh_per_session_and_removed_with_it(
+        api: Any, labs: Path, tmp_path: Path, manager: Any) -> None:
+    (tmp_path / "scratch").mkdir()
+    manager.scratch_dir = str(tmp_path / "scratch")
     write_lab(labs, "scratchy", "scratch = true\nsetup = 'touch from-setup'")
     folders = []
     for _ in range(2):
@@ -218,6 +221,7 @@ async def test_a_scratch_folder_is_fresh_per_session_and_removed_with_it(api: An
         folders.append((sid, Path(re.search(r"DIR=(/\S+)", text)[1])))
     (sid1, dir1), (sid2, dir2) = folders
     assert dir1 != dir2 and dir1.is_dir() and dir2.is_dir()
+    assert dir1.parent == tmp_path / "scratch"
     await api.stop(sid1)
     await eventually(lambda: not dir1.exists())
     assert dir2.is_dir()
