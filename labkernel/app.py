@@ -39,6 +39,8 @@ class LabKernelApp(ExtensionApp):
         self.settings["labkernel_manager"] = self.manager
         # The port is only final once the server has bound it, when the loop runs.
         self.serverapp.io_loop.add_callback(self._export_credentials)
+        # Find the labs and fill their warm pools before the first learner asks.
+        self.serverapp.io_loop.add_callback(self.manager.warm_up)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(pages.handlers)

@@ -207,6 +207,18 @@ class LabClient:
         """Short status: ``terminalActive``, ``status``, ``exitCode``, ``outputOffset``…"""
         return self._request("GET", f"api/ws/status/{self._sid(session_id)}")
 
+    def check(self, session_id: str, step: Optional[int] = None) -> dict:
+        """Run the checks of a lab session: one step (counted from 1) or all of them.
+
+        Returns ``{"sessionId", "results": [{"step", "title", "passed", "message",
+        "durationMs", "timedOut"}], "currentStep", "steps"}``; ``passed`` is None for
+        a step without a check.
+        """
+        body = {} if step is None else {"step": step}
+        # A check may take up to the server's check timeout (30 s by default).
+        return self._request("POST", f"api/labs/session/{self._sid(session_id)}/check", body,
+                             timeout=self.timeout + 60)
+
     # -- input ----------------------------------------------------------------------
 
     def send(self, session_id: str, data: str) -> dict:

@@ -145,8 +145,10 @@ class LabsHandler(LabHandler):
 
     @web.authenticated
     @authorized("read")
-    def get(self) -> None:
-        self.write_json({"labs": [lab.summary() for lab in self.manager.labs.list()]})
+    async def get(self) -> None:
+        catalog = await self.manager.refresh_labs()
+        self.write_json({"labs": [lab.summary() for lab in catalog.list()],
+                         "errors": [problem.model() for problem in catalog.problems()]})
 
 
 class StartHandler(LabHandler):
@@ -154,11 +156,12 @@ class StartHandler(LabHandler):
 
     @web.authenticated
     @authorized("write")
-    def post(self) -> None:
+    async def post(self) -> None:
         model = self.json_body()
         lab_id = _str_field(model, "labId") or "shell"
         rows = _int_field(model, "rows", 1, 1000)
         cols = _int_field(model, "cols", 1, 1000)
+        await self.manager.refresh_labs()
         session = self.manager.start(lab_id, rows, cols)
         self.write_json(session.model(), status=201)
 
@@ -185,6 +188,17 @@ class SessionHandler(LabHandler):
     async def delete(self, session_id: str) -> None:
         session = await self.manager.stop(session_id)
         self.write_json(session.model())
+
+
+class CheckHandler(LabHandler):
+    """``POST /api/labs/session/{id}/check``: run the checks of one step or of all."""
+
+    @web.authenticated
+    @authorized("execute")
+    async def post(self, session_id: str) -> None:
+        model = self.json_body()
+        step = _int_field(model, "step", 1, 10**6)
+        self.write_json(await self.manager.check(session_id, step))
 
 
 class StatusHandler(LabHandler):
@@ -269,7 +283,7 @@ class OutputHandler(LabHandler):
         utf8 = encoding == "utf-8"
 
         chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        if not chunk.data and wait > 0 and session.running:
+        if not chunk.data and wait > 0 and session.status in ("starting", "running"):
             # Nothing complete past offset yet: wait for bytes past what exists now.
             self._poll = session.output.wait(session.output.end, wait)
             try:
@@ -332,6 +346,7 @@ default_handlers = [
     (r"/api/labs/start", StartHandler),
     (r"/api/labs/sessions", SessionsHandler),
     (rf"/api/labs/session/{_ID}", SessionHandler),
+    (rf"/api/labs/session/{_ID}/check", CheckHandler),
     (rf"/api/ws/status/{_ID}", StatusHandler),
     (r"/api/ws/message", MessageHandler),
     (rf"/api/ws/output/{_ID}", OutputHandler),

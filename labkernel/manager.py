@@ -15,8 +15,11 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Instance, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from . import pool
+from .catalog import LabScanner
 from .errors import SessionNotFound, TooManySessions
-from .labs import LabCatalog
+from .labs import Lab, LabCatalog, LabProblem
+from .labsession import LabSession, LabSettings
 from .sessions import Session, SessionSettings
 
 
@@ -109,41 +112,179 @@ class LabSessionManager(LoggingConfigurable):
 
     labs = Instance(LabCatalog, args=(), help="The labs sessions can be started from.")
 
+    lab_path = List(
+        Unicode(), default_value=["labs"], help="""Where lab definitions are found: folders
+        relative to the server's root (or absolute). Each is a lab folder (it holds a
+        lab.toml or a Killercoda index.json) or a tree searched for lab folders.""",
+    ).tag(config=True)
+
+    lab_scan_interval = Float(
+        2.0, help="""How old, in seconds, the catalog may be when it is asked for: older,
+        the search path is walked again (off the event loop) and changed definitions
+        are re-read. 0: on every request.""",
+    ).tag(config=True)
+
+    pool_max = Int(
+        10, help="""The most sessions kept warm (started, setup done) across all labs'
+        pools (`pool = n` in lab.toml). Pooled sessions count towards max_sessions, but
+        a start at the limit stops a pooled session rather than answer 429.""",
+    ).tag(config=True)
+
+    setup_timeout = Float(
+        300.0, help="""Seconds a lab's hidden setup may run; then it is killed with its
+        children and the session fails.""",
+    ).tag(config=True)
+
+    check_timeout = Float(
+        30.0, help="Seconds a step's check may run; then it is killed with its children.",
+    ).tag(config=True)
+
+    scratch_dir = Unicode(
+        "", help="""Where the scratch folders of labs with `scratch = true` are made;
+        empty: the system's temporary folder.""",
+    ).tag(config=True)
+
+    check_output_limit = Int(
+        16 * 1024, help="""The most bytes of a check's output returned as its message (and
+        of a failed setup's output shown); the rest is cut.""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._sessions: dict[str, Session] = {}
         self._culler: PeriodicCallback | None = None
+        self._scanner: LabScanner | None = None
+        self._scan: asyncio.Future[None] | None = None
+        self._scanned_at: float | None = None
+        self._shutting_down = False
+        self._refill_timer: asyncio.TimerHandle | None = None
+        self.warm_pool = pool.WarmPool(self._create_pooled, self.log)
 
     # -- sessions ---------------------------------------------------------------
 
     def start(self, lab_id: str = "shell", rows: int | None = None, cols: int | None = None) -> Session:
-        """Start a session of a lab; raises LabNotFound or TooManySessions."""
+        """Start a session of a lab; raises LabNotFound or TooManySessions.
+
+        A lab with a setup answers at once with a ``starting`` session; a lab with a
+        warm pool hands out a pooled session whose setup has run (see ``pool``).
+        """
         lab = self.labs.get(lab_id)
-        if self.active_count >= self.max_sessions:
-            raise TooManySessions(
-                f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
-        env = dict(os.environ, TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir,
-                   **{var.name: var.value for var in lab.env})
+        rows, cols = rows or self.default_rows, cols or self.default_cols
+        ready, pooled = self.warm_pool.counts()
+        admission = pool.admit(lab.id, ready, pooled, self.live_count, self.max_sessions)
+        session = self.warm_pool.take(lab) if admission.take else None
+        if session is not None:
+            session.adopt(rows, cols, self._lifetime(lab))
+            self.log.info("labkernel: handed out pooled session %s of lab %s", session.id, lab.id)
+        else:
+            if admission.take:  # the ready one was of an older definition
+                admission = pool.admit(lab.id, {}, pooled, self.live_count, self.max_sessions)
+            if admission.refuse:
+                raise TooManySessions(
+                    f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
+            if admission.evict is not None:
+                self.warm_pool.evict(admission.evict)
+            session = self._create(lab, rows, cols)
+            self.log.info("labkernel: started session %s of lab %s (%s)", session.id, lab.id,
+                          f"pid {session.pid}" if session.running else session.status)
+        self._sessions[session.id] = session
+        self._start_culling()
+        self._refill_soon()
+        return session
+
+    def _lifetime(self, lab: Lab) -> float:
+        return lab.lifetime if lab.lifetime is not None else self.lifetime
+
+    def _create(self, lab: Lab, rows: int, cols: int) -> LabSession:
         settings = SessionSettings(
             buffer_size=self.buffer_size, read_budget=self.read_budget,
             attach_timeout=self.attach_timeout, kill_grace=self.kill_grace,
             input_limit=self.input_limit, max_clients=self.max_clients,
         )
-        session = Session(
-            lab, rows=rows or self.default_rows, cols=cols or self.default_cols,
-            lifetime=self.lifetime, settings=settings, log=self.log,
-        )
-        try:
-            session.start(list(lab.argv or self.shell_command), env, self.root_dir)
-        except Exception as e:
-            # Keep the record: the client sees status "failed" and why, not a 500.
-            self.log.error("labkernel: could not start lab %s: %s", lab.id, e)
-            session.fail(f"labkernel: could not start the lab: {e}")
-        self._sessions[session.id] = session
-        self.log.info("labkernel: started session %s of lab %s (pid %s)", session.id, lab.id,
-                      session.pid if session.running else "-")
-        self._start_culling()
+        lab_settings = LabSettings(root_dir=self.root_dir, setup_timeout=self.setup_timeout,
+                                   check_timeout=self.check_timeout, output_limit=self.check_output_limit,
+                                   scratch_dir=self.scratch_dir)
+        session = LabSession(lab, rows=rows, cols=cols, lifetime=self._lifetime(lab), settings=settings,
+                             log=self.log, lab_settings=lab_settings,
+                             argv=list(lab.argv or self.shell_command))
+        session.launch()
         return session
+
+    def _create_pooled(self, lab: Lab) -> LabSession:
+        return self._create(lab, self.default_rows, self.default_cols)
+
+    def _refill_soon(self) -> None:
+        """Refill the pools a moment later: a burst of starts is answered first, and
+        the shells (forks of this server) the refill spawns come after it."""
+        if self._refill_timer is None:
+            def run() -> None:
+                self._refill_timer = None
+                self._refill_pool()
+            self._refill_timer = asyncio.get_running_loop().call_later(0.05, run)
+
+    def _refill_pool(self) -> None:
+        if self._shutting_down:
+            return
+        try:
+            self.warm_pool.refill(self.labs.list(), self.live_count, self.max_sessions, self.pool_max)
+        except Exception:
+            self.log.exception("labkernel: refilling the warm pools failed")
+
+    async def check(self, session_id: str, step: int | None = None) -> dict[str, Any]:
+        """Run a session's checks (one step, from 1, or all); see ``LabSession.check``."""
+        return await self.get(session_id).check(step)
+
+    # -- the catalog --------------------------------------------------------------
+
+    async def refresh_labs(self, force: bool = False) -> LabCatalog:
+        """The catalog, re-read from the search path (off the loop) if older than
+        ``lab_scan_interval``."""
+        fresh = (self._scanned_at is not None
+                 and time.monotonic() - self._scanned_at < self.lab_scan_interval)
+        if force or not fresh:
+            if self._scan is None:
+                self._scan = asyncio.ensure_future(self._rescan())
+            await asyncio.shield(self._scan)
+        return self.labs
+
+    async def _rescan(self) -> None:
+        try:
+            if self._scanner is None:
+                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log)
+            started = time.monotonic()
+            result = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
+            self._scanned_at = time.monotonic()
+            for problem in result.new_problems:
+                self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,
+                                 problem.path, problem.field, problem.reason)
+            self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
+            self.log.debug("labkernel: %d labs found in %.0f ms", len(result.labs),
+                           (self._scanned_at - started) * 1000)
+        except Exception:
+            self.log.exception("labkernel: reading the lab definitions failed")
+        finally:
+            self._scan = None
+        self._refill_pool()
+
+    def _pool_problems(self, labs: list[Lab]) -> list[LabProblem]:
+        """Labs asking for a bigger pool than the server allows: served, with the pool cut."""
+        limit = min(self.max_sessions, self.pool_max)
+        return [LabProblem(
+            path=self._display_path(os.path.join(lab.source, "lab.toml" if lab.kind == "lab.toml"
+                                                 else "index.json")),
+            field="pool", lab_id=lab.id,
+            reason=f"asks for {lab.pool} warm sessions but this server keeps at most {limit} "
+                   f"(max_sessions {self.max_sessions}, pool_max {self.pool_max}); it keeps {limit}")
+            for lab in labs if lab.pool > limit]
+
+    def _display_path(self, path: str) -> str:
+        root = os.path.realpath(self.root_dir)
+        return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+
+    async def warm_up(self) -> None:
+        """Read the catalog and fill the warm pools, before any learner asks."""
+        await self.refresh_labs(force=True)
+        self._start_culling()
 
     def get(self, session_id: str) -> Session:
         """The session with this id; raises SessionNotFound."""
@@ -160,6 +301,11 @@ class LabSessionManager(LoggingConfigurable):
     def active_count(self) -> int:
         """How many sessions are running (ended ones kept for retention do not count)."""
         return sum(s.running for s in self._sessions.values())
+
+    @property
+    def live_count(self) -> int:
+        """Sessions handed out that have not ended, those still in setup included."""
+        return sum(s.status in ("starting", "running") for s in self._sessions.values())
 
     async def stop(self, session_id: str, status: str = "stopped") -> Session:
         """Stop a session; every process it started is gone when this returns."""
@@ -186,8 +332,8 @@ class LabSessionManager(LoggingConfigurable):
                 if session.running and now >= session.expires_at:
                     self.log.info("labkernel: session %s reached its lifetime", session.id)
                     stops.append(session.stop("expired"))
-                elif (session.running and self.cull_idle_timeout > 0
-                      and now - session.last_activity >= self.cull_idle_timeout):
+                elif (session.running and self._idle_timeout(session) > 0
+                      and now - session.last_activity >= self._idle_timeout(session)):
                     self.log.info("labkernel: culling idle session %s", session.id)
                     stops.append(session.stop("expired"))
                 elif session.ended_at is not None and now - session.ended_at >= self.retention:
@@ -197,16 +343,26 @@ class LabSessionManager(LoggingConfigurable):
         for result in await asyncio.gather(*stops, return_exceptions=True):
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session failed: %s", result)
+        # Changed definitions and freed slots: the pools follow.
+        await self.refresh_labs()
+
+    def _idle_timeout(self, session: Session) -> float:
+        idle = getattr(session.lab, "idle_timeout", None)
+        return idle if idle is not None else self.cull_idle_timeout
 
     async def shutdown(self) -> None:
         """Stop every session and wait until all their processes are gone."""
+        self._shutting_down = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
         if self._culler is not None:
             self._culler.stop()
             self._culler = None
         sessions = [s for s in self._sessions.values() if not s.closed]
         if sessions:
             self.log.info("labkernel: stopping %d lab session(s)", len(sessions))
-        results = await asyncio.gather(*(s.stop("stopped") for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(self.warm_pool.shutdown(), *(s.stop("stopped") for s in sessions),
+                                       return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session at shutdown failed: %s", result)
