@@ -41,12 +41,16 @@ Decisions, for authors and for the code that runs a ``Lab``:
   blocks are Markdown shown as code, not markers. A step with an ``answer`` page
   takes its solution from the answer's blocks (the author's answer, not the
   exploratory commands of the text) when there are any.
+- **Where things run.** Killercoda gives each learner a fresh machine and runs every
+  script as root with the working folder and ``~`` at ``/root``. Here a scenario is
+  a ``scratch`` lab: each session gets a fresh folder, removed with it, which plays
+  the part of ``/root``: the shell, the scripts and the checks start in it, and an
+  asset target of ``~`` or ``/root`` (or below them) is taken relative to it
+  (``./``). Everything runs as the server's user, and ``HOME`` stays that user's:
+  a script that writes to ``~`` or ``/root`` by name, installs packages or needs
+  docker or kubectl must be adapted. Other absolute targets stay as written.
 - **Scripts** are stored as text and meant to run as ``bash FILE`` would: most lack
-  a shebang or the exec bit. Killercoda runs them as root with the working directory
-  and ``~`` at ``/root``; here they run as the server's user, in the session's
-  working directory, with ``HOME`` the session's home: an asset target of ``/root``
-  becomes ``~``, other absolute targets stay as written (and fail if the user may not
-  write there).
+  a shebang or the exec bit.
 - **Ignored**, each with a sentence in ``Lab.notes``: ``backend`` (the image: the lab
   runs in this server's shell), ``environment`` and ``interface`` (UI layout),
   assets of hosts other than ``host01``, ``finish`` scripts, the intro's ``credits``,
@@ -355,8 +359,9 @@ def load_scenario(folder: Path, default_id: str) -> Lab:
 
     assets = _assets(files, details.get("assets"), notes) if "assets" in details else ()
 
+    # A fresh folder per session, as Killercoda gives each learner a fresh machine.
     return Lab(id=default_id, title=title, description=description, steps=steps, setup=setup,
-               foreground=foreground, assets=assets, intro=intro_text, finish=finish_text,
+               foreground=foreground, assets=assets, scratch=True, intro=intro_text, finish=finish_text,
                source=str(folder), kind="killercoda", notes=tuple(notes))
 
 
@@ -419,11 +424,13 @@ def _asset(files: _Folder, item: dict[str, Any], where: str, notes: list[str]) -
     if mode and not _CHMOD.fullmatch(mode):
         raise DefinitionError(f"{where}.chmod", f"{mode!r} is not a chmod mode such as +x or 0755")
     _note_unknown(item, where, {"file", "target", "chmod"}, notes)
-    # Killercoda's home is /root; here the session's home stands in for it.
-    if target == "/root" or target.startswith("/root/"):
-        target = "~" + target[len("/root"):]
-    elif not (target.startswith("/") or target.startswith("~")):
+    if not (target.startswith("/") or target.startswith("~")):
         raise DefinitionError(f"{where}.target", f"{target!r} must be absolute or start with ~")
+    # Killercoda's home and working folder are both /root; here the session's
+    # folder plays that part (a relative target is taken in it).
+    for home in ("~", "/root"):
+        if target == home or target.startswith(home + "/"):
+            target = "." + target[len(home):]
     target = target.rstrip("/") + "/"
 
     pattern = pattern[2:] if pattern.startswith("./") else pattern

@@ -75,6 +75,7 @@ MULTI_FILES = {
 def test_a_multi_step_scenario_maps_every_part_to_the_lab(tmp_path: Path) -> None:
     lab = load_scenario(scenario(tmp_path, MULTI_STEP, **MULTI_FILES), "files")
     assert (lab.id, lab.title, lab.description, lab.kind) == ("files", "Files", "Make some files", "killercoda")
+    assert lab.scratch, "each session gets a fresh folder, as each Killercoda learner a fresh machine"
     assert lab.source == str(tmp_path / "scn")
     assert lab.intro == "# Welcome\n" and lab.finish == "Done!\n"
     assert lab.setup == MULTI_FILES["intro/background.sh"]
@@ -167,7 +168,7 @@ def test_unknown_keys_and_finish_scripts_are_noted_one_sentence_each(tmp_path: P
 
 # -- assets ---------------------------------------------------------------------------
 
-def test_assets_resolve_globs_keep_subfolders_and_map_root_to_home(tmp_path: Path) -> None:
+def test_assets_resolve_globs_keep_subfolders_and_put_home_in_the_session_folder(tmp_path: Path) -> None:
     index = {"title": "t", "details": {"steps": [{"title": "s"}], "assets": {
         "host01": [{"file": "tool.sh", "target": "/usr/local/bin", "chmod": "+x"},
                    {"file": "conf/**/*.yaml", "target": "/root/conf/"},
@@ -183,9 +184,9 @@ def test_assets_resolve_globs_keep_subfolders_and_map_root_to_home(tmp_path: Pat
            for a in lab.assets}
     assert got == {
         ("tool.sh", "/usr/local/bin/", "+x"),
-        ("conf/deep/er.yaml", "~/conf/deep/", ""),
-        ("conf/top.yaml", "~/conf/", ""),
-        ("a.txt", "~/", ""), ("b.txt", "~/", ""),
+        ("conf/deep/er.yaml", "./conf/deep/", ""),
+        ("conf/top.yaml", "./conf/", ""),
+        ("a.txt", "./", ""), ("b.txt", "./", ""),
     }
     assert all(Path(a.source).is_absolute() for a in lab.assets)
     assert any("host02" in note for note in lab.notes)
