@@ -104,14 +104,12 @@ def _quote(text: str, indent: str = "    | ") -> str:
 
 
 def format_report(results: list[LabResult]) -> str:
-    """The closing report: a count, then every failure with the output that explains it."""
+    """The closing report: every failure with the output that explains it, then the count."""
     failed = [r for r in results if r.failed]
     steps = [s for r in results for s in r.steps]
     counts = {k: sum(s.status == k for s in steps) for k in (PASSED, FAILED, SKIPPED)}
-    lines = [f"{len(results)} lab(s): {len(results) - len(failed)} passed, {len(failed)} failed; "
-             f"steps: {counts[PASSED]} passed, {counts[FAILED]} failed, {counts[SKIPPED]} skipped"]
+    lines = []
     for r in failed:
-        lines.append("")
         if r.error:
             lines.append(format_lab_error(r))
             if r.output:
@@ -124,6 +122,9 @@ def format_report(results: list[LabResult]) -> str:
         if not r.error and r.output:
             lines.append("  end of the terminal's output:")
             lines.append(_quote(r.output[-1500:]))
+        lines.append("")
+    lines.append(f"{len(results)} lab(s): {len(results) - len(failed)} passed, {len(failed)} failed; "
+                 f"steps: {counts[PASSED]} passed, {counts[FAILED]} failed, {counts[SKIPPED]} skipped")
     return "\n".join(lines)
 
 
@@ -378,19 +379,24 @@ class _Session:
                 self._drain(10.0)
 
     def _drain(self, limit: float, need_output: bool = False) -> None:
-        """Read output until the terminal has been quiet for ``settle`` s (or ``limit`` passes)."""
+        """Read output until the terminal has been quiet for ``settle`` s (or ``limit`` passes).
+
+        It reads at least once, so ``limit=0`` takes what is there, even from a
+        session that has ended.
+        """
         deadline, seen = time.monotonic() + limit, False
-        while self.status in ("starting", "running"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            wait = min(left, 5.0) if need_output and not seen else min(left, self.settle)
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            live = self.status in ("starting", "running")
+            wait = 0.0 if not live else min(left, 5.0) if need_output and not seen else min(left, self.settle)
             out = self.api.read(self.id, self.offset, wait=round(wait, 3))
             self.transcript = (self.transcript + out["data"])[-64 * 1024:]
             self.offset, self.status = out["nextOffset"], out["status"]
             if out["data"]:
                 seen = True
-            elif seen or not need_output:
+            elif seen or not need_output or not live:
+                return
+            if time.monotonic() >= deadline:
                 return
 
     def alive(self) -> bool:
@@ -452,7 +458,8 @@ class LocalServer:
     def __enter__(self) -> "LocalServer":
         self._tmp = tempfile.mkdtemp(prefix="labkernel-test-")
         root = str(self.root_dir.resolve()) if self.root_dir else os.path.join(self._tmp, "root")
-        os.makedirs(root, exist_ok=True)
+        if not self.root_dir:
+            os.makedirs(root)
         port = free_port()
         config_file = os.path.join(self._tmp, "jupyter_server_config.json")
         with open(config_file, "w") as f:
@@ -463,7 +470,7 @@ class LocalServer:
         with open(self.log_file, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jupyter_server", f"--config={config_file}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self._tmp, env=env,
                 start_new_session=True)  # our Ctrl-C is ours to handle: we stop it cleanly
         self.url = f"http://127.0.0.1:{port}/"
         try:
