@@ -56,6 +56,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
     for path in args.paths:
         if not path.is_dir():
             parser.error(f"{path} is not a folder")
+    if args.junit and not args.junit.parent.is_dir():
+        parser.error(f"--junit {args.junit}: its folder does not exist")
     if args.root and not args.root.is_dir():
         parser.error(f"--root {args.root} is not a folder")
     return _test(args, out)
