@@ -134,8 +134,11 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def strip_ansi(text: str) -> str:
-    """Terminal output as plain text: escape sequences and carriage returns removed."""
-    return _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    """Terminal output as plain text, roughly as the screen showed it: escape sequences
+    removed, and a line rewritten after a bare carriage return (a progress bar) kept
+    as its last version."""
+    text = re.sub(r"\r+\n", "\n", _ANSI.sub("", text))
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
 def _xml_text(text: str) -> str:

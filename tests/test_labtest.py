@@ -21,7 +21,8 @@ import pytest
 from labkernel.cli import main
 from labkernel.client import LabClient, LabError
 from labkernel.labtest import (FAILED, PASSED, SKIPPED, LabResult, LabTester, LocalServer, NoChecksApi,
-                               ServerFailed, StepResult, format_report, format_step, junit_xml, plan)
+                               ServerFailed, StepResult, format_report, format_step, junit_xml, plan,
+                               strip_ansi)
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 
@@ -96,6 +97,11 @@ def test_plan_leaves_out_the_shell_and_turns_catalog_errors_into_failures() -> N
     assert [lab["id"] for lab in labs] == ["b"]
     assert [(r.lab_id, r.error) for r in failed] == [("nope", "no lab with this id in the server's catalog")]
     assert plan({"labs": [{"id": "shell", "steps": 0}]}) == ([], []), "an older server has no errors list"
+
+
+def test_terminal_output_reads_as_the_screen_showed_it() -> None:
+    assert strip_ansi("$ ls\r\r\n\x1b[01;34mdir\x1b[0m\r\n 10%\r 50%\r100%\r\n\x1b]0;title\x07$ ") == \
+        "$ ls\ndir\n100%\n$ "
 
 
 # -- the command line -----------------------------------------------------------------------
@@ -270,9 +276,14 @@ def _broken_copy(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def labs_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One server for the end-to-end tests: the samples, a broken copy, an unreadable one."""
+    """One server for the end-to-end tests: the samples, a broken copy, one whose setup
+    fails, an unreadable one."""
     tmp = tmp_path_factory.mktemp("e2e")
     _broken_copy(tmp)
+    fails = tmp / "tree" / "setup-fails"
+    shutil.copytree(LABS / "log-detective", fails)
+    with open(fails / "intro" / "background.sh", "a") as f:
+        f.write("echo 'cannot reach the package mirror' >&2\nexit 3\n")
     bad = tmp / "tree" / "bad-json"
     bad.mkdir()
     (bad / "index.json").write_text('{"title": "oops", "details": {"steps": [}')
@@ -328,3 +339,10 @@ def test_labkernel_test_labs_passes_on_the_sample_labs(labs_server: LocalServer)
     code, out = run_main("test", str(LABS))
     assert code == 0, out
     assert "✗" not in out and ", 0 failed;" in out
+
+
+def test_a_lab_whose_setup_fails_is_a_failure_with_the_setup_output(labs_server: LocalServer) -> None:
+    code, out = run_main("test", "--url", labs_server.url, "--token", labs_server.token, "--lab", "setup-fails")
+    assert code == 1, out
+    assert "✗ setup-fails: the session is failed before the first step" in out
+    assert "| cannot reach the package mirror" in out and "exit code 3" in out
