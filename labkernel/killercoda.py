@@ -228,14 +228,17 @@ class _Folder:
         if os.path.isabs(ref) or ref.startswith("~"):
             raise DefinitionError(field, f"{ref!r} must be a path relative to the scenario's folder")
         path = self.path / base / ref
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.root):
-            how = "leads out of" if ".." in Path(base, ref).parts else "is a symlink out of"
-            raise DefinitionError(field, f"{ref!r} {how} the scenario's folder")
-        if not path.exists():
-            raise DefinitionError(field, f"the file {str(Path(base, ref))!r} does not exist")
-        if not resolved.is_file():
-            raise DefinitionError(field, f"{str(Path(base, ref))!r} is not a file")
+        try:
+            resolved = path.resolve()
+            if not resolved.is_relative_to(self.root):
+                how = "leads out of" if ".." in Path(base, ref).parts else "is a symlink out of"
+                raise DefinitionError(field, f"{ref!r} {how} the scenario's folder")
+            if not path.exists():
+                raise DefinitionError(field, f"the file {str(Path(base, ref))!r} does not exist")
+            if not resolved.is_file():
+                raise DefinitionError(field, f"{str(Path(base, ref))!r} is not a file")
+        except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a name too long, a symlink loop
+            raise DefinitionError(field, f"{ref!r} is not a usable file name ({e})") from None
         return resolved
 
     def text(self, field: str, ref: Any) -> str:
@@ -443,7 +446,10 @@ def _asset(files: _Folder, item: dict[str, Any], where: str, notes: list[str]) -
     # The folders before the first wildcard are dropped; those after it are kept
     # under the target, so a `conf/**/*.yaml` asset keeps its tree.
     fixed = Path(*[p for p in Path(pattern).parts[:_first_magic(pattern)]])
-    matches = sorted(p for p in base.glob(pattern) if p.is_file() or p.is_symlink())
+    try:
+        matches = sorted(p for p in base.glob(pattern) if p.is_file() or p.is_symlink())
+    except (OSError, ValueError) as e:  # e.g. "**" inside a name
+        raise DefinitionError(f"{where}.file", f"{pattern!r} is not a usable pattern ({e})") from None
     if not matches:
         raise DefinitionError(f"{where}.file", f"{pattern!r} matches no file under assets/")
     out = []

@@ -298,6 +298,14 @@ def test_a_symlink_out_of_the_folder_is_refused_but_one_inside_is_fine(tmp_path:
     assert [s.text for s in load_scenario(folder, "scn").steps] == ["inside", "inside"]
 
 
+@pytest.mark.parametrize("ref", ["a\x00b.md", "x" * 300, "loop"])
+def test_unusable_file_names_are_definition_errors(tmp_path: Path, ref: str) -> None:
+    folder = scenario(tmp_path, {"details": {"steps": [{"text": ref}]}})
+    os.symlink("loop", folder / "loop")
+    error = load_error(folder)
+    assert error.field == "details.steps[0].text" and "not a usable file name" in error.reason
+
+
 def test_a_folder_named_as_a_file_is_an_error(tmp_path: Path) -> None:
     folder = scenario(tmp_path, {"details": {"steps": [{"verify": "step1"}]}})
     (folder / "step1").mkdir()
@@ -366,3 +374,45 @@ def test_every_marked_command_is_found_in_order(parts: list[tuple[str, str, bool
         expected.append(command)
     md += tail
     assert solution_commands(md) == expected
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12)
+_ref = st.sampled_from(["s.md", "v.sh", "missing.md", "../up.md", "", "assets", "*.txt", "a\x00b.md",
+                        "x" * 300, "loop", "s.md/"]) | _json
+_step = st.dictionaries(st.sampled_from(["title", "text", "verify", "background", "foreground", "courseData",
+                                         "code", "hint", "answer", "other"]), _ref, max_size=5)
+_index = st.fixed_dictionaries({}, optional={
+    "title": st.text(max_size=5) | _json,
+    "description": st.text(max_size=5) | _json,
+    "backend": _json,
+    "details": st.fixed_dictionaries({}, optional={
+        "intro": st.dictionaries(st.sampled_from(["text", "background", "code", "credits"]), _ref) | _json,
+        "steps": st.lists(_step | _json, max_size=3) | _json,
+        "finish": st.dictionaries(st.sampled_from(["text", "foreground"]), _ref) | _json,
+        "assets": st.dictionaries(st.sampled_from(["host01", "client"]), st.lists(
+            st.dictionaries(st.sampled_from(["file", "target", "chmod"]),
+                            st.sampled_from(["a.txt", "*.txt", "~/", "/tmp", "+x", "zz", "**a/*.txt",
+                                             "a\x00*", "[", "x" * 300]) | _json))
+            | _json) | _json,
+    }) | _json,
+}) | _json
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=_index)
+def test_any_index_json_loads_or_raises_a_definition_error(tmp_path_factory: pytest.TempPathFactory,
+                                                         index: Any) -> None:
+    folder = write(tmp_path_factory.mktemp("any"), {
+        "index.json": index, "s.md": "`ls`{{exec}}", "v.sh": "true", "assets/a.txt": "a"})
+    if not (folder / "loop").is_symlink():
+        os.symlink("loop", folder / "loop")
+    try:
+        lab = load_scenario(folder, "any")
+    except DefinitionError as e:
+        assert e.field and e.reason
+    else:
+        assert lab.steps and all(isinstance(s.title, str) for s in lab.steps)
+        assert all(Path(a.source).resolve().is_relative_to(folder.resolve()) for a in lab.assets)
