@@ -378,6 +378,10 @@ def _step(files: _Folder, raw: Any, i: int, notes: list[str]) -> Step:
     if obj.get("hint") not in (None, ""):
         hint = _hint(files, f"{where}.hint", obj["hint"])
     solution = solution_commands(text)
+    elsewhere = sorted({f for a in find_actions(text) if a.runnable for f in a.flags
+                        if re.fullmatch(r"(?i)(t|host)\d+", f) and f.upper() not in ("T1", "HOST1")})
+    if elsewhere:
+        notes.append(f"{where} runs commands in {', '.join(elsewhere)}; here they run in the lab's one terminal.")
     if obj.get("answer") not in (None, ""):
         answer = files.text(f"{where}.answer", obj["answer"])
         solution = solution_commands(answer) or solution

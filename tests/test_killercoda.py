@@ -150,6 +150,13 @@ def test_bom_and_crlf_are_tolerated(tmp_path: Path) -> None:
     assert lab.steps[0].check == "test -f a\n"
 
 
+def test_commands_for_other_terminals_are_noted(tmp_path: Path) -> None:
+    index = {"details": {"steps": [{"text": "s.md"}]}}
+    lab = load_scenario(scenario(tmp_path, index, **{"s.md": "`top`{{execute T2}} `ls`{{execute HOST1}}"}), "t")
+    assert lab.steps[0].solution == ("top", "ls")
+    assert lab.notes == ("details.steps[0] runs commands in T2; here they run in the lab's one terminal.",)
+
+
 def test_an_inline_hint_is_kept_as_text(tmp_path: Path) -> None:
     index = {"title": "t", "details": {"steps": [{"title": "s", "hint": "Try `ls -a`, dotfiles hide."}]}}
     assert load_scenario(scenario(tmp_path, index), "t").steps[0].hint == "Try `ls -a`, dotfiles hide."
