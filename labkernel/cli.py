@@ -1,7 +1,7 @@
 """The ``labkernel`` command line: ``labkernel test PATH…`` tests labs the way a learner works.
 
 Exit status: 0 when every lab passed (skipped steps included), 1 when any failed,
-2 for a usage error.
+2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     except LabError as e:
         print(f"✗ cannot test the labs: {e}", file=out)
         return 1
+    except KeyboardInterrupt:  # the server we started, and its sessions, are stopped by now
+        print("\ninterrupted", file=out)
+        return 130
     if not results:
         return 1
     print("", file=out)

@@ -408,7 +408,7 @@ _index = st.fixed_dictionaries({}, optional={
 }) | _json
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(index=_index)
 def test_any_index_json_loads_or_raises_a_definition_error(tmp_path_factory: pytest.TempPathFactory,
                                                          index: Any) -> None:
