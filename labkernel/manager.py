@@ -15,6 +15,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Instance, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .credentials import CREDENTIAL_ENV, without_credentials
 from .errors import SessionNotFound, TooManySessions
 from .labs import LabCatalog
 from .sessions import Session, SessionSettings
@@ -34,6 +35,13 @@ class LabSessionManager(LoggingConfigurable):
     def _default_shell(self) -> list[str]:
         shell = os.environ.get("SHELL") or shutil.which("bash") or "sh"
         return [shell, "-l"] if not os.isatty(1) else [shell]
+
+    hidden_env = List(
+        Unicode(),
+        help=f"""Environment variables of the server that lab shells do not inherit, as
+        names or fnmatch patterns (e.g. "AWS_*"), in addition to the credentials that
+        are always withheld: {", ".join(CREDENTIAL_ENV)}.""",
+    ).tag(config=True)
 
     root_dir = Unicode(help="The directory sessions start in (the server's root).").tag(config=True)
 
@@ -122,7 +130,8 @@ class LabSessionManager(LoggingConfigurable):
         if self.active_count >= self.max_sessions:
             raise TooManySessions(
                 f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
-        env = dict(os.environ, TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir,
+        env = dict(without_credentials(os.environ, self.hidden_env),
+                   TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir,
                    **{var.name: var.value for var in lab.env})
         settings = SessionSettings(
             buffer_size=self.buffer_size, read_budget=self.read_budget,
