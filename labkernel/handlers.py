@@ -106,6 +106,8 @@ def _int_field(model: dict[str, Any], name: str, low: int, high: int) -> int | N
 
 
 def _str_field(model: dict[str, Any], name: str, required: bool = False) -> str | None:
+    if required and name not in model:
+        raise BadRequest(f"{name} is missing.")
     value = model.get(name)
     if value is None and not required:
         return None
@@ -207,6 +209,10 @@ class MessageHandler(LabHandler):
         seq = _int_field(model, "seq", 0, 2**63 - 1)
         client = _client_id(_str_field(model, "clientId"))
         kind = model.get("type")
+        if kind in ("resize", "signal") and ("command" in model or "data" in model):
+            # Applying one half of such a message would drop the other silently.
+            raise BadRequest(f"A {kind} message carries no command or data; send the input "
+                             "in a message of its own.")
         if kind == "resize":
             rows, cols = _int_field(model, "rows", 1, 1000), _int_field(model, "cols", 1, 1000)
             if rows is None or cols is None:

@@ -29,7 +29,7 @@ import pexpect
 import ptyprocess
 from tornado.ioloop import IOLoop
 
-from .errors import BadRequest, PayloadTooLarge, SessionEnded
+from .errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
 from .output import Chunk, OutputLog
 from .poller import edge_poller
 
@@ -487,8 +487,16 @@ class Session:
                 pgrp = os.tcgetpgrp(self._fd)
             except OSError:
                 pgrp = self.pid
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(pgrp, signum)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                # A program that changed its user (su, sudo) may not be signalled by
+                # the server; the terminal's own Ctrl-C still reaches it.
+                raise SignalRefused(
+                    f"The program in the foreground runs as another user, so the server may not "
+                    f"send it {name}; send Ctrl-C as data (\\u0003) instead.") from None
         return self._deliver(client, seq, apply)
 
     def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
@@ -548,7 +556,8 @@ class Session:
         """The answer of ``GET /api/ws/status``."""
         return {
             "sessionId": self.id,
-            "connected": True,
+            # The platform's clients read this as "the terminal takes input".
+            "connected": self.running,
             "terminalActive": self.running,
             "status": self.status,
             "exitCode": self.exit_code,
