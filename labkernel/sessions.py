@@ -40,6 +40,12 @@ ALLOWED_SIGNALS = {
 }
 
 _READ_SIZE = 65536
+#: After the shell ends, how much longer than the kill's grace its terminal is read
+#: while some process still holds it open, in seconds.
+_DRAIN_EXTRA = 2.0
+#: Room beyond the output window for what a closing terminal still holds (a Linux
+#: PTY buffers up to 640 KiB).
+_DRAIN_SLACK = 1024 * 1024
 _DEFAULT_CLIENT = ""
 
 
@@ -193,6 +199,8 @@ class Session:
         self._pidfd = -1
         self._paused = False  # flow control: a reader lags too far behind
         self._eof = False  # the PTY reported EIO: nothing more to read
+        self._drain_deadline: float | None = None  # set once the shell is reaped
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._pending_input = bytearray()
         self._readers: dict[str, _Reader] = {}
@@ -300,6 +308,8 @@ class Session:
         """Reap the shell if it has ended and close the session. True once closed."""
         if self._closed.done():
             return True
+        if self._drain_deadline is not None:
+            return False  # reaped; the terminal is being emptied
         assert self._proc is not None
         try:
             if self._proc.isalive():  # waitpid with WNOHANG: never blocks
@@ -322,21 +332,57 @@ class Session:
         if self._stopping is None:
             # The shell exited on its own; jobs it left behind end with it.
             self._stopping = asyncio.ensure_future(self._terminate())
-        return True
+        return self._closed.done()
 
     def _drain_and_close(self) -> None:
-        """Read what the shell wrote before it ended, then release the PTY."""
+        """Read everything the session's processes wrote, then release the PTY.
+
+        The shell's exit is seen before its last output has crossed the terminal:
+        what FIONREAD reports then is not all there is. So the PTY is read until it
+        reports EIO (no process holds the terminal any more, and it is empty), a
+        budget per loop turn, on edges and a short timer; a job that keeps the
+        terminal open past the kill ends the reading at a deadline.
+        """
         self._pause_cancel()
-        drained = 0
-        with contextlib.suppress(OSError):
-            # Only what is already there (see _read_pty), and no more than a window:
-            # a job still flooding the terminal must not keep the loop here.
-            while drained < self.settings.buffer_size and _bytes_waiting(self._fd):
+        self._drain_deadline = time.monotonic() + self.settings.kill_grace + _DRAIN_EXTRA
+        # A reader that flow control held back lags by up to a window; what the
+        # terminal still holds fits in the slack, so that reader loses nothing.
+        self.output.limit = self.settings.buffer_size + _DRAIN_SLACK
+        self._poller.unregister(self._fd)
+        self._poller.register(self._fd, lambda fd, events: self._drain())
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._closed.done():
+            return
+        budget = self.settings.read_budget
+        while budget > 0 and not self._eof:
+            slowest = self._slowest_reader()
+            if slowest is not None and self.output.end - slowest > self.output.limit - _READ_SIZE:
+                break  # wait for that reader to poll rather than drop its bytes
+            try:
                 data = os.read(self._fd, _READ_SIZE)
-                if not data:
-                    break
-                self.output.append(data)
-                drained += len(data)
+            except BlockingIOError:
+                break  # a process still holds the terminal open: wait for it
+            except OSError:
+                data = b""  # EIO: no holder is left and nothing more will come
+            if not data:
+                self._eof = True
+                break
+            self.output.append(data)
+            budget -= len(data)
+        if self._eof or time.monotonic() >= self._drain_deadline:
+            self._close_pty()
+            return
+        delay = 0.0 if budget <= 0 else 0.05
+        self._drain_timer = asyncio.get_running_loop().call_later(delay, self._drain)
+
+    def _close_pty(self) -> None:
+        """Release the PTY and close the session's output."""
+        self._pause_cancel()
         self._poller.unregister(self._fd)
         with contextlib.suppress(Exception):
             assert self._proc is not None
