@@ -9,7 +9,6 @@ contract's ``{"error", "message"}`` body.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import time
@@ -20,7 +19,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from . import __version__
+from . import __version__, answers
 from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from .manager import LabSessionManager
 from .sessions import Session
@@ -41,11 +40,41 @@ _STATUS_MESSAGES = {
     405: "This address does not answer to that HTTP method.",
 }
 
+#: A body over the limit but under this is read (and discarded) before the 413:
+#: answering while the client still sends makes Tornado close the connection, and
+#: a client (or a proxy) that is reset mid-send may never see the answer.
+_READ_AND_REFUSE = 1024 * 1024
 
+
+@web.stream_request_body
 class LabHandler(ExtensionHandlerMixin, APIHandler):
-    """Base of every labkernel handler: the manager, JSON bodies, JSON errors."""
+    """Base of every labkernel handler: the manager, JSON bodies, JSON errors.
+
+    Bodies are streamed (``stream_request_body``) rather than read whole before
+    ``prepare``, as Tornado otherwise does, and kept only up to the limit; the rest
+    is discarded as it arrives. A body whose Content-Length is over the limit and
+    over ``_READ_AND_REFUSE`` is refused before any of it is read, authenticated or
+    not, and the connection closed. (Three 200 MB bodies without a token cost the
+    server 480 MiB before.)
+    """
 
     auth_resource = "terminals"
+    _body: bytearray | None = None  # None: over the limit
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        length = self.request.headers.get("Content-Length", "")
+        limit = self.extensionapp.max_body_size
+        if length.isdigit() and int(length) > max(limit, _READ_AND_REFUSE):
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is not None:
+            if len(self._body) + len(chunk) > self.extensionapp.max_body_size:
+                self._body = None
+            else:
+                self._body += chunk
 
     @property
     def manager(self) -> LabSessionManager:
@@ -61,9 +90,9 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object ({} when empty), within the size limit."""
-        body = self.request.body
+        body = self._body
         limit = self.extensionapp.max_body_size
-        if len(body) > limit:
+        if body is None:
             raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         if not body.strip():
             return {}
@@ -270,6 +299,8 @@ class OutputHandler(LabHandler):
             raise BadRequest(f"encoding must be utf-8 or base64 (got {encoding!r}).")
         reader = _client_id(self.get_query_argument("clientId", None)) or ""
         utf8 = encoding == "utf-8"
+        cap = self.manager.max_answer_size
+        max_bytes = min(max_bytes, answers.raw_limit(cap, utf8))
 
         chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
         if not chunk.data and wait > 0 and session.running:
@@ -288,7 +319,8 @@ class OutputHandler(LabHandler):
             # flood at a fraction of the per-request cost.
             await asyncio.sleep(self.manager.batch_delay)
             chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        data = chunk.data.decode("utf-8", "replace") if utf8 else base64.b64encode(chunk.data).decode()
+        chunk, data = answers.fit(lambda n: session.read(offset, n, utf8=utf8, reader=reader),
+                                  chunk, cap, utf8=utf8)
         self.write_json({
             "sessionId": session.id,
             "data": data,

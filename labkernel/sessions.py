@@ -23,12 +23,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import pexpect
 import ptyprocess
 from tornado.ioloop import IOLoop
 
+from . import memory
 from .errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
 from .output import Chunk, OutputLog
 from .poller import edge_poller
@@ -161,6 +162,7 @@ class SessionSettings:
     kill_grace: float
     input_limit: int
     max_clients: int
+    retained_output: int = 64 * 1024
 
 
 class Accepted(NamedTuple):
@@ -389,9 +391,32 @@ class Session:
             self._proc.close(force=False)  # the child is reaped: this only closes the fd
         self._fd = -1
         self._pending_input.clear()
+        slowest = self._slowest_reader()
         self._readers.clear()
         self.output.close()
+        self._retain_output(slowest)
         self._closed.set_result(None)
+
+    def _retain_output(self, slowest: int | None) -> None:
+        """Shrink an ended session's output to its tail, giving its memory back.
+
+        A reader that was still behind keeps its share for one attach timeout, time
+        enough for it to poll the rest; then the tail is all that is left.
+        """
+        tail = max(1, self.settings.retained_output)
+        needed = 0 if slowest is None else self.output.end - slowest
+        self.output.shrink(max(tail, min(needed, self.output.limit)))
+        if needed > tail:
+            self._loop.call_later(self.settings.attach_timeout, self._release_output)
+        memory.trim_heap_soon()
+
+    def _release_output(self) -> None:
+        self.output.shrink(max(1, self.settings.retained_output))
+        memory.trim_heap_soon()
+
+    def on_close(self, callback: Callable[["Session"], None]) -> None:
+        """Call ``callback(session)`` once the session has closed (soon, if it has)."""
+        self._closed.add_done_callback(lambda _: callback(self))
 
     # -- reading the PTY and flow control ----------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import PROMPT
+from conftest import PROMPT, eventually
 from serverproc import ServerProcess
 
 
@@ -152,3 +153,41 @@ def test_a_signal_the_kernel_refuses_is_a_clear_error_not_a_500(tmp_path: Path) 
                 if victim.is_running():
                     victim.kill()
         assert "Traceback" not in server.log()
+
+
+# -- what an ended session keeps ---------------------------------------------------
+
+
+class TestEndedSessions:
+    @pytest.fixture
+    def labkernel_config(self) -> dict[str, Any]:
+        return {"retained_output": 1000, "max_ended_sessions": 2, "attach_timeout": 1.0, "max_wait": 0.5}
+
+    async def test_an_ended_session_keeps_the_tail_once_its_reader_had_time(self, api: Any,
+                                                                           manager: Any) -> None:
+        sid, offset = await api.shell()  # polls: a reader attached, at the prompt
+        await api.command(sid, "printf 'x%.0s' $(seq 5000); echo; echo LAST-$((6*7)); exit")
+        await eventually(lambda: manager.get(sid).closed)
+        end = (await api.get(sid))["outputOffset"]
+        # That reader had not read the output yet: it is all still there for it.
+        answer = await api.output(sid, offset)
+        assert not answer["truncated"] and answer["nextOffset"] == end
+        assert answer["data"].count("x") >= 5000
+        # One attach timeout later only the tail is left.
+        await asyncio.sleep(1.5)
+        answer = await api.output(sid, offset)
+        assert answer["truncated"] and answer["nextOffset"] == end
+        assert answer["offset"] == end - 1000 and "LAST-42" in answer["data"]
+
+    async def test_the_oldest_ended_sessions_are_forgotten_beyond_the_cap(self, api: Any, manager: Any) -> None:
+        sids = []
+        for _ in range(4):
+            sid, _ = await api.shell()
+            await api.command(sid, "exit")
+            await eventually(lambda: manager.get(sid).closed)
+            sids.append(sid)
+        running, _ = await api.shell()
+        for sid in sids[:2]:
+            assert_error(await api.call("GET", "api", "labs", "session", sid), 404, "session_not_found")
+        for sid in sids[2:] + [running]:
+            await api.get(sid)
