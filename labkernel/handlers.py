@@ -271,6 +271,7 @@ class OutputHandler(LabHandler):
     """``GET /api/ws/output/{id}``: output from an offset, long-polling when there is none."""
 
     _poll: asyncio.Future[None] | None = None
+    _gone = False  # the client hung up, possibly before the poll began
 
     def _number(self, name: str, default: float, *, integer: bool) -> Any:
         raw = self.get_query_argument(name, None)
@@ -305,6 +306,12 @@ class OutputHandler(LabHandler):
         chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
         if not chunk.data and wait > 0 and session.running:
             # Nothing complete past offset yet: wait for bytes past what exists now.
+            stream = getattr(self.request.connection, "stream", None)
+            if self._gone or (stream is not None and stream.closed()):
+                # The client hung up before the poll began (with streamed bodies its
+                # close can come while prepare() runs, when no one hears it): no one
+                # would cancel this poll.
+                return
             self._poll = session.output.wait(session.output.end, wait)
             try:
                 await self._poll
@@ -341,6 +348,8 @@ class OutputHandler(LabHandler):
         )
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._gone = True
         if self._poll is not None:
             self._poll.cancel()
 

@@ -21,8 +21,9 @@ SESSIONS = 30
 @pytest.fixture
 def labkernel_config() -> dict[str, Any]:
     # The session's program writes SIZE bytes and exits: no shell, no echo, so the
-    # final outputOffset must be exactly SIZE.
-    return {"shell_command": ["sh", "-c", f"head -c {SIZE} /dev/zero | tr '\\0' x"],
+    # final outputOffset must be exactly SIZE. It waits a little first, so that the
+    # readers below are attached before it writes.
+    return {"shell_command": ["sh", "-c", f"sleep 2; head -c {SIZE} /dev/zero | tr '\\0' x"],
             "max_sessions": SESSIONS}
 
 
@@ -41,10 +42,11 @@ async def read_all(api: Any, sid: str) -> int:
 @pytest.mark.parametrize("round_", [1, 2])
 async def test_every_byte_written_before_exit_is_counted_under_load(api: Any, manager: Any,
                                                                     round_: int) -> None:
-    sids = [(await api.start())["sessionId"] for _ in range(SESSIONS)]
     # A few sessions have a reader that holds the program back (flow control) and
     # must still get every byte after the exit; the others have none.
-    readers = [asyncio.ensure_future(read_all(api, sid)) for sid in sids[:3]]
+    sids = [(await api.start())["sessionId"] for _ in range(3)]
+    readers = [asyncio.ensure_future(read_all(api, sid)) for sid in sids]
+    sids += [(await api.start())["sessionId"] for _ in range(SESSIONS - 3)]
     await eventually(lambda: all(not manager.get(sid).running for sid in sids), timeout=240)
     await eventually(lambda: all(manager.get(sid).closed for sid in sids), timeout=60)
     offsets = {sid: (await api.get(sid))["outputOffset"] for sid in sids}
