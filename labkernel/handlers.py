@@ -40,7 +40,7 @@ _STATUS_MESSAGES = {
     405: "This address does not answer to that HTTP method.",
 }
 
-#: A body over the limit but under this is read (and discarded) before the 413:
+#: A POST body over the limit but under this is read (and discarded) before the 413:
 #: answering while the client still sends makes Tornado close the connection, and
 #: a client (or a proxy) that is reset mid-send may never see the answer.
 _READ_AND_REFUSE = 1024 * 1024
@@ -52,9 +52,9 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
 
     Bodies are streamed (``stream_request_body``) rather than read whole before
     ``prepare``, as Tornado otherwise does, and kept only up to the limit; the rest
-    is discarded as it arrives. A body whose Content-Length is over the limit and
-    over ``_READ_AND_REFUSE`` is refused before any of it is read, authenticated or
-    not, and the connection closed. (Three 200 MB bodies without a token cost the
+    is discarded as it arrives. A body whose Content-Length is over the limit (for
+    a POST, over ``_READ_AND_REFUSE`` too) is refused before any of it is read,
+    authenticated or not, and the connection closed. (Three 200 MB bodies without a token cost the
     server 480 MiB before.)
     """
 
@@ -65,7 +65,9 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
         self._body = bytearray()
         length = self.request.headers.get("Content-Length", "")
         limit = self.extensionapp.max_body_size
-        if length.isdigit() and int(length) > max(limit, _READ_AND_REFUSE):
+        # Only POST routes take a body: any other request's is refused unread.
+        refuse_over = max(limit, _READ_AND_REFUSE) if self.request.method == "POST" else limit
+        if length.isdigit() and int(length) > refuse_over:
             raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         await super().prepare()
 

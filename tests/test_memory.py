@@ -163,6 +163,18 @@ def test_a_body_over_the_limit_is_refused_from_its_content_length(server: Server
         assert json.loads(answer[1])["error"] in ("payload_too_large", "not_found")
 
 
+def test_a_body_on_a_route_that_takes_none_is_refused_over_the_limit(server: ServerProcess) -> None:
+    for method, path in [("GET", "api/labs/sessions"), ("DELETE", "api/labs/session/x"),
+                         ("GET", "health")]:
+        sock = raw_request(server.port, (
+            f"{method} {BASE_URL}{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {65 * 1024}\r\n\r\n").encode())
+        sock.settimeout(30)
+        with sock:
+            status, body = read_response(sock)
+        assert (status, json.loads(body)["error"]) == (413, "payload_too_large"), (method, path)
+
+
 def push(sock: socket.socket, size: int, *, chunked: bool = False) -> int:
     """Send ``size`` bytes of body (or chunks); return how many the server took."""
     block, sent = b"x" * MiB, 0
