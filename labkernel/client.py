@@ -6,8 +6,8 @@ needed::
     from labkernel.client import LabClient
     with LabClient() as lab:
         s = lab.start("shell")
-        lab.command(s["sessionId"], "echo hello")
-        _, offset = lab.wait_for(s["sessionId"], "hello\\r\\n")
+        lab.command(s["sessionId"], "echo $((6*7))")
+        _, offset = lab.wait_for(s["sessionId"], "42\\r\\n")  # the output, not the echo
         lab.stop(s["sessionId"])
 """
 from __future__ import annotations

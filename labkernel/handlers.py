@@ -9,7 +9,6 @@ contract's ``{"error", "message"}`` body.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import time
@@ -20,7 +19,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from . import __version__
+from . import __version__, answers
 from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from .manager import LabSessionManager
 from .sessions import Session
@@ -41,11 +40,43 @@ _STATUS_MESSAGES = {
     405: "This address does not answer to that HTTP method.",
 }
 
+#: A POST body over the limit but under this is read (and discarded) before the 413:
+#: answering while the client still sends makes Tornado close the connection, and
+#: a client (or a proxy) that is reset mid-send may never see the answer.
+_READ_AND_REFUSE = 1024 * 1024
 
+
+@web.stream_request_body
 class LabHandler(ExtensionHandlerMixin, APIHandler):
-    """Base of every labkernel handler: the manager, JSON bodies, JSON errors."""
+    """Base of every labkernel handler: the manager, JSON bodies, JSON errors.
+
+    Bodies are streamed (``stream_request_body``) rather than read whole before
+    ``prepare``, as Tornado otherwise does, and kept only up to the limit; the rest
+    is discarded as it arrives. A body whose Content-Length is over the limit (for
+    a POST, over ``_READ_AND_REFUSE`` too) is refused before any of it is read,
+    authenticated or not, and the connection closed. (Three 200 MB bodies without a token cost the
+    server 480 MiB before.)
+    """
 
     auth_resource = "terminals"
+    _body: bytearray | None = None  # None: over the limit
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        length = self.request.headers.get("Content-Length", "")
+        limit = self.extensionapp.max_body_size
+        # Only POST routes take a body: any other request's is refused unread.
+        refuse_over = max(limit, _READ_AND_REFUSE) if self.request.method == "POST" else limit
+        if length.isdigit() and int(length) > refuse_over:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is not None:
+            if len(self._body) + len(chunk) > self.extensionapp.max_body_size:
+                self._body = None
+            else:
+                self._body += chunk
 
     @property
     def manager(self) -> LabSessionManager:
@@ -61,9 +92,9 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object ({} when empty), within the size limit."""
-        body = self.request.body
+        body = self._body
         limit = self.extensionapp.max_body_size
-        if len(body) > limit:
+        if body is None:
             raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         if not body.strip():
             return {}
@@ -106,6 +137,8 @@ def _int_field(model: dict[str, Any], name: str, low: int, high: int) -> int | N
 
 
 def _str_field(model: dict[str, Any], name: str, required: bool = False) -> str | None:
+    if required and name not in model:
+        raise BadRequest(f"{name} is missing.")
     value = model.get(name)
     if value is None and not required:
         return None
@@ -221,6 +254,10 @@ class MessageHandler(LabHandler):
         seq = _int_field(model, "seq", 0, 2**63 - 1)
         client = _client_id(_str_field(model, "clientId"))
         kind = model.get("type")
+        if kind in ("resize", "signal") and ("command" in model or "data" in model):
+            # Applying one half of such a message would drop the other silently.
+            raise BadRequest(f"A {kind} message carries no command or data; send the input "
+                             "in a message of its own.")
         if kind == "resize":
             rows, cols = _int_field(model, "rows", 1, 1000), _int_field(model, "cols", 1, 1000)
             if rows is None or cols is None:
@@ -253,6 +290,7 @@ class OutputHandler(LabHandler):
     # server from being culled as idle. Input (MessageHandler) still counts.
     _track_activity = False
     _poll: asyncio.Future[None] | None = None
+    _gone = False  # the client hung up, possibly before the poll began
 
     def _number(self, name: str, default: float, *, integer: bool) -> Any:
         raw = self.get_query_argument(name, None)
@@ -281,10 +319,18 @@ class OutputHandler(LabHandler):
             raise BadRequest(f"encoding must be utf-8 or base64 (got {encoding!r}).")
         reader = _client_id(self.get_query_argument("clientId", None)) or ""
         utf8 = encoding == "utf-8"
+        cap = self.manager.max_answer_size
+        max_bytes = min(max_bytes, answers.raw_limit(cap, utf8))
 
         chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
         if not chunk.data and wait > 0 and session.status in ("starting", "running"):
             # Nothing complete past offset yet: wait for bytes past what exists now.
+            stream = getattr(self.request.connection, "stream", None)
+            if self._gone or (stream is not None and stream.closed()):
+                # The client hung up before the poll began (with streamed bodies its
+                # close can come while prepare() runs, when no one hears it): no one
+                # would cancel this poll.
+                return
             self._poll = session.output.wait(session.output.end, wait)
             try:
                 await self._poll
@@ -299,7 +345,8 @@ class OutputHandler(LabHandler):
             # flood at a fraction of the per-request cost.
             await asyncio.sleep(self.manager.batch_delay)
             chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        data = chunk.data.decode("utf-8", "replace") if utf8 else base64.b64encode(chunk.data).decode()
+        chunk, data = answers.fit(lambda n: session.read(offset, n, utf8=utf8, reader=reader),
+                                  chunk, cap, utf8=utf8)
         self.write_json({
             "sessionId": session.id,
             "data": data,
@@ -320,6 +367,8 @@ class OutputHandler(LabHandler):
         )
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._gone = True
         if self._poll is not None:
             self._poll.cancel()
 

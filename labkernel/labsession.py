@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .checks import Masker, ScriptResult, StepProgress, kill_script, run_script
+from .credentials import without_credentials
 from .errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
 from .labs import Asset, Lab
 from .sessions import MARKER_ENV, Accepted, Session, SessionSettings
@@ -36,15 +37,13 @@ from .sessions import MARKER_ENV, Accepted, Session, SessionSettings
 #: The most messages held for a session whose setup still runs.
 _MAX_HELD = 1000
 
-#: Variables that give access to the Jupyter server: a lab shell must not hold them.
-CREDENTIAL_ENV = ("LABKERNEL_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTER_TOKEN")
-
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def server_environment(root_dir: str) -> dict[str, str]:
-    """The environment every session starts from: the server's, less its credentials."""
-    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
+def server_environment(root_dir: str, hidden: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment every session starts from: the server's, less its credentials
+    (see ``credentials``) and the ``hidden`` names."""
+    env = without_credentials(os.environ, hidden)
     env.update(TERM="xterm-256color", JUPYTER_SERVER_ROOT=root_dir)
     return env
 
@@ -80,6 +79,8 @@ class LabSettings:
     check_timeout: float
     output_limit: int
     scratch_dir: str = ""
+    #: Names (fnmatch patterns) withheld from labs besides the credentials.
+    hidden_env: tuple[str, ...] = ()
 
 
 #: chmod's symbolic permission bits, by who and what.
@@ -153,7 +154,7 @@ class LabSession(Session):
     # -- starting ----------------------------------------------------------------
 
     def environment(self) -> dict[str, str]:
-        return {**server_environment(self.lab_settings.root_dir), **self.lab_env}
+        return {**server_environment(self.lab_settings.root_dir, self.lab_settings.hidden_env), **self.lab_env}
 
     def launch(self) -> None:
         """Start the lab: at once if nothing runs first, else in the background (``starting``)."""

@@ -12,11 +12,12 @@ import time
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Instance, Int, List, Unicode, default
+from traitlets import Float, Instance, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import pool
 from .catalog import LabScanner
+from .credentials import CREDENTIAL_ENV, without_credentials
 from .errors import SessionNotFound, TooManySessions
 from .labs import Lab, LabCatalog, LabProblem
 from .labsession import LabSession, LabSettings
@@ -37,6 +38,13 @@ class LabSessionManager(LoggingConfigurable):
     def _default_shell(self) -> list[str]:
         shell = os.environ.get("SHELL") or shutil.which("bash") or "sh"
         return [shell, "-l"] if not os.isatty(1) else [shell]
+
+    hidden_env = List(
+        Unicode(),
+        help=f"""Environment variables of the server that lab shells do not inherit, as
+        names or fnmatch patterns (e.g. "AWS_*"), in addition to the credentials that
+        are always withheld: {", ".join(CREDENTIAL_ENV)}.""",
+    ).tag(config=True)
 
     root_dir = Unicode(help="The directory sessions start in (the server's root).").tag(config=True)
 
@@ -67,6 +75,18 @@ class LabSessionManager(LoggingConfigurable):
         by default; small output such as typing is never held. 0 disables batching.""",
     ).tag(config=True)
 
+    max_answer_size = Int(
+        2 * 1024 * 1024, help="""The largest output answer, in characters of its JSON
+        `data`: a larger `max` is clamped, and binary output read as UTF-8 text (which
+        escapes to up to six times its size) comes in smaller answers.""",
+    ).tag(config=True)
+
+    @validate("max_answer_size")
+    def _valid_answer_size(self, proposal: Any) -> int:
+        if proposal["value"] < 1024:
+            raise TraitError("max_answer_size must be at least 1024")
+        return proposal["value"]
+
     attach_timeout = Float(
         35.0, help="""A client counts as attached (and holds back the program when it
         lags) while it has polled within this many seconds; keep it above max_wait.""",
@@ -86,6 +106,17 @@ class LabSessionManager(LoggingConfigurable):
     retention = Float(
         600.0, help="""How long an ended session's record and output stay readable, in
         seconds, before its id answers 404.""",
+    ).tag(config=True)
+
+    retained_output = Int(
+        64 * 1024, help="""Output an ended session keeps for its retention, in bytes (its
+        newest output). A client still reading it when it ended keeps what it had not
+        read for one attach_timeout more.""",
+    ).tag(config=True)
+
+    max_ended_sessions = Int(
+        100, help="""The most ended sessions kept readable for their retention; beyond
+        it the oldest is forgotten (answers 404) first.""",
     ).tag(config=True)
 
     max_sessions = Int(
@@ -188,6 +219,7 @@ class LabSessionManager(LoggingConfigurable):
             self.log.info("labkernel: started session %s of lab %s (%s)", session.id, lab.id,
                           f"pid {session.pid}" if session.running else session.status)
         self._sessions[session.id] = session
+        session.on_close(self._forget_oldest_ended)
         self._start_culling()
         self._refill_soon()
         return session
@@ -200,10 +232,11 @@ class LabSessionManager(LoggingConfigurable):
             buffer_size=self.buffer_size, read_budget=self.read_budget,
             attach_timeout=self.attach_timeout, kill_grace=self.kill_grace,
             input_limit=self.input_limit, max_clients=self.max_clients,
+            retained_output=self.retained_output,
         )
         lab_settings = LabSettings(root_dir=self.root_dir, setup_timeout=self.setup_timeout,
                                    check_timeout=self.check_timeout, output_limit=self.check_output_limit,
-                                   scratch_dir=self.scratch_dir)
+                                   scratch_dir=self.scratch_dir, hidden_env=tuple(self.hidden_env))
         session = LabSession(lab, rows=rows, cols=cols, lifetime=self._lifetime(lab), settings=settings,
                              log=self.log, lab_settings=lab_settings,
                              argv=list(lab.argv or self.shell_command))
@@ -285,6 +318,14 @@ class LabSessionManager(LoggingConfigurable):
         """Read the catalog and fill the warm pools, before any learner asks."""
         await self.refresh_labs(force=True)
         self._start_culling()
+
+    def _forget_oldest_ended(self, _closed: Session) -> None:
+        """Keep at most ``max_ended_sessions`` ended sessions, dropping the oldest."""
+        ended = [s for s in self._sessions.values() if s.closed]
+        excess = len(ended) - self.max_ended_sessions
+        if excess > 0:
+            for session in sorted(ended, key=lambda s: s.ended_at or 0.0)[:excess]:
+                del self._sessions[session.id]
 
     def get(self, session_id: str) -> Session:
         """The session with this id; raises SessionNotFound."""

@@ -23,13 +23,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import pexpect
 import ptyprocess
 from tornado.ioloop import IOLoop
 
-from .errors import BadRequest, PayloadTooLarge, SessionEnded
+from . import memory
+from .errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
 from .output import Chunk, OutputLog
 from .poller import edge_poller
 
@@ -40,6 +41,12 @@ ALLOWED_SIGNALS = {
 }
 
 _READ_SIZE = 65536
+#: After the shell ends, how much longer than the kill's grace its terminal is read
+#: while some process still holds it open, in seconds.
+_DRAIN_EXTRA = 2.0
+#: Room beyond the output window for what a closing terminal still holds (a Linux
+#: PTY buffers up to 640 KiB).
+_DRAIN_SLACK = 1024 * 1024
 _DEFAULT_CLIENT = ""
 
 
@@ -155,6 +162,7 @@ class SessionSettings:
     kill_grace: float
     input_limit: int
     max_clients: int
+    retained_output: int = 64 * 1024
 
 
 class Accepted(NamedTuple):
@@ -193,6 +201,8 @@ class Session:
         self._pidfd = -1
         self._paused = False  # flow control: a reader lags too far behind
         self._eof = False  # the PTY reported EIO: nothing more to read
+        self._drain_deadline: float | None = None  # set once the shell is reaped
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._pending_input = bytearray()
         self._readers: dict[str, _Reader] = {}
@@ -300,6 +310,8 @@ class Session:
         """Reap the shell if it has ended and close the session. True once closed."""
         if self._closed.done():
             return True
+        if self._drain_deadline is not None:
+            return False  # reaped; the terminal is being emptied
         assert self._proc is not None
         try:
             if self._proc.isalive():  # waitpid with WNOHANG: never blocks
@@ -322,30 +334,89 @@ class Session:
         if self._stopping is None:
             # The shell exited on its own; jobs it left behind end with it.
             self._stopping = asyncio.ensure_future(self._terminate())
-        return True
+        return self._closed.done()
 
     def _drain_and_close(self) -> None:
-        """Read what the shell wrote before it ended, then release the PTY."""
+        """Read everything the session's processes wrote, then release the PTY.
+
+        The shell's exit is seen before its last output has crossed the terminal:
+        what FIONREAD reports then is not all there is. So the PTY is read until it
+        reports EIO (no process holds the terminal any more, and it is empty), a
+        budget per loop turn, on edges and a short timer; a job that keeps the
+        terminal open past the kill ends the reading at a deadline.
+        """
         self._pause_cancel()
-        drained = 0
-        with contextlib.suppress(OSError):
-            # Only what is already there (see _read_pty), and no more than a window:
-            # a job still flooding the terminal must not keep the loop here.
-            while drained < self.settings.buffer_size and _bytes_waiting(self._fd):
+        self._drain_deadline = time.monotonic() + self.settings.kill_grace + _DRAIN_EXTRA
+        # A reader that flow control held back lags by up to a window; what the
+        # terminal still holds fits in the slack, so that reader loses nothing.
+        self.output.limit = self.settings.buffer_size + _DRAIN_SLACK
+        self._poller.unregister(self._fd)
+        self._poller.register(self._fd, lambda fd, events: self._drain())
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._closed.done():
+            return
+        budget = self.settings.read_budget
+        while budget > 0 and not self._eof:
+            slowest = self._slowest_reader()
+            if slowest is not None and self.output.end - slowest > self.output.limit - _READ_SIZE:
+                break  # wait for that reader to poll rather than drop its bytes
+            try:
                 data = os.read(self._fd, _READ_SIZE)
-                if not data:
-                    break
-                self.output.append(data)
-                drained += len(data)
+            except BlockingIOError:
+                break  # a process still holds the terminal open: wait for it
+            except OSError:
+                data = b""  # EIO: no holder is left and nothing more will come
+            if not data:
+                self._eof = True
+                break
+            self.output.append(data)
+            budget -= len(data)
+        if self._eof or time.monotonic() >= self._drain_deadline:
+            self._close_pty()
+            return
+        delay = 0.0 if budget <= 0 else 0.05
+        self._drain_timer = asyncio.get_running_loop().call_later(delay, self._drain)
+
+    def _close_pty(self) -> None:
+        """Release the PTY and close the session's output."""
+        self._pause_cancel()
         self._poller.unregister(self._fd)
         with contextlib.suppress(Exception):
             assert self._proc is not None
             self._proc.close(force=False)  # the child is reaped: this only closes the fd
         self._fd = -1
         self._pending_input.clear()
+        slowest = self._slowest_reader()
         self._readers.clear()
         self.output.close()
+        self._retain_output(slowest)
         self._closed.set_result(None)
+
+    def _retain_output(self, slowest: int | None) -> None:
+        """Shrink an ended session's output to its tail, giving its memory back.
+
+        A reader that was still behind keeps its share for one attach timeout, time
+        enough for it to poll the rest; then the tail is all that is left.
+        """
+        tail = max(1, self.settings.retained_output)
+        needed = 0 if slowest is None else self.output.end - slowest
+        self.output.shrink(max(tail, min(needed, self.output.limit)))
+        if needed > tail:
+            self._loop.call_later(self.settings.attach_timeout, self._release_output)
+        memory.trim_heap_soon()
+
+    def _release_output(self) -> None:
+        self.output.shrink(max(1, self.settings.retained_output))
+        memory.trim_heap_soon()
+
+    def on_close(self, callback: Callable[["Session"], None]) -> None:
+        """Call ``callback(session)`` once the session has closed (soon, if it has)."""
+        self._closed.add_done_callback(lambda _: callback(self))
 
     # -- reading the PTY and flow control ----------------------------------------
 
@@ -487,8 +558,16 @@ class Session:
                 pgrp = os.tcgetpgrp(self._fd)
             except OSError:
                 pgrp = self.pid
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(pgrp, signum)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                # A program that changed its user (su, sudo) may not be signalled by
+                # the server; the terminal's own Ctrl-C still reaches it.
+                raise SignalRefused(
+                    f"The program in the foreground runs as another user, so the server may not "
+                    f"send it {name}; send Ctrl-C as data (\\u0003) instead.") from None
         return self._deliver(client, seq, apply)
 
     def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
@@ -548,7 +627,8 @@ class Session:
         """The answer of ``GET /api/ws/status``."""
         return {
             "sessionId": self.id,
-            "connected": True,
+            # The platform's clients read this as "the terminal takes input".
+            "connected": self.running,
             "terminalActive": self.running,
             "status": self.status,
             "exitCode": self.exit_code,
