@@ -11,10 +11,11 @@ import shutil
 import time
 from typing import Any
 
-from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Instance, Int, List, Unicode, default
+from tornado.ioloop import IOLoop, PeriodicCallback
+from traitlets import CaselessStrEnum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .containment import MODES, Containment, choose, clean_leftovers
 from .errors import SessionNotFound, TooManySessions
 from .labs import LabCatalog
 from .sessions import Session, SessionSettings
@@ -94,6 +95,34 @@ class LabSessionManager(LoggingConfigurable):
         ended (stop, expiry, culling, shutdown).""",
     ).tag(config=True)
 
+    kill_timeout = Float(
+        5.0, help="""Seconds, from the start of a stop, after which a session ends even
+        if some of its processes would not die (stuck in the kernel, or another user's
+        after a setuid program): they are logged and listed in the session's
+        `unkilled`, so that stopping and shutdown always finish. Keep it above
+        kill_grace.""",
+    ).tag(config=True)
+
+    containment = CaselessStrEnum(
+        ("auto", *MODES), default_value="auto",
+        help="""How a session's processes are held so that all of them end with it
+        (see labkernel/containment.py). "auto" takes the strongest that works here:
+        "pidns", a PID namespace per session (bwrap, else unshare; needs root or
+        unprivileged user namespaces); "cgroup", a cgroup v2 per session ended with
+        cgroup.kill (needs a writable cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER
+        process in front of each session's program; "scan", the session id, an
+        environment marker and descendants found in /proc (escapable by a double fork
+        that also drops the marker). A mode that does not work here falls back to the
+        next. GET /health says which is in force.""",
+    ).tag(config=True)
+
+    max_processes = Int(
+        512, help="""The most processes (and threads) one session may run at once; 0 for
+        no limit. Enforced by a pids cgroup (pids.max) where the server may create
+        one; otherwise by RLIMIT_NPROC, which is weaker: it counts every process of
+        the server's user, not only the session's, and root ignores it.""",
+    ).tag(config=True)
+
     input_limit = Int(
         1024 * 1024, help="""The most input bytes queued for a program that is not
         reading its terminal; more is refused.""",
@@ -113,6 +142,23 @@ class LabSessionManager(LoggingConfigurable):
         super().__init__(**kwargs)
         self._sessions: dict[str, Session] = {}
         self._culler: PeriodicCallback | None = None
+        # Probed once per process (a few ms), before the server answers requests.
+        self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
+                                                log=self.log)
+        self.log.info("labkernel: session containment: %s", self._containment.describe())
+        IOLoop.current().add_callback(self._clean_leftovers)
+
+    @property
+    def containment_mode(self) -> str:
+        """The containment mode in force: "pidns", "cgroup", "subreaper" or "scan"."""
+        return self._containment.mode
+
+    async def _clean_leftovers(self) -> None:
+        """Kill what a server that died without cleaning up left behind (off the loop)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log)
+        except Exception:
+            self.log.exception("labkernel: cleaning up after a previous server failed")
 
     # -- sessions ---------------------------------------------------------------
 
@@ -127,6 +173,7 @@ class LabSessionManager(LoggingConfigurable):
         settings = SessionSettings(
             buffer_size=self.buffer_size, read_budget=self.read_budget,
             attach_timeout=self.attach_timeout, kill_grace=self.kill_grace,
+            kill_timeout=max(self.kill_timeout, self.kill_grace),
             input_limit=self.input_limit, max_clients=self.max_clients,
         )
         session = Session(
@@ -134,7 +181,8 @@ class LabSessionManager(LoggingConfigurable):
             lifetime=self.lifetime, settings=settings, log=self.log,
         )
         try:
-            session.start(list(lab.argv or self.shell_command), env, self.root_dir)
+            session.start(list(lab.argv or self.shell_command), env, self.root_dir,
+                          self._containment.enclose(session.id))
         except Exception as e:
             # Keep the record: the client sees status "failed" and why, not a 500.
             self.log.error("labkernel: could not start lab %s: %s", lab.id, e)
