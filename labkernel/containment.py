@@ -49,6 +49,7 @@ import functools
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -221,7 +222,8 @@ def _mounts() -> list[tuple[str, str, str, str]]:
     return mounts
 
 
-def _writable_child(parent: str) -> bool:
+def _writable_child(parent: str, needs: str = "cgroup.procs") -> bool:
+    """Whether this server may create a child cgroup of ``parent`` that has ``needs``."""
     probe = os.path.join(parent, f"{_PREFIX}{os.getpid()}-probe")
     try:
         os.mkdir(probe)
@@ -229,9 +231,11 @@ def _writable_child(parent: str) -> bool:
         pass
     except OSError:
         return False
-    with contextlib.suppress(OSError):
-        os.rmdir(probe)
-    return True
+    try:
+        return os.path.exists(os.path.join(probe, needs))
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
 
 
 @functools.cache
@@ -254,7 +258,8 @@ def cgroup_dirs() -> CgroupDirs:
             path = own[""]
             rel = path[len(root):] if root != "/" and path.startswith(root) else path
             candidate = os.path.normpath(point + rel)
-            if os.path.exists(os.path.join(candidate, "cgroup.kill")) and _writable_child(candidate):
+            # The root cgroup has no cgroup.kill; its children do.
+            if _writable_child(candidate, "cgroup.kill"):
                 unified = candidate
                 with contextlib.suppress(OSError), open(os.path.join(candidate, "cgroup.subtree_control")) as s:
                     if "pids" in s.read().split():
@@ -298,6 +303,18 @@ def _remove_cgroup(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _remove_soon(paths: list[str], log: Any, delay: float = 0.05) -> None:
+    """rmdir each cgroup now or, while it still holds dying processes, a little later."""
+    left = [path for path in paths if not _remove_cgroup(path)]
+    if not left:
+        return
+    if delay > 60:
+        log.warning("labkernel: cgroup(s) %s still hold processes; left for the next start", left)
+        return
+    with contextlib.suppress(RuntimeError):  # no loop (interpreter exit): leave them
+        asyncio.get_running_loop().call_later(delay, _remove_soon, left, log, delay * 2)
 
 
 # -- one session's enclosure ------------------------------------------------------------
@@ -363,9 +380,18 @@ class Enclosure:
         raise NotImplementedError
 
     def release(self) -> None:
-        """Remove what the enclosure created; what cannot go yet is left for the next start."""
-        if self._pids_cgroup is not None and _remove_cgroup(self._pids_cgroup):
-            self._pids_cgroup = None
+        """Remove the cgroups the enclosure created, once they are empty.
+
+        A process just killed leaves its cgroup only once reaped, and orphans are
+        reaped by init, whenever it gets to it: retry for a while, then leave the
+        cgroup to the next server's start (``clean_leftovers``).
+        """
+        paths = self._cgroups()
+        self._pids_cgroup = None
+        _remove_soon([p for p in paths if p], self.log)
+
+    def _cgroups(self) -> list[str]:
+        return [self._pids_cgroup] if self._pids_cgroup else []
 
     # -- shared by the modes
 
@@ -390,9 +416,15 @@ class Enclosure:
 class _Scanning(Enclosure):
     """Finds the session's processes by reading /proc; kills them stopped."""
 
+    _known: set[int] = set()
+
     def _find(self) -> set[int]:
         procs, marked = read_procs(self.marker)
-        return members(procs, roots=[self.leader], sid=self.leader, marked=marked)
+        # Once found, a process stays a root: when its parent dies it is reparented
+        # out of the tree, and with setsid and no marker nothing else would find it.
+        found = members(procs, roots=[self.leader, *self._known], sid=self.leader, marked=marked)
+        self._known = found
+        return found
 
     async def end(self, grace: float, deadline: float) -> list[int]:
         pids = await self._run(self._find)
@@ -502,10 +534,8 @@ class CgroupEnclosure(Enclosure):
             await self._until(lambda: not self._populated(), deadline)
         return sorted(await self._run(_cgroup_procs, self._cgroup))
 
-    def release(self) -> None:
-        if _remove_cgroup(self._cgroup):
-            self._cgroup = ""
-        super().release()
+    def _cgroups(self) -> list[str]:
+        return [self._cgroup, *super()._cgroups()]
 
 
 class PidNamespaceEnclosure(Enclosure):
@@ -514,37 +544,64 @@ class PidNamespaceEnclosure(Enclosure):
     def __init__(self, session_id: str, *, prefix: list[str], **kwargs: Any):
         super().__init__(session_id, **kwargs)
         self._prefix = prefix
+        self._init = 0  # the namespace's init, as the server sees it
+        self._init_fd = -1  # its pidfd: readable once it has exited
+        self._ns = ""
 
     def wrap(self, argv: list[str]) -> list[str]:
         return [*self._prefix, *argv]
 
-    def _namespace(self) -> tuple[int, set[int]]:
-        """The namespace's init (the leader's child) and every live process in it."""
+    def started(self, pid: int) -> None:
+        super().started(pid)
+        # The init is forked by the leader a moment after the spawn: learn it early,
+        # before the leader may have exited (bwrap's does not wait for its init).
+        self._look_for_init(tries=100)
+
+    def _look_for_init(self, tries: int = 0) -> None:
+        if self._init_fd >= 0 or not self.leader:
+            return
         init = next(iter(_children(self.leader)), 0)
         ns = _pid_namespace(init) if init else None
-        if ns is None or ns == _pid_namespace(os.getpid()):
-            return init, set()
-        return init, namespace_members(ns)
+        if ns and ns != _pid_namespace(os.getpid()):
+            try:
+                self._init_fd = os.pidfd_open(init)
+            except OSError:
+                return
+            self._init, self._ns = init, ns
+        elif tries > 0:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(0.02, self._look_for_init, tries - 1)
+
+    def _namespace_alive(self) -> bool:
+        """While the init lives, the namespace is not empty: it exits last (one poll, no scan)."""
+        if self._init_fd < 0:
+            return alive(self.leader)
+        readable, _, _ = select.select([self._init_fd], [], [], 0)
+        return not readable
 
     async def end(self, grace: float, deadline: float) -> list[int]:
-        # The leader (bwrap or unshare outside the namespace) exits only once its
-        # init has, and the init only once the namespace is empty: the leader gone
-        # means everything is.
-        if not alive(self.leader):
+        self._look_for_init()
+        if not self._namespace_alive():
             return []
-        init, pids = await self._run(self._namespace)
-        # Not the leader nor the init: either dying kills the rest without a SIGHUP.
-        signal_all(pids - {init}, signal.SIGHUP)
-        signal_all(pids - {init}, signal.SIGCONT)
-        await self._until(lambda: not alive(self.leader), min(deadline, time.monotonic() + grace))
-        if alive(self.leader):
+        pids = await self._run(namespace_members, self._ns) if self._ns else set()
+        # Not the init, nor the leader outside: either dying kills the rest without a SIGHUP.
+        signal_all(pids - {self._init}, signal.SIGHUP)
+        signal_all(pids - {self._init}, signal.SIGCONT)
+        await self._until(lambda: not self._namespace_alive(), min(deadline, time.monotonic() + grace))
+        if self._namespace_alive():
             # SIGKILL reaches a namespace's init from outside; the kernel kills the rest.
-            signal_all([init] if init else [self.leader], signal.SIGKILL)
-            await self._until(lambda: not alive(self.leader), deadline)
-        if not alive(self.leader):
+            signal_all([self._init] if self._init else [self.leader], signal.SIGKILL)
+            await self._until(lambda: not self._namespace_alive(), deadline)
+        if not self._namespace_alive():
             return []
-        _, pids = await self._run(self._namespace)
-        return sorted(pids | {self.leader})
+        pids = await self._run(namespace_members, self._ns) if self._ns else set()
+        return sorted(pids | {self._init or self.leader})
+
+    def release(self) -> None:
+        if self._init_fd >= 0:
+            os.close(self._init_fd)
+            self._init_fd = -1
+        super().release()
 
 
 # -- choosing a mode ---------------------------------------------------------------------

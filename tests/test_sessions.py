@@ -367,7 +367,7 @@ class ServerProcess:
 
     BASE_URL = "/a%40b/"
 
-    def __init__(self, tmp: Path, *, ignore_sigint: bool = False):
+    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, config: dict | None = None):
         self.token = secrets.token_hex(16)
         self.port = _free_port()
         self.root = tmp / "root"
@@ -375,7 +375,7 @@ class ServerProcess:
         for path in (self.root, *dirs.values()):
             path.mkdir(parents=True, exist_ok=True)
         (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps({
-            "LabSessionManager": {"shell_command": SHELL_COMMAND, **FAST},
+            "LabSessionManager": {"shell_command": SHELL_COMMAND, **FAST, **(config or {})},
         }))
         env = dict(
             os.environ, PS1=PROMPT, HISTFILE="/dev/null",
