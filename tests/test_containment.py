@@ -21,7 +21,10 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -249,6 +252,78 @@ async def test_scan_mode_loses_what_dropped_the_marker_and_left_the_tree(api, mo
     assert survivors(token) == []
 
 
+def _as_nobody(*argv: str, env: dict | None = None) -> bool:
+    try:
+        return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv],
+                              capture_output=True, timeout=30, env=env, cwd="/").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _python_for_nobody() -> tuple[str, str] | None:
+    """An interpreter ``nobody`` may run with this environment's packages, and its PYTHONPATH.
+
+    The test's own may live where nobody can reach (a pyenv under /root): then the
+    system's interpreter of the same version, given the same site-packages.
+    """
+    import site
+    import sys
+    path = os.pathsep.join([str(Path(__file__).parents[1]), *site.getsitepackages()])
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (sys.executable, f"/usr/bin/{version}"):
+        if _as_nobody(python, "-c", "import jupyter_server, labkernel",
+                      env=dict(os.environ, PYTHONPATH=path)):
+            return python, path
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a server as another user: needs root")
+def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_same_user(token):
+    """A server that is not root: a PID namespace through a user namespace, ``id``
+    unchanged in the lab, every escape gone at DELETE, and RLIMIT_NPROC (no pids
+    cgroup for this user) refusing forks beyond ``max_processes``."""
+    if not _as_nobody("unshare", "--user", "--map-current-user", "--pid", "--fork", "true"):
+        pytest.skip("no unprivileged user namespaces here")
+    python = _python_for_nobody()
+    if python is None:
+        pytest.skip("no Python interpreter with this environment's packages that nobody may run")
+    limit = 40
+    base = Path(tempfile.mkdtemp(prefix="labkernel-unprivileged-"))
+    try:
+        base.chmod(0o755)
+        (base / "root").mkdir()
+        (base / "root" / "forks.py").write_text(FORKS % (2 * limit))
+        server = ServerProcess(base, user="nobody", config={"max_processes": limit},
+                               python=python[0], pythonpath=python[1])
+        try:
+            health = server.ok("GET", "health")
+            assert health["containment"] == "pidns"
+            sid, offset = server.shell()
+            accepted = server.command(sid, 'echo "ID=[$(id -u):$(id -un)]"')
+            text, _ = server.read_until(sid, r"ID=\[\d+:\w+\]", accepted["offset"])
+            assert "ID=[65534:nobody]" in text
+
+            lines = escapes(token, "pidns")
+            for line in lines.values():
+                server.command(sid, line)
+            deadline = time.monotonic() + 30
+            while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
+                assert time.monotonic() < deadline, survivors(token)
+                time.sleep(0.1)
+            assert server.ok("DELETE", "api", "labs", "session", sid)["unkilled"] == []
+            assert survivors(token) == []
+
+            sid, _ = server.shell()
+            accepted = server.command(sid, "python3 forks.py")
+            text, _ = server.read_until(sid, r"FORKED=\d+", accepted["offset"], timeout=60)
+            assert "REFUSED=11" in text
+            assert int(re.search(r"FORKED=(\d+)", text).group(1)) < limit
+        finally:
+            server.terminate()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # -- the terminal still works inside every mode ---------------------------------------
 
 
@@ -335,23 +410,27 @@ def gone_now(proc: psutil.Process) -> bool:
 @pytest.mark.skipif(containment.cgroup_dirs().pids is None,
                     reason="no pids cgroup here; RLIMIT_NPROC, the fallback, binds nobody as root")
 async def test_a_session_cannot_start_more_processes_than_its_limit(api, mode, jp_root_dir):
-    Path(jp_root_dir, "forks.py").write_text(
-        "import os, time\n"
-        "n = 0\n"
-        "for i in range(2 * %d):\n"
-        "    try:\n"
-        "        pid = os.fork()\n"
-        "    except OSError as e:\n"
-        "        print('REFUSED=%%d' %% e.errno)\n"
-        "        break\n"
-        "    if pid == 0:\n"
-        "        time.sleep(10)\n"
-        "        os._exit(0)\n"
-        "    n += 1\n"
-        "print('FORKED=%%d' %% n)\n" % MAX_PROCESSES)
+    Path(jp_root_dir, "forks.py").write_text(FORKS % (2 * MAX_PROCESSES))
     sid, _ = await api.shell()
     match = await run(api, sid, "python3 forks.py", r"FORKED=(\d+)", timeout=60)
     assert 0 < int(match.group(1)) < MAX_PROCESSES
     text = (await api.output(sid, 0))["data"]
     assert re.search(r"REFUSED=11\b", text), text[-500:]
     await api.stop(sid)
+
+
+#: Forks children that sleep until it may fork no more; says how many it forked.
+FORKS = """import os, time
+n = 0
+for i in range(%d):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print('REFUSED=%%d' %% e.errno)
+        break
+    if pid == 0:
+        time.sleep(10)
+        os._exit(0)
+    n += 1
+print('FORKED=%%d' %% n)
+"""

@@ -19,8 +19,10 @@ import asyncio
 import base64
 import json
 import os
+import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -362,12 +364,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def user_group(user: str) -> int:
+    """The primary group of ``user``."""
+    return pwd.getpwnam(user).pw_gid
+
+
 class ServerProcess:
     """``jupyter server`` with labkernel in a subprocess, and a blocking client of its API."""
 
     BASE_URL = "/a%40b/"
 
-    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, config: dict | None = None):
+    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, config: dict | None = None,
+                 user: str | None = None, python: str = sys.executable, pythonpath: str = ""):
         self.token = secrets.token_hex(16)
         self.port = _free_port()
         self.root = tmp / "root"
@@ -382,11 +390,19 @@ class ServerProcess:
             JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
             JUPYTER_DATA_DIR=str(dirs["data"]),
         )
+        if user is not None:  # the server runs as this user: its directories are its own
+            for path in (tmp, *tmp.rglob("*")):
+                shutil.chown(path, user, user_group(user))
+            env["HOME"] = str(self.root)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         self.log_path = tmp / "server.log"
         preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        as_user = [] if user is None else [
+            "setpriv", f"--reuid={user}", f"--regid={user_group(user)}", "--clear-groups"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                [*as_user, python, "-m", "jupyter_server", "--allow-root", "--no-browser",
                  f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
                  f"--ServerApp.token={self.token}", f"--ServerApp.base_url={self.BASE_URL}",
                  "--ServerApp.jpserver_extensions={'labkernel': True}",
