@@ -43,7 +43,10 @@ async def one(mode: str, limit: int, log: logging.Logger) -> float:
 
 async def main(rounds: int) -> None:
     log = logging.getLogger("spawn")
-    variants = [(mode, 512) for mode in containment.MODES if containment.available(mode)]
+    modes = [*containment.MODES[:1], "pidns-unshare", *containment.MODES[1:]]
+    if containment.pidns_prefix() == containment.pidns_prefix("unshare"):
+        modes.remove("pidns-unshare")  # "pidns" is unshare's already
+    variants = [(mode, 512) for mode in modes if containment.available(mode)]
     variants.append(("scan", 0))
     for mode in containment.MODES:
         if not containment.available(mode):

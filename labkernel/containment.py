@@ -615,39 +615,43 @@ def _works(argv: list[str]) -> bool:
         return False
 
 
+#: The tools that make a PID namespace, in order of preference.
+PIDNS_TOOLS = ("bwrap", "unshare")
+
+
 @functools.cache
-def pidns_prefix() -> tuple[str, ...] | None:
+def pidns_prefix(tool: str = "") -> tuple[str, ...] | None:
     """The argv prefix that runs a program in a new PID namespace here, or None.
 
-    Probed once per process by running ``true`` under it (some 50 ms).
+    ``tool`` is one of ``PIDNS_TOOLS``; by default the first that works. Probed
+    once per process by running ``true`` under it (a few ms each).
     """
-    bwrap = shutil.which("bwrap")
-    if bwrap:
+    if not tool:
+        return next(filter(None, map(pidns_prefix, PIDNS_TOOLS)), None)
+    path = shutil.which(tool)
+    if not path:
+        return None
+    if tool == "bwrap":
         # The host's root, devices and /dev/pts as they are (the PTY must stay the
         # controlling terminal: no --new-session, no new /dev); only /proc is new.
         # Without root bwrap makes a user namespace itself, mapping the user to itself.
-        prefix = (bwrap, "--unshare-pid", "--die-with-parent", "--dev-bind", "/", "/",
-                  "--proc", "/proc", "--")
-        if _works([*prefix, "true"]):
-            return prefix
-    unshare = shutil.which("unshare")
-    if unshare:
+        prefix: tuple[str, ...] = (path, "--unshare-pid", "--die-with-parent", "--dev-bind", "/", "/",
+                                   "--proc", "/proc", "--")
+    else:
         # Without root a PID namespace needs a user namespace; mapping the user to
         # itself (not to root) keeps `id` truthful in the lab.
         user = ("--user", "--map-current-user") if os.geteuid() != 0 else ()
         # The init is a plain sh: a shell as PID 1 would ignore the signals it has no
         # handler for, Ctrl-C's included, and leave orphans unreaped.
-        prefix = (unshare, *user, "--pid", "--fork", "--kill-child", "--mount-proc", "--",
+        prefix = (path, *user, "--pid", "--fork", "--kill-child", "--mount-proc", "--",
                   "sh", "-c", '"$@"; exit $?', "labkernel-init")
-        if _works([*prefix, "true"]):
-            return prefix
-    return None
+    return prefix if _works([*prefix, "true"]) else None
 
 
 def available(mode: str) -> bool:
-    """Whether ``mode`` works on this host, for this server's user."""
-    if mode == "pidns":
-        return pidns_prefix() is not None
+    """Whether ``mode`` (or ``pidns-<tool>``) works on this host, for this server's user."""
+    if mode.startswith("pidns"):
+        return pidns_prefix(mode.partition("-")[2]) is not None
     if mode == "cgroup":
         return cgroup_dirs().unified is not None
     if mode == "subreaper":
@@ -662,16 +666,17 @@ class Containment:
     """The containment mode in force on a server; makes each session's ``Enclosure``."""
 
     def __init__(self, mode: str, *, max_processes: int, log: Any):
-        self.mode = mode
+        """``mode`` is one of ``MODES``, or ``pidns-bwrap`` / ``pidns-unshare`` for one tool."""
+        self.mode, _, tool = mode.partition("-")
         self.max_processes = max_processes
         self.log = log
-        prefix = pidns_prefix() if mode == "pidns" else None
-        self.detail = os.path.basename(prefix[0]) if prefix else ""
+        self._prefix = pidns_prefix(tool) if self.mode == "pidns" else None
+        self.detail = os.path.basename(self._prefix[0]) if self._prefix else ""
 
     def enclose(self, session_id: str) -> Enclosure:
         kwargs: dict[str, Any] = {"max_processes": self.max_processes, "log": self.log}
         if self.mode == "pidns":
-            return PidNamespaceEnclosure(session_id, prefix=list(pidns_prefix() or ()), **kwargs)
+            return PidNamespaceEnclosure(session_id, prefix=list(self._prefix or ()), **kwargs)
         cls = {"cgroup": CgroupEnclosure, "subreaper": SubreaperEnclosure}.get(self.mode, ScanEnclosure)
         return cls(session_id, **kwargs)
 
@@ -685,10 +690,15 @@ class Containment:
 
 
 def choose(wanted: str, *, max_processes: int, log: Any) -> Containment:
-    """The mode ``wanted`` ("auto": the strongest that works), or the next that works."""
-    start = 0 if wanted == "auto" else MODES.index(wanted)
+    """The mode ``wanted`` ("auto": the strongest that works), or the next that works.
+
+    ``pidns-bwrap`` and ``pidns-unshare`` ask for one tool's PID namespace.
+    """
+    if wanted.startswith("pidns-") and available(wanted):
+        return Containment(wanted, max_processes=max_processes, log=log)
+    start = 0 if wanted == "auto" else MODES.index(wanted.partition("-")[0])
     for mode in MODES[start:]:
-        if available(mode):
+        if available(mode) and not (wanted.startswith("pidns-") and mode == "pidns"):
             if wanted not in ("auto", mode):
                 log.warning("labkernel: containment %r is not available here; using %r", wanted, mode)
             return Containment(mode, max_processes=max_processes, log=log)

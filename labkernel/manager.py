@@ -104,11 +104,11 @@ class LabSessionManager(LoggingConfigurable):
     ).tag(config=True)
 
     containment = CaselessStrEnum(
-        ("auto", *MODES), default_value="auto",
+        ("auto", *MODES, "pidns-bwrap", "pidns-unshare"), default_value="auto",
         help="""How a session's processes are held so that all of them end with it
         (see labkernel/containment.py). "auto" takes the strongest that works here:
-        "pidns", a PID namespace per session (bwrap, else unshare; needs root or
-        unprivileged user namespaces); "cgroup", a cgroup v2 per session ended with
+        "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
+        "pidns-unshare" to name one; needs root or unprivileged user namespaces); "cgroup", a cgroup v2 per session ended with
         cgroup.kill (needs a writable cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER
         process in front of each session's program; "scan", the session id, an
         environment marker and descendants found in /proc (escapable by a double fork
