@@ -4,7 +4,8 @@
 
 Sessions are started directly (no HTTP), one mode after the other in each round so
 that the machine's noise falls on every mode alike; the figure is the median, with
-the 10th and 90th percentiles, plus the process limit's cost in the same run
+the 10th and 90th percentiles, and the median time a stop takes (SIGHUP to all
+gone; bash exits on SIGHUP), plus the process limit's cost in the same run
 (``max_processes=0`` turns it off). Modes this machine lacks are left out, and said so.
 """
 
@@ -27,7 +28,7 @@ SETTINGS = SessionSettings(buffer_size=1 << 20, read_budget=256 * 1024, attach_t
 ARGV = ["bash", "--norc", "--noprofile", "-i"]
 
 
-async def one(mode: str, limit: int, log: logging.Logger) -> float:
+async def one(mode: str, limit: int, log: logging.Logger) -> tuple[float, float]:
     chosen = containment.Containment(mode, max_processes=limit, log=log)
     session = Session(Lab(id="shell", title="Shell"), rows=24, cols=80, lifetime=60,
                       settings=SETTINGS, log=log)
@@ -37,8 +38,9 @@ async def one(mode: str, limit: int, log: logging.Logger) -> float:
     while not session.output.end:  # the first byte bash writes is its prompt's
         await asyncio.sleep(0.0005)
     took = time.perf_counter() - started
+    started = time.perf_counter()
     await session.stop()
-    return took
+    return took, time.perf_counter() - started
 
 
 async def main(rounds: int) -> None:
@@ -51,20 +53,24 @@ async def main(rounds: int) -> None:
     for mode in containment.MODES:
         if not containment.available(mode):
             print(f"{mode}: not available here", file=sys.stderr)
-    times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    times: dict[tuple[str, int], list[tuple[float, float]]] = {v: [] for v in variants}
     for _ in range(2):  # warm up: page cache, the probes
         for mode, limit in variants:
             await one(mode, limit, log)
     for _ in range(rounds):
         for variant in variants:
             times[variant].append(await one(*variant, log))
-    print(f"| mode | process limit | median ms | p10 | p90 |  (n={rounds}, {os.uname().release})")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"| mode | process limit | start ms: median | p10 | p90 | stop ms: median |"
+          f"  (n={rounds}, {os.uname().release})")
+    print("| --- | --- | --- | --- | --- | --- |")
     for (mode, limit), values in times.items():
-        deciles = statistics.quantiles(values, n=10)
+        starts = [start for start, _ in values]
+        deciles = statistics.quantiles(starts, n=10)
         detail = containment.Containment(mode, max_processes=limit, log=log).describe()
-        print(f"| {detail.split(',')[0]} | {'pids cgroup' if limit and containment.cgroup_dirs().pids else limit or 'off'} "
-              f"| {statistics.median(values) * 1000:.1f} | {deciles[0] * 1000:.1f} | {deciles[-1] * 1000:.1f} |")
+        kind = "pids cgroup" if limit and containment.cgroup_dirs().pids else (limit or "off")
+        print(f"| {detail.split(',')[0]} | {kind} | {statistics.median(starts) * 1000:.1f} "
+              f"| {deciles[0] * 1000:.1f} | {deciles[-1] * 1000:.1f} "
+              f"| {statistics.median(stop for _, stop in values) * 1000:.1f} |")
 
 
 if __name__ == "__main__":

@@ -238,7 +238,10 @@ class Session:
         assert self._enclosure is not None
         deadline = time.monotonic() + self.settings.kill_timeout
         try:
-            self.unkilled = await self._enclosure.end(self.settings.kill_grace, deadline)
+            # The enclosure keeps the deadline itself; this only guards against a
+            # /proc read that hangs in its executor.
+            self.unkilled = await asyncio.wait_for(
+                self._enclosure.end(self.settings.kill_grace, deadline), self.settings.kill_timeout + 1)
         except Exception:
             self.log.exception("labkernel: ending the processes of session %s failed", self.id)
         if self.unkilled:
