@@ -108,12 +108,13 @@ class LabSessionManager(LoggingConfigurable):
         help="""How a session's processes are held so that all of them end with it
         (see labkernel/containment.py). "auto" takes the strongest that works here:
         "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
-        "pidns-unshare" to name one; needs root or unprivileged user namespaces); "cgroup", a cgroup v2 per session ended with
-        cgroup.kill (needs a writable cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER
-        process in front of each session's program; "scan", the session id, an
-        environment marker and descendants found in /proc (escapable by a double fork
-        that also drops the marker). A mode that does not work here falls back to the
-        next. GET /health says which is in force.""",
+        "pidns-unshare" names one; needs root or unprivileged user namespaces);
+        "cgroup", a cgroup v2 per session ended with cgroup.kill (needs a writable
+        cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER process in front of each
+        session's program; "scan", the session id, an environment marker and
+        descendants found in /proc (escapable by a double fork that also drops the
+        marker). A mode that does not work here falls back to the next. GET /health
+        says which is in force.""",
     ).tag(config=True)
 
     max_processes = Int(
