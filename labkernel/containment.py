@@ -199,6 +199,13 @@ def _server_alive(pid: int) -> bool:
     return pid == os.getpid() or alive(pid)
 
 
+def _server_id() -> str:
+    """This server as ``LABKERNEL_SERVER_PID`` names it: its pid, and the PID namespace
+    the pid means something in (a server started inside a lab's namespace must not
+    take the outer server, invisible to it, for dead)."""
+    return f"{os.getpid()}@{_pid_namespace(os.getpid()) or ''}"
+
+
 # -- cgroups -----------------------------------------------------------------------------
 
 
@@ -352,7 +359,7 @@ class Enclosure:
         return argv
 
     def env(self) -> dict[str, str]:
-        return {MARKER_ENV: self.session_id, SERVER_ENV: str(os.getpid())}
+        return {MARKER_ENV: self.session_id, SERVER_ENV: _server_id()}
 
     @property
     def marker(self) -> bytes:
@@ -427,6 +434,8 @@ class _Scanning(Enclosure):
         return found
 
     async def end(self, grace: float, deadline: float) -> list[int]:
+        if not self.leader:
+            return []  # never spawned; and session id 0 is the kernel's threads
         pids = await self._run(self._find)
         signal_all(pids - self._spared(), signal.SIGHUP)
         signal_all(pids, signal.SIGCONT)  # a stopped job only sees SIGHUP once continued
@@ -733,6 +742,7 @@ def clean_leftovers(log: Any) -> list[int]:
             log.warning("labkernel: could not remove a dead server's cgroup %s", path)
 
     prefix = f"{SERVER_ENV}=".encode()
+    here = f"@{_pid_namespace(os.getpid()) or ''}".encode()
     for _ in range(50):  # a leftover loop may fork between rounds: until none is left
         found = []
         for entry in os.scandir("/proc"):
@@ -741,13 +751,11 @@ def clean_leftovers(log: Any) -> list[int]:
             with contextlib.suppress(OSError):
                 with open(f"/proc/{entry.name}/environ", "rb") as f:
                     env = f.read()
-                at = env.find(b"\0" + prefix)
-                if at < 0 and env.startswith(prefix):
-                    at = -1
-                elif at < 0:
+                if prefix not in env:
                     continue
-                value = env[at + 1 + len(prefix):].split(b"\0", 1)[0]
-                if value.isdigit() and not _server_alive(int(value)) and alive(int(entry.name)):
+                value = next((item[len(prefix):] for item in env.split(b"\0") if item.startswith(prefix)), b"")
+                pid, ns = value[:-len(here)], value[-len(here):]
+                if ns == here and pid.isdigit() and not _server_alive(int(pid)) and alive(int(entry.name)):
                     found.append(int(entry.name))
         if not found:
             break
