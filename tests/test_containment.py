@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -286,51 +287,100 @@ def _python_for_nobody() -> tuple[str, str] | None:
     return None
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="starts a server as another user: needs root")
+@contextlib.contextmanager
+def nobody_server(config: dict, prepare: Any = None) -> Any:
+    """A server subprocess running as ``nobody``, in a directory of its own; skips
+    where this machine cannot run one. ``prepare(base)`` runs before it starts."""
+    if os.geteuid() != 0:
+        pytest.skip("starts a server as another user: needs root")
+    python = _python_for_nobody()
+    if python is None:
+        pytest.skip("no Python interpreter with this environment's packages that nobody may run")
+    base = Path(tempfile.mkdtemp(prefix="labkernel-unprivileged-"))
+    try:
+        base.chmod(0o755)
+        (base / "root").mkdir()
+        if prepare is not None:
+            prepare(base)
+        server = ServerProcess(base, user="nobody", config=config, python=python[0], pythonpath=python[1])
+        try:
+            yield server
+        finally:
+            server.terminate()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_same_user(token):
     """A server that is not root: a PID namespace through a user namespace, ``id``
     unchanged in the lab, every escape gone at DELETE, and RLIMIT_NPROC (no pids
     cgroup for this user) refusing forks beyond ``max_processes``."""
     if not _as_nobody("unshare", "--user", "--map-current-user", "--pid", "--fork", "true"):
         pytest.skip("no unprivileged user namespaces here")
-    python = _python_for_nobody()
-    if python is None:
-        pytest.skip("no Python interpreter with this environment's packages that nobody may run")
     limit = 40
-    base = Path(tempfile.mkdtemp(prefix="labkernel-unprivileged-"))
-    try:
-        base.chmod(0o755)
-        (base / "root").mkdir()
+
+    def prepare(base: Path) -> None:
         (base / "root" / "forks.py").write_text(FORKS % (2 * limit))
-        server = ServerProcess(base, user="nobody", config={"max_processes": limit},
-                               python=python[0], pythonpath=python[1])
-        try:
-            health = server.ok("GET", "health")
-            assert health["containment"] == "pidns"
-            sid, offset = server.shell()
-            accepted = server.command(sid, 'echo "ID=[$(id -u):$(id -un)]"')
-            text, _ = server.read_until(sid, r"ID=\[\d+:\w+\]", accepted["offset"])
-            assert "ID=[65534:nobody]" in text
 
-            lines = escapes(token, "pidns")
-            for line in lines.values():
-                server.command(sid, line)
-            deadline = time.monotonic() + 30
-            while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
-                assert time.monotonic() < deadline, survivors(token)
-                time.sleep(0.1)
-            assert server.ok("DELETE", "api", "labs", "session", sid)["unkilled"] == []
-            assert survivors(token) == []
+    with nobody_server({"max_processes": limit}, prepare) as server:
+        health = server.ok("GET", "health")
+        assert health["containment"] == "pidns"
+        sid, offset = server.shell()
+        accepted = server.command(sid, 'echo "ID=[$(id -u):$(id -un)]"')
+        text, _ = server.read_until(sid, r"ID=\[\d+:\w+\]", accepted["offset"])
+        assert "ID=[65534:nobody]" in text
 
-            sid, _ = server.shell()
-            accepted = server.command(sid, "python3 forks.py")
-            text, _ = server.read_until(sid, r"FORKED=\d+", accepted["offset"], timeout=60)
-            assert "REFUSED=11" in text
-            assert int(re.search(r"FORKED=(\d+)", text).group(1)) < limit
-        finally:
-            server.terminate()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+        lines = escapes(token, "pidns")
+        for line in lines.values():
+            server.command(sid, line)
+        deadline = time.monotonic() + 30
+        while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
+            assert time.monotonic() < deadline, survivors(token)
+            time.sleep(0.1)
+        assert server.ok("DELETE", "api", "labs", "session", sid)["unkilled"] == []
+        assert survivors(token) == []
+
+        sid, _ = server.shell()
+        accepted = server.command(sid, "python3 forks.py")
+        text, _ = server.read_until(sid, r"FORKED=\d+", accepted["offset"], timeout=60)
+        assert "REFUSED=11" in text
+        assert int(re.search(r"FORKED=(\d+)", text).group(1)) < limit
+
+
+@pytest.mark.parametrize("mode", [m for m in MODE_PARAMS if m.values[0] != "cgroup"])
+def test_a_setuid_process_the_server_may_not_signal_ends_the_session_by_the_deadline(token, mode):
+    """The real case: a server running as nobody, a lab that runs a setuid-root program
+    which takes root for good (real, effective and saved uid). nobody may not signal
+    it: the stop ends the session at kill_timeout and reports it. In a PID namespace
+    (a user namespace, for nobody) the setuid bit does not elevate: it dies as usual.
+    (cgroup needs a writable cgroup, which nobody lacks here.)"""
+    with nobody_server({"containment": mode, "kill_timeout": KILL_TIMEOUT}) as server:
+        assert server.ok("GET", "health")["containment"] == mode
+        # Made after the server's directory was given to nobody: chown clears the bit.
+        suid = server.root.parent / "suid-python"
+        shutil.copy2(os.path.realpath(sys.executable), suid)
+        suid.chmod(0o4755)
+        sid, offset = server.shell()
+        accepted = server.command(sid, f"{suid} -c 'import os, time; os.setresuid(0, 0, 0); "
+                                       f"print(\"ROOT\", os.getuid()); time.sleep(600)' {token} &")
+        if mode == "pidns":
+            # In the user namespace uid 0 is not mapped: setuid does not elevate.
+            server.read_until(sid, r"Invalid argument|Operation not permitted", accepted["offset"])
+        else:
+            server.read_until(sid, r"ROOT 0", accepted["offset"])
+            (stuck,) = with_token(token)
+            assert stuck.uids().real == stuck.uids().saved == 0
+        started = time.monotonic()
+        stopped = server.ok("DELETE", "api", "labs", "session", sid)
+        took = time.monotonic() - started
+        assert stopped["status"] == "stopped"
+        if mode == "pidns":
+            assert stopped["unkilled"] == [] and survivors(token) == []
+        else:
+            assert stuck.pid in stopped["unkilled"]
+            assert KILL_TIMEOUT - 0.5 <= took < KILL_TIMEOUT + 5, took
+            assert survivors(token), "the setuid process died: the test proves nothing"
+            assert server.ok("GET", "health")["status"] == "ok"
 
 
 # -- the terminal still works inside every mode ---------------------------------------
