@@ -419,18 +419,16 @@ async def test_terminal_size_resize_ctrl_c_and_job_control_work(api, mode):
 FREEZER = Path("/sys/fs/cgroup/freezer")
 
 
-@pytest.mark.skipif(not os.access(FREEZER, os.W_OK),
-                    reason="needs a writable cgroup v1 freezer (root) to hold a process in the kernel")
-@pytest.mark.parametrize("mode", WITH_UNSHARE)
-async def test_a_process_that_cannot_be_killed_ends_the_session_by_the_deadline_and_is_reported(
-        api, mode, token):
-    """A process frozen by the v1 freezer sits in the kernel, where SIGKILL waits until it thaws.
+needs_freezer = pytest.mark.skipif(
+    not os.access(FREEZER, os.W_OK),
+    reason="needs a writable cgroup v1 freezer (root) to hold a process in the kernel")
 
-    The real thing, not a stand-in: the same holds for a task stuck in uninterruptible
-    I/O. (A setuid program under a non-root server is the other case; it needs a
-    setuid binary and another user, which this test does without.)
-    """
-    sid, _ = await api.shell()
+
+@contextlib.asynccontextmanager
+async def stuck_in_the_kernel(api: Any, sid: str, token: str) -> Any:
+    """A process of the session frozen by the v1 freezer: it sits in the kernel, where
+    SIGKILL waits until it thaws. The real thing, not a stand-in: a task stuck in
+    uninterruptible I/O is the same. Thawed (and so gone) on the way out."""
     await run(api, sid, f"sleep 1004.{token} & echo STAR$((1))TED", r"STAR1TED")
     await eventually(lambda: bool(with_token(token)), timeout=15)
     (stuck,) = with_token(token)
@@ -440,7 +438,21 @@ async def test_a_process_that_cannot_be_killed_ends_the_session_by_the_deadline_
         (freezer / "cgroup.procs").write_text(str(stuck.pid))
         (freezer / "freezer.state").write_text("FROZEN")
         await eventually(lambda: (freezer / "freezer.state").read_text().strip() == "FROZEN", timeout=10)
+        yield stuck
+        assert not gone_now(stuck), "the frozen process died: the test proves nothing"
+    finally:
+        (freezer / "freezer.state").write_text("THAWED")
+        await eventually(lambda: gone_now(stuck), timeout=15)
+        await eventually(lambda: not (freezer / "cgroup.procs").read_text().strip(), timeout=15)
+        freezer.rmdir()
 
+
+@needs_freezer
+@pytest.mark.parametrize("mode", WITH_UNSHARE)
+async def test_a_process_that_cannot_be_killed_ends_the_session_by_the_deadline_and_is_reported(
+        api, mode, token):
+    sid, _ = await api.shell()
+    async with stuck_in_the_kernel(api, sid, token) as stuck:
         started = time.monotonic()
         stopped = await api.stop(sid)
         took = time.monotonic() - started
@@ -448,14 +460,20 @@ async def test_a_process_that_cannot_be_killed_ends_the_session_by_the_deadline_
         assert stuck.pid in stopped["unkilled"]
         assert KILL_TIMEOUT - 0.5 <= took < KILL_TIMEOUT + 5, took
         assert (await api.get(sid))["unkilled"] == stopped["unkilled"]
-        assert not gone_now(stuck), "the frozen process died: the test proves nothing"
         # The server answers meanwhile, and a new session starts.
         await api.shell()
-    finally:
-        (freezer / "freezer.state").write_text("THAWED")
-        await eventually(lambda: gone_now(stuck), timeout=15)
-        await eventually(lambda: not (freezer / "cgroup.procs").read_text().strip(), timeout=15)
-        freezer.rmdir()
+
+
+@needs_freezer
+@pytest.mark.parametrize("mode", [containment.choose("auto", max_processes=0, log=None).mode])
+async def test_shutdown_finishes_by_the_deadline_with_a_process_stuck_in_the_kernel(
+        api, manager, mode, token):
+    sid, _ = await api.shell()
+    async with stuck_in_the_kernel(api, sid, token) as stuck:
+        started = time.monotonic()
+        await manager.shutdown()  # what the extension's stop_extension awaits
+        assert time.monotonic() - started < KILL_TIMEOUT + 5
+        assert manager.get(sid).unkilled and stuck.pid in manager.get(sid).unkilled
 
 
 def gone_now(proc: psutil.Process) -> bool:
