@@ -324,6 +324,15 @@ def _remove_soon(paths: list[str], log: Any, delay: float = 0.05) -> None:
         asyncio.get_running_loop().call_later(delay, _remove_soon, left, log, delay * 2)
 
 
+#: Joins the cgroups whose cgroup.procs files precede "--", then becomes the program.
+#: Run after exec, so that the server's loop does not wait for the migration; the
+#: program starts only once it is in (failing to join fails the session).
+_JOIN_SCRIPT = """while [ "$1" != -- ]; do echo 0 > "$1" || exit 126; shift; done
+shift
+exec "$@"
+"""
+
+
 # -- one session's enclosure ------------------------------------------------------------
 
 
@@ -345,18 +354,32 @@ class Enclosure:
         self._name = f"{_PREFIX}{os.getpid()}-{session_id}"
         self._pids_cgroup: str | None = None
         dirs = cgroup_dirs()
+        self._pids_limited = False  # by a cgroup's pids.max; else RLIMIT_NPROC
         if max_processes > 0 and dirs.pids is not None:
             path = os.path.join(dirs.pids, self._name)
             try:
                 os.mkdir(path)
                 _write(os.path.join(path, "pids.max"), str(max_processes))
                 self._pids_cgroup = path
+                self._pids_limited = True
             except OSError as e:
                 self.log.warning("labkernel: no pids cgroup for session %s: %s", session_id, e)
                 _remove_cgroup(path)
 
     def wrap(self, argv: list[str]) -> list[str]:
+        """What to spawn for ``argv``: the mode's wrapping, behind a cgroup join if any."""
+        joins = self._joins()
+        if not joins:
+            return self._wrap(argv)
+        return ["sh", "-c", _JOIN_SCRIPT, "labkernel-join",
+                *(os.path.join(path, "cgroup.procs") for path in joins), "--", *self._wrap(argv)]
+
+    def _wrap(self, argv: list[str]) -> list[str]:
         return argv
+
+    def _joins(self) -> list[str]:
+        """The cgroups the session's first process joins."""
+        return [self._pids_cgroup] if self._pids_cgroup else []
 
     def env(self) -> dict[str, str]:
         return {MARKER_ENV: self.session_id, SERVER_ENV: _server_id()}
@@ -366,10 +389,13 @@ class Enclosure:
         return f"{MARKER_ENV}={self.session_id}\0".encode()
 
     def preexec(self) -> None:
-        """Run in the child between fork and exec: join the cgroups, set the limits."""
-        if self._pids_cgroup is not None:
-            _write(os.path.join(self._pids_cgroup, "cgroup.procs"), "0")
-        elif self._max_processes > 0:
+        """Run in the child between fork and exec: limits and prctl, no cgroup writes.
+
+        The server's loop waits for the child's exec; joining a cgroup there held
+        it some 10 ms more (cgroup migration synchronises with RCU), so the join is
+        done after the exec, by ``wrap``'s ``sh``, before the program runs.
+        """
+        if self._max_processes > 0 and not self._pids_limited:
             # Counts every process of the uid, and root is exempt: a weak fallback.
             limit = self._max_processes
             soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
@@ -495,7 +521,7 @@ exit $rc
 class SubreaperEnclosure(_Scanning):
     mode = "subreaper"
 
-    def wrap(self, argv: list[str]) -> list[str]:
+    def _wrap(self, argv: list[str]) -> list[str]:
         return ["sh", "-c", _REAPER_SCRIPT, "labkernel-session", *argv]
 
     def preexec(self) -> None:
@@ -514,18 +540,14 @@ class CgroupEnclosure(Enclosure):
         unified = cgroup_dirs().unified
         assert unified is not None
         self._cgroup = os.path.join(unified, self._name)
-        if self._pids_cgroup is not None and cgroup_dirs().pids_v2:
-            # The pids cgroup is this very v2 cgroup's sibling: use one, not two.
-            _remove_cgroup(self._pids_cgroup)
+        if self._pids_cgroup == self._cgroup:
+            # The pids controller is on v2: the pids cgroup already is this one.
             self._pids_cgroup = None
-            os.mkdir(self._cgroup)
-            _write(os.path.join(self._cgroup, "pids.max"), str(self._max_processes))
         else:
             os.mkdir(self._cgroup)
 
-    def preexec(self) -> None:
-        _write(os.path.join(self._cgroup, "cgroup.procs"), "0")
-        super().preexec()
+    def _joins(self) -> list[str]:
+        return [self._cgroup, *super()._joins()]
 
     def _populated(self) -> bool:
         try:
@@ -557,7 +579,7 @@ class PidNamespaceEnclosure(Enclosure):
         self._init_fd = -1  # its pidfd: readable once it has exited
         self._ns = ""
 
-    def wrap(self, argv: list[str]) -> list[str]:
+    def _wrap(self, argv: list[str]) -> list[str]:
         return [*self._prefix, *argv]
 
     def started(self, pid: int) -> None:
