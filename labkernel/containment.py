@@ -312,16 +312,18 @@ def _remove_cgroup(path: str) -> bool:
     return True
 
 
-def _remove_soon(paths: list[str], log: Any, delay: float = 0.05) -> None:
+async def _remove_soon(paths: list[str], log: Any, patience: float = 60.0) -> None:
     """rmdir each cgroup now or, while it still holds dying processes, a little later."""
-    left = [path for path in paths if not _remove_cgroup(path)]
-    if not left:
-        return
-    if delay > 60:
-        log.warning("labkernel: cgroup(s) %s still hold processes; left for the next start", left)
-        return
-    with contextlib.suppress(RuntimeError):  # no loop (interpreter exit): leave them
-        asyncio.get_running_loop().call_later(delay, _remove_soon, left, log, delay * 2)
+    deadline, delay = time.monotonic() + patience, 0.02
+    while True:
+        paths = [path for path in paths if not _remove_cgroup(path)]
+        if not paths:
+            return
+        if time.monotonic() >= deadline:
+            log.warning("labkernel: cgroup(s) %s still hold processes; left for the next start", paths)
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 #: Joins the cgroups whose cgroup.procs files precede "--", then becomes the program.
@@ -412,7 +414,7 @@ class Enclosure:
         """SIGHUP, SIGKILL after ``grace``; the pids still alive at ``deadline`` (monotonic)."""
         raise NotImplementedError
 
-    def release(self) -> None:
+    async def release(self) -> None:
         """Remove the cgroups the enclosure created, once they are empty.
 
         A process just killed leaves its cgroup only once reaped, and orphans are
@@ -421,7 +423,7 @@ class Enclosure:
         """
         paths = self._cgroups()
         self._pids_cgroup = None
-        _remove_soon([p for p in paths if p], self.log)
+        await _remove_soon([p for p in paths if p], self.log)
 
     def _cgroups(self) -> list[str]:
         return [self._pids_cgroup] if self._pids_cgroup else []
@@ -628,11 +630,11 @@ class PidNamespaceEnclosure(Enclosure):
         pids = await self._run(namespace_members, self._ns) if self._ns else set()
         return sorted(pids | {self._init or self.leader})
 
-    def release(self) -> None:
+    async def release(self) -> None:
         if self._init_fd >= 0:
             os.close(self._init_fd)
             self._init_fd = -1
-        super().release()
+        await super().release()
 
 
 # -- choosing a mode ---------------------------------------------------------------------

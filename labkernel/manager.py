@@ -259,3 +259,7 @@ class LabSessionManager(LoggingConfigurable):
         for result in results:
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session at shutdown failed: %s", result)
+        # Their cgroups go once their last processes are reaped: give that a moment.
+        releases = [s.released for s in self._sessions.values() if s.released and not s.released.done()]
+        if releases:
+            await asyncio.wait(releases, timeout=self.kill_timeout)

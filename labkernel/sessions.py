@@ -156,6 +156,8 @@ class Session:
         self._enclosure: Enclosure | None = None
         #: Pids that would not die when the session ended (see ``_terminate``).
         self.unkilled: list[int] = []
+        #: Done once what the containment made for the session (cgroups) is removed.
+        self.released: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class Session:
                 dimensions=(self.rows, self.cols), preexec_fn=prepare_child, encoding=None,
             )
         except BaseException:
-            enclosure.release()
+            self.released = asyncio.ensure_future(enclosure.release())
             raise
         enclosure.started(self._proc.pid)
         # The environment is only needed to spawn; pexpect and ptyprocess keep it
@@ -249,7 +251,8 @@ class Session:
                              self.id, ", ".join(map(str, self.unkilled)), self.settings.kill_timeout)
         # The shell is dead (or will not die); the exit watcher reaps it and closes the session.
         await self._closed_or_poll(deadline)
-        self._enclosure.release()
+        # Not awaited here: a stop answers once the processes are gone, not their cgroups.
+        self.released = asyncio.ensure_future(self._enclosure.release())
 
     async def _closed_or_poll(self, deadline: float) -> None:
         while not self._closed.done():

@@ -54,6 +54,8 @@ DOUBLE_FORK = "1002"
 #: ``setsid env -i`` is such an orphan too.
 SETSID_ENV = "1001"
 
+#: The deadline of the tests about processes that cannot be killed; the others get a
+#: generous one, since a loaded machine makes every /proc scan slow.
 KILL_TIMEOUT = 3.0
 MAX_PROCESSES = 200
 
@@ -65,7 +67,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def labkernel_config(mode: str) -> dict[str, Any]:
-    return {**FAST, "containment": mode, "cull_idle_timeout": 3600.0, "kill_timeout": KILL_TIMEOUT,
+    return {**FAST, "containment": mode, "cull_idle_timeout": 3600.0, "kill_timeout": 15.0,
             "max_processes": MAX_PROCESSES}
 
 
@@ -449,7 +451,8 @@ async def stuck_in_the_kernel(api: Any, sid: str, token: str) -> Any:
 @needs_freezer
 @pytest.mark.parametrize("mode", WITH_UNSHARE)
 async def test_a_process_that_cannot_be_killed_ends_the_session_by_the_deadline_and_is_reported(
-        api, mode, token):
+        api, manager, mode, token):
+    manager.kill_timeout = KILL_TIMEOUT  # applies to sessions started from now on
     sid, _ = await api.shell()
     async with stuck_in_the_kernel(api, sid, token) as stuck:
         started = time.monotonic()
@@ -467,11 +470,13 @@ async def test_a_process_that_cannot_be_killed_ends_the_session_by_the_deadline_
 @pytest.mark.parametrize("mode", [containment.choose("auto", max_processes=0, log=None).mode])
 async def test_shutdown_finishes_by_the_deadline_with_a_process_stuck_in_the_kernel(
         api, manager, mode, token):
+    manager.kill_timeout = KILL_TIMEOUT
     sid, _ = await api.shell()
     async with stuck_in_the_kernel(api, sid, token) as stuck:
         started = time.monotonic()
         await manager.shutdown()  # what the extension's stop_extension awaits
-        assert time.monotonic() - started < KILL_TIMEOUT + 5
+        # The stop's deadline, then as long again for the cgroups that cannot go.
+        assert time.monotonic() - started < 2 * KILL_TIMEOUT + 5
         assert manager.get(sid).unkilled and stuck.pid in manager.get(sid).unkilled
 
 
