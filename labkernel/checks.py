@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from .sessions import session_processes
+from .containment import members, read_procs
 
 #: Set in a hidden script's environment, to find what it started when it is killed.
 SCRIPT_MARKER_ENV = "LABKERNEL_SCRIPT"
@@ -102,8 +102,8 @@ def kill_script(pgid: int | None, marker: bytes | None) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
     for _ in range(50):
-        # No process has the session id -1: then only the marker finds them.
-        pids = session_processes(pgid if pgid is not None and pgid > 1 else -1, marker)
+        procs, marked = read_procs(marker)
+        pids = members(procs, sid=pgid if pgid is not None and pgid > 1 else None, marked=marked)
         if not pids:
             return
         for pid in pids:

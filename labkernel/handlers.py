@@ -170,6 +170,7 @@ class HealthHandler(LabHandler):
             "version": __version__,
             "transport": "http-polling",
             "activeSessions": self.manager.active_count,
+            "containment": self.manager.containment_mode,
         })
 
 

@@ -26,13 +26,14 @@ import stat
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .checks import Masker, ScriptResult, StepProgress, kill_script, run_script
 from .credentials import without_credentials
 from .errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
 from .labs import Asset, Lab
-from .sessions import MARKER_ENV, Accepted, Session, SessionSettings
+from .containment import MARKER_ENV, Enclosure
+from .sessions import Accepted, Session, SessionSettings
 
 #: The most messages held for a session whose setup still runs.
 _MAX_HELD = 1000
@@ -136,9 +137,12 @@ class LabSession(Session):
     """A session of a lab definition; see the module docstring."""
 
     def __init__(self, lab: Lab, *, rows: int, cols: int, lifetime: float, settings: SessionSettings,
-                 log: Any, lab_settings: LabSettings, argv: list[str]):
+                 log: Any, lab_settings: LabSettings, argv: list[str],
+                 enclose: Callable[[str], Enclosure] | None = None):
         super().__init__(lab, rows=rows, cols=cols, lifetime=lifetime, settings=settings, log=log)
         self.lab_settings = lab_settings
+        #: Makes the enclosure (see ``containment``) that holds the shell's processes.
+        self._enclose = enclose
         self.argv = argv
         self.lab_env, self.mask = expand_env(lab, log)
         self.progress = StepProgress(len(lab.steps))
@@ -225,7 +229,8 @@ class LabSession(Session):
 
     def _spawn(self) -> None:
         try:
-            self.start(list(self.argv), self.environment(), self.cwd)
+            self.start(list(self.argv), self.environment(), self.cwd,
+                       self._enclose(self.id) if self._enclose is not None else None)
         except Exception as e:
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
             self._end_before_start("failed", f"labkernel: could not start the lab: {e}")
@@ -374,10 +379,17 @@ class LabSession(Session):
         self._cleaned = asyncio.ensure_future(self._cleanup())
 
     async def _cleanup(self) -> None:
-        """Once the session has ended and its processes are gone, remove its scratch folder."""
+        """Once the session has ended and its processes are gone, end what its setup
+        scripts left running and remove its scratch folder."""
         if self._stopping is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._stopping)
+        if self.lab.setup or any(step.setup for step in self.lab.steps):
+            # Setup runs beside the terminal, outside the session's enclosure (a PID
+            # namespace or cgroup holds only the shell): what it left behind carries
+            # the session's marker.
+            await asyncio.get_running_loop().run_in_executor(
+                None, kill_script, None, f"{MARKER_ENV}={self.id}\0".encode())
         if self.scratch:
             scratch, self.scratch = self.scratch, None
             await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, scratch, True)

@@ -11,12 +11,13 @@ import shutil
 import time
 from typing import Any
 
-from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Instance, Int, List, TraitError, Unicode, default, validate
+from tornado.ioloop import IOLoop, PeriodicCallback
+from traitlets import CaselessStrEnum, Float, Instance, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import pool
 from .catalog import LabScanner
+from .containment import MODES, Containment, choose, clean_leftovers
 from .credentials import CREDENTIAL_ENV, without_credentials
 from .errors import SessionNotFound, TooManySessions
 from .labs import Lab, LabCatalog, LabProblem
@@ -128,6 +129,35 @@ class LabSessionManager(LoggingConfigurable):
         ended (stop, expiry, culling, shutdown).""",
     ).tag(config=True)
 
+    kill_timeout = Float(
+        5.0, help="""Seconds, from the start of a stop, after which a session ends even
+        if some of its processes would not die (stuck in the kernel, or another user's
+        after a setuid program): they are logged and listed in the session's
+        `unkilled`, so that stopping and shutdown always finish. Keep it above
+        kill_grace.""",
+    ).tag(config=True)
+
+    containment = CaselessStrEnum(
+        ("auto", *MODES, "pidns-bwrap", "pidns-unshare"), default_value="auto",
+        help="""How a session's processes are held so that all of them end with it
+        (see labkernel/containment.py). "auto" takes the strongest that works here:
+        "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
+        "pidns-unshare" names one; needs root or unprivileged user namespaces);
+        "cgroup", a cgroup v2 per session ended with cgroup.kill (needs a writable
+        cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER process in front of each
+        session's program; "scan", the session id, an environment marker and
+        descendants found in /proc (escapable by a double fork that also drops the
+        marker). A mode that does not work here falls back to the next. GET /health
+        says which is in force.""",
+    ).tag(config=True)
+
+    max_processes = Int(
+        512, help="""The most processes (and threads) one session may run at once; 0 for
+        no limit. Enforced by a pids cgroup (pids.max) where the server may create
+        one; otherwise by RLIMIT_NPROC, which is weaker: it counts every process of
+        the server's user, not only the session's, and root ignores it.""",
+    ).tag(config=True)
+
     input_limit = Int(
         1024 * 1024, help="""The most input bytes queued for a program that is not
         reading its terminal; more is refused.""",
@@ -190,6 +220,23 @@ class LabSessionManager(LoggingConfigurable):
         self._shutting_down = False
         self._refill_timer: asyncio.TimerHandle | None = None
         self.warm_pool = pool.WarmPool(self._create_pooled, self.log)
+        # Probed once per process (a few ms), before the server answers requests.
+        self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
+                                                log=self.log)
+        self.log.info("labkernel: session containment: %s", self._containment.describe())
+        IOLoop.current().add_callback(self._clean_leftovers)
+
+    @property
+    def containment_mode(self) -> str:
+        """The containment mode in force: "pidns", "cgroup", "subreaper" or "scan"."""
+        return self._containment.mode
+
+    async def _clean_leftovers(self) -> None:
+        """Kill what a server that died without cleaning up left behind (off the loop)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log)
+        except Exception:
+            self.log.exception("labkernel: cleaning up after a previous server failed")
 
     # -- sessions ---------------------------------------------------------------
 
@@ -231,6 +278,7 @@ class LabSessionManager(LoggingConfigurable):
         settings = SessionSettings(
             buffer_size=self.buffer_size, read_budget=self.read_budget,
             attach_timeout=self.attach_timeout, kill_grace=self.kill_grace,
+            kill_timeout=max(self.kill_timeout, self.kill_grace),
             input_limit=self.input_limit, max_clients=self.max_clients,
             retained_output=self.retained_output,
         )
@@ -239,7 +287,8 @@ class LabSessionManager(LoggingConfigurable):
                                    scratch_dir=self.scratch_dir, hidden_env=tuple(self.hidden_env))
         session = LabSession(lab, rows=rows, cols=cols, lifetime=self._lifetime(lab), settings=settings,
                              log=self.log, lab_settings=lab_settings,
-                             argv=list(lab.argv or self.shell_command))
+                             argv=list(lab.argv or self.shell_command),
+                             enclose=self._containment.enclose)
         session.launch()
         return session
 
@@ -407,3 +456,7 @@ class LabSessionManager(LoggingConfigurable):
         for result in results:
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session at shutdown failed: %s", result)
+        # Their cgroups go once their last processes are reaped: give that a moment.
+        releases = [s.released for s in self._sessions.values() if s.released and not s.released.done()]
+        if releases:
+            await asyncio.wait(releases, timeout=self.kill_timeout)

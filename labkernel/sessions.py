@@ -30,6 +30,7 @@ import ptyprocess
 from tornado.ioloop import IOLoop
 
 from . import memory
+from .containment import Enclosure, ScanEnclosure
 from .errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
 from .output import Chunk, OutputLog
 from .poller import edge_poller
@@ -67,60 +68,12 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-#: Set in every session's environment, so that processes that leave the shell's
-#: session (daemons that call setsid, such as a tmux server) can still be found.
-MARKER_ENV = "LABKERNEL_SESSION"
-
-
-def _alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # the state follows the parenthesised command name, which may hold spaces
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
-def session_processes(sid: int, marker: bytes | None = None) -> set[int]:
-    """The live processes of a lab session.
-
-    Those whose session id is ``sid`` (the shell's pid): every process the shell
-    starts stays in its session unless it calls setsid itself — foreground
-    programs, ``&`` jobs in their own process groups and ``nohup``'d ones alike.
-    With ``marker``, also those whose environment holds it: the ones that did call
-    setsid. Reading every environment is dearer, so callers do that once.
-    """
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            member = os.getsid(pid) == sid
-            if not member and marker is not None:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    member = marker in f.read()
-        except OSError:
-            continue  # gone in the meantime, or not ours to read
-        if member and _alive(pid):
-            pids.add(pid)
-    return pids
-
-
 def _bytes_waiting(fd: int) -> int:
     """How many bytes a read of ``fd`` would return right now (FIONREAD)."""
     try:
         return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
     except OSError:
         return 0
-
-
-def _signal_all(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
 
 class _PtyProcess(ptyprocess.PtyProcess):
@@ -160,6 +113,7 @@ class SessionSettings:
     read_budget: int
     attach_timeout: float
     kill_grace: float
+    kill_timeout: float
     input_limit: int
     max_clients: int
     retained_output: int = 64 * 1024
@@ -209,21 +163,45 @@ class Session:
         self._seqs: OrderedDict[str, int] = OrderedDict()
         self._closed = asyncio.get_running_loop().create_future()
         self._stopping: asyncio.Task[None] | None = None
+        self._enclosure: Enclosure | None = None
+        #: Pids that would not die when the session ended (see ``_terminate``).
+        self.unkilled: list[int] = []
+        #: Done once what the containment made for the session (cgroups) is removed.
+        self.released: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
-        """Spawn ``argv`` on a new PTY and start watching it. Raises OSError on failure."""
-        env[MARKER_ENV] = self.id
-        self._proc = _Spawn(
-            argv[0], argv[1:], env=env, cwd=cwd,
-            dimensions=(self.rows, self.cols), preexec_fn=_reset_signals, encoding=None,
-        )
+    def start(self, argv: list[str], env: dict[str, str], cwd: str,
+              enclosure: Enclosure | None = None) -> None:
+        """Spawn ``argv`` on a new PTY and start watching it. Raises OSError on failure.
+
+        ``enclosure`` (see ``containment``) wraps the argv and holds every process the
+        session starts; by default the last-resort scan.
+        """
+        self._enclosure = enclosure = enclosure or ScanEnclosure(self.id, max_processes=0, log=self.log)
+        env.update(enclosure.env())
+        argv, preexec = enclosure.wrap(argv), enclosure.preexec
+
+        def prepare_child() -> None:
+            _reset_signals()
+            preexec()
+
+        try:
+            self._proc = _Spawn(
+                argv[0], argv[1:], env=env, cwd=cwd,
+                dimensions=(self.rows, self.cols), preexec_fn=prepare_child, encoding=None,
+            )
+        except BaseException:
+            self.released = asyncio.ensure_future(enclosure.release())
+            raise
+        enclosure.started(self._proc.pid)
         # The environment is only needed to spawn; pexpect and ptyprocess keep it
         # (a dict and some 80 strings per session): let it go.
         self._proc.env = self._proc.ptyproc.env = None
         # pexpect's close() sleeps; we never call it, and keep it quick if GC does.
+        # Closing a shell that would not die tries to terminate it: no sleeps there either.
         self._proc.delayafterclose = self._proc.ptyproc.delayafterclose = 0
+        self._proc.delayafterterminate = self._proc.ptyproc.delayafterterminate = 0
         self._fd = self._proc.child_fd
         os.set_blocking(self._fd, False)
         self._poller = edge_poller()
@@ -264,34 +242,59 @@ class Session:
         await asyncio.shield(self._closed)
 
     async def _terminate(self) -> None:
-        """SIGHUP to every process of the session, SIGKILL to what is left after the grace."""
-        marker = f"{MARKER_ENV}={self.id}\0".encode()
-        escaped = session_processes(self.pid, marker)  # once: includes setsid daemons
+        """End every process of the session; by ``kill_timeout`` the session ends anyway.
 
-        def remaining() -> set[int]:
-            return session_processes(self.pid) | {pid for pid in escaped if _alive(pid)}
+        What could not be killed by then (stuck in the kernel, or not the server's
+        to signal) is logged and kept in ``unkilled``.
+        """
+        assert self._enclosure is not None
+        deadline = time.monotonic() + self.settings.kill_timeout
+        try:
+            # The enclosure keeps the deadline itself; this only guards against a
+            # /proc read that hangs in its executor.
+            self.unkilled = await asyncio.wait_for(
+                self._enclosure.end(self.settings.kill_grace, deadline), self.settings.kill_timeout + 1)
+        except Exception:
+            self.log.exception("labkernel: ending the processes of session %s failed", self.id)
+        if self.unkilled:
+            self.log.warning("labkernel: session %s: could not kill pid(s) %s within %ss",
+                             self.id, ", ".join(map(str, self.unkilled)), self.settings.kill_timeout)
+        # The shell is dead (or will not die); the exit watcher reaps it and closes the session.
+        await self._closed_or_poll(deadline)
+        # Not awaited here: a stop answers once the processes are gone, not their cgroups.
+        self.released = asyncio.ensure_future(self._enclosure.release())
 
-        pids = remaining()
-        _signal_all(pids, signal.SIGHUP)
-        _signal_all(pids, signal.SIGCONT)  # a stopped job only sees SIGHUP once continued
-        deadline = time.monotonic() + self.settings.kill_grace
-        delay = 0.005
-        while pids and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-            pids = remaining()
-        while pids:
-            _signal_all(pids, signal.SIGKILL)
-            await asyncio.sleep(0.01)
-            pids = remaining()
-        # The shell is dead; the exit watcher reaps it and closes the session.
-        await self._closed_or_poll()
-
-    async def _closed_or_poll(self) -> None:
+    async def _closed_or_poll(self, deadline: float) -> None:
         while not self._closed.done():
             self._on_exit()
-            if not self._closed.done():
-                await asyncio.sleep(0.01)
+            if self._closed.done():
+                break
+            if time.monotonic() >= deadline:
+                self._abandon()
+                break
+            await asyncio.sleep(0.01)
+
+    def _abandon(self) -> None:
+        """The deadline passed: end the session anyway, and reap the shell if it ever exits."""
+        if self._drain_deadline is None:  # the shell itself would not die
+            self.ended_at = time.time()
+            if self._pidfd >= 0:
+                self._loop.remove_handler(self._pidfd)
+                self._loop.add_handler(self._pidfd, lambda fd, events: self._reap_late(), IOLoop.READ)
+            if not self.unkilled:
+                self.unkilled = [self.pid]
+        # Take what the terminal holds now and close: a process that would not die
+        # and keeps the terminal open must not keep the session open too.
+        self._drain_and_close(deadline=time.monotonic())
+
+    def _reap_late(self) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(Exception):
+            if self._proc.ptyproc.isalive():
+                return
+        self._loop.remove_handler(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
 
     def _watch_exit(self) -> None:
         try:
@@ -336,7 +339,7 @@ class Session:
             self._stopping = asyncio.ensure_future(self._terminate())
         return self._closed.done()
 
-    def _drain_and_close(self) -> None:
+    def _drain_and_close(self, deadline: float | None = None) -> None:
         """Read everything the session's processes wrote, then release the PTY.
 
         The shell's exit is seen before its last output has crossed the terminal:
@@ -346,7 +349,8 @@ class Session:
         terminal open past the kill ends the reading at a deadline.
         """
         self._pause_cancel()
-        self._drain_deadline = time.monotonic() + self.settings.kill_grace + _DRAIN_EXTRA
+        self._drain_deadline = (time.monotonic() + self.settings.kill_grace + _DRAIN_EXTRA
+                                if deadline is None else deadline)
         # A reader that flow control held back lags by up to a window; what the
         # terminal still holds fits in the slack, so that reader loses nothing.
         self.output.limit = self.settings.buffer_size + _DRAIN_SLACK
@@ -621,6 +625,7 @@ class Session:
             "rows": self.rows,
             "cols": self.cols,
             "outputOffset": self.output.end,
+            "unkilled": self.unkilled,
         }
 
     def status_model(self) -> dict[str, Any]:
