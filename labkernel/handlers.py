@@ -235,6 +235,9 @@ _BATCH_MIN = 4096
 class OutputHandler(LabHandler):
     """``GET /api/ws/output/{id}``: output from an offset, long-polling when there is none."""
 
+    # A tab left open polls for ever: that must not keep a Binder or JupyterHub
+    # server from being culled as idle. Input (MessageHandler) still counts.
+    _track_activity = False
     _poll: asyncio.Future[None] | None = None
 
     def _number(self, name: str, default: float, *, integer: bool) -> Any:
