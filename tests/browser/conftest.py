@@ -54,6 +54,19 @@ def _known_prompt() -> None:
     """Overrides tests/conftest.py's: the servers here set their shells' prompt themselves."""
 
 
+# pytest-jupyter's autouse fixtures run an in-process server's cleanup on the thread's
+# asyncio loop, which under Playwright's sync API is Playwright's own (running) loop.
+# The servers here are subprocesses: nothing of pytest-jupyter's to clean up.
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> None:
+    """Overrides pytest-jupyter's: no in-process server, no loop of its own."""
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> None:
+    """Overrides pytest-jupyter's: see jp_asyncio_loop."""
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     missing = _missing()
