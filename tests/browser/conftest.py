@@ -88,7 +88,8 @@ def _artifact_name(request: pytest.FixtureRequest) -> str:
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh browser context and page; a screenshot of it is kept after the test.
 
-    ``page.shot("moment")`` keeps one more, named after the test and the moment.
+    ``page.shot("moment")`` keeps one more, named after the test and the moment
+    (``page.shot("moment", other_page)``: of another page of the test).
     The page's console errors go to ``page.console_errors``.
     """
     ARTIFACTS.mkdir(exist_ok=True)
@@ -98,7 +99,8 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     name = _artifact_name(request)
     pg.console_errors = []
     pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
-    pg.shot = lambda moment: pg.screenshot(path=str(ARTIFACTS / f"{name}--{moment}.png"))
+    pg.shot = lambda moment, other=None: (other or pg).screenshot(
+        path=str(ARTIFACTS / f"{name}--{moment}.png"))
     yield pg
     try:
         pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
