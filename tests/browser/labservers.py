@@ -169,10 +169,18 @@ class JupyterProcess:
                                    + self.log_tail())
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, which runs labkernel's shutdown (every session's processes end)."""
+    def stop(self, timeout: float = 30, kill: bool = False) -> None:
+        """SIGTERM, which runs labkernel's shutdown (every session's processes end).
+
+        ``kill``: SIGKILL to the server's whole process group instead (shells,
+        kernels), as when a container is killed: nothing answers on the way out.
+        """
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
             return
         proc.send_signal(signal.SIGTERM)
         try:
@@ -181,8 +189,8 @@ class JupyterProcess:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def restart(self, new_credentials: bool = False) -> None:
-        self.stop()
+    def restart(self, new_credentials: bool = False, kill: bool = False) -> None:
+        self.stop(kill=kill)
         if new_credentials:
             self.token = secrets.token_hex(16)
             # A new cookie secret invalidates the login cookie the page holds.
