@@ -15,6 +15,7 @@ from the browser and writes its id back.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +34,15 @@ if not _BUNDLE.is_file():  # pragma: no cover - a packaging error, not a runtime
         f"labkernel's browser bundle is missing ({_BUNDLE}): install the package with pip "
         "(`pip install .` or `pip install -e .`, which runs the JS build and needs Node.js "
         "and npm), or run `npm install && npm run build` in js/.")
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_client() -> Optional[LabClient]:
+    """The client of the server that started this kernel (one for every Terminal), or None."""
+    try:
+        return LabClient()
+    except ValueError:
+        return None  # not in a kernel of a labkernel server: the browser starts sessions
 
 
 class Terminal(anywidget.AnyWidget):
@@ -64,12 +74,7 @@ class Terminal(anywidget.AnyWidget):
                  client: Optional[LabClient] = None, rows: int = 20, read_only: bool = False,
                  **kwargs: Any):
         super().__init__(lab=lab or "shell", rows=rows, read_only=read_only, **kwargs)
-        self._client = client
-        if self._client is None:
-            try:
-                self._client = LabClient()
-            except ValueError:
-                self._client = None  # not in a kernel of a labkernel server: the browser starts it
+        self._client = client or _kernel_client()
         if session_id:
             self.session_id = session_id
         elif self._client is not None:

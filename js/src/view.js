@@ -74,12 +74,15 @@ const RESTARTABLE = new Set(["ended", "expired", "not_found"]);
  *   readOnly       show output, send no input
  *   onSessionId(id)    a session was started here (by the button, or for lack of one)
  *   onState(state)     the status line's state changed
- *   startSession() optional: starts a session and resolves its id (shares a start between views)
+ *   startSession(rows, cols, fresh) optional: starts a session and resolves its id; lets
+ *                  views share one start (fresh: the button asked, never reuse the current one)
  */
 export function mountTerminal(el, options) {
   const opts = { rows: 20, readOnly: false, labId: "shell", ...options };
   const root = document.createElement("div");
   root.className = "labkernel-terminal";
+  root.dataset.sessionId = opts.sessionId || "";
+  root.dataset.state = "connecting";
   // Keys typed into the terminal are for the shell, not JupyterLab's shortcuts.
   root.dataset.lmSuppressShortcuts = "true";
   const screen = document.createElement("div");
@@ -177,12 +180,12 @@ export function mountTerminal(el, options) {
     transport.resize(term.rows, term.cols);
   }
 
-  async function startNew() {
+  async function startNew(fresh = true) {
     if (!opts.api || starting) return;
     show({ name: "connecting" });
     fitNow();
     starting = (opts.startSession
-      ? opts.startSession(term.rows, term.cols)
+      ? opts.startSession(term.rows, term.cols, fresh)
       : opts.api.start(opts.labId, term.rows, term.cols).then((s) => s.sessionId));
     try {
       const id = await starting;
@@ -201,7 +204,7 @@ export function mountTerminal(el, options) {
     }
   }
 
-  restart.addEventListener("click", () => startNew());
+  restart.addEventListener("click", () => startNew(true));
 
   async function begin() {
     show({ name: "connecting" });
@@ -212,7 +215,7 @@ export function mountTerminal(el, options) {
     }
     if (disposed) return;
     if (opts.sessionId) attach(opts.sessionId);
-    else await startNew();
+    else await startNew(false);
   }
   begin();
 

@@ -10,6 +10,16 @@ import { mountTerminal, pageApi } from "./view.js";
 // server), the first view starts one; views rendered meanwhile share that start.
 const starts = new WeakMap();
 
+// After a kernel restart the model's comm is gone; the view goes on working
+// (it needs no kernel), its state just no longer reaches Python.
+function save(model) {
+  try {
+    model.save_changes();
+  } catch {
+    // nothing to tell: the kernel side of this widget is gone
+  }
+}
+
 function render({ model, el }) {
   const api = pageApi(model.get("http"));
   const view = mountTerminal(el, {
@@ -18,9 +28,9 @@ function render({ model, el }) {
     labId: model.get("lab"),
     rows: model.get("rows"),
     readOnly: model.get("read_only"),
-    startSession(rows, cols) {
+    startSession(rows, cols, fresh) {
       const current = model.get("session_id");
-      if (current) return Promise.resolve(current);
+      if (current && !fresh) return Promise.resolve(current); // another view started it
       if (!starts.has(model)) {
         const start = api.start(model.get("lab"), rows, cols).then((s) => s.sessionId);
         starts.set(model, start);
@@ -31,7 +41,7 @@ function render({ model, el }) {
     onSessionId(id) {
       if (model.get("session_id") !== id) {
         model.set("session_id", id);
-        model.save_changes();
+        save(model);
       }
     },
     onState(state) {
@@ -39,7 +49,7 @@ function render({ model, el }) {
       if (model.get("status") !== state.name || model.get("exit_code") !== exitCode) {
         model.set("status", state.name);
         model.set("exit_code", exitCode);
-        model.save_changes();
+        save(model);
       }
     },
   });
