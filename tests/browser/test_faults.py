@@ -117,6 +117,16 @@ def test_a_server_restart_shows_not_found_and_offers_a_new_session(own_lab: Jupy
     standalone.run("echo new-$((6*7))", r"^new-42$")
     page.shot("page-new-session", lab_page)
 
+    # So does the widget's, though its kernel died with the server: the browser starts it.
+    old = widget.session_id
+    widget.root.locator(".labkernel-restart").click()
+    widget.wait_state("connected")
+    assert widget.session_id not in ("", old)
+    widget.wait_text(PROMPT_RX)
+    widget.focus()
+    widget.run("echo widget-$((6*7))", r"^widget-42$")
+    page.shot("widget-new-session")
+
 
 def test_a_graceful_server_restart_shows_the_end_and_offers_a_new_session(
         own_lab: JupyterProcess, page: Any) -> None:

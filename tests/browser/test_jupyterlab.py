@@ -176,8 +176,6 @@ def test_the_session_ending_shows_ended_without_a_request_loop(lab: JupyterProce
     page.shot("ended")
 
 
-@pytest.mark.xfail(strict=True, reason="widget bug: in a notebook the button re-attaches to the "
-                   "ended session (js/src/widget.js startSession returns the model's session_id)")
 def test_the_new_session_button_after_an_end_starts_a_session_that_answers(
         lab: JupyterProcess, page: Any) -> None:
     _, term = open_terminal(page, lab, "newsession")
