@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from labservers import CHROMIUM, CHROMIUM_ARGS, JupyterProcess
+from .labservers import CHROMIUM, CHROMIUM_ARGS, JupyterProcess
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 HERE = Path(__file__).parent
@@ -67,8 +67,14 @@ def jp_server_cleanup() -> None:
     """Overrides pytest-jupyter's: see jp_asyncio_loop."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for a module's tests.
+
+    Module scope, not session: while Playwright's sync API is active its asyncio loop
+    is marked running on this thread, which would break every pytest-jupyter test
+    that runs after the browser tests in the same pytest run.
+    """
     missing = _missing()
     if missing:
         pytest.fail(f"CI=true but the browser tests cannot run: {missing}")

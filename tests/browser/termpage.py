@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from labservers import JupyterProcess
+from .labservers import JupyterProcess
 
 #: Where a test's screenshots go (git-ignored); look at them.
 STATES = ("connecting", "connected", "reconnecting", "ended", "expired", "not_found",

@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from labservers import PROMPT, JupyterProcess
-from termpage import Notebook, RequestLog, TerminalView, wait_until
+from .labservers import PROMPT, JupyterProcess
+from .termpage import Notebook, RequestLog, TerminalView, wait_until
 
 PROMPT_RX = re.escape(PROMPT.strip())
 

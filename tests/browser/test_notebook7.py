@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from labservers import PROMPT, JupyterProcess
-from termpage import Notebook, RequestLog
+from .labservers import PROMPT, JupyterProcess
+from .termpage import Notebook, RequestLog
 
 TERMINAL_CELL = "from labkernel import Terminal\nt = Terminal()\nt"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from labservers import PROMPT, JupyterProcess
-from termpage import first_terminal
+from .labservers import PROMPT, JupyterProcess
+from .termpage import first_terminal
 
 PROMPT_RX = re.escape(PROMPT.strip()) + "$"
 
