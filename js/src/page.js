@@ -39,6 +39,8 @@ function main() {
     onSessionId(id) {
       sessionId = id;
       if (labId) remember(key, id);
+      // On a session's page, the address follows the new session, so a reload finds it.
+      else history.replaceState(null, "", `${config.baseUrl}labkernel/sessions/${encodeURIComponent(id)}`);
     },
     onState(state) {
       // A remembered session the server no longer knows (it restarted): start afresh.

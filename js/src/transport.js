@@ -195,6 +195,24 @@ export function pageBudget() {
   return globalThis[key];
 }
 
+/**
+ * `text` cut into pieces of at most `size` UTF-16 units, never inside a surrogate
+ * pair. xterm parses each write() as one task and yields to the page only between
+ * writes, so a 1 MiB answer written whole blocks the page for hundreds of ms.
+ */
+export function pieces(text, size = 16384) {
+  const out = [];
+  let start = 0;
+  while (start < text.length) {
+    let end = Math.min(start + size, text.length);
+    const code = text.charCodeAt(end - 1);
+    if (end < text.length && code >= 0xd800 && code <= 0xdbff) end += end - start > 1 ? -1 : 1;
+    out.push(text.slice(start, end));
+    start = end;
+  }
+  return out;
+}
+
 // -- The session transport ---------------------------------------------------------
 
 /** The most characters in one input POST: 8192 × 6 (a JSON-escaped control byte) stays under 64 KiB. */

@@ -13,7 +13,7 @@ import { WebLinksAddon } from "@xterm/addon-web-links";
 import "@xterm/xterm/css/xterm.css";
 import "./terminal.css";
 
-import { Api, SessionTransport, httpLayer, pageBudget, xsrfFromCookie } from "./transport.js";
+import { Api, SessionTransport, httpLayer, pageBudget, pieces, xsrfFromCookie } from "./transport.js";
 import { terminalTheme, watchTheme } from "./theme.js";
 
 /** The page's Jupyter settings (`jupyter-config-data`), or null where there are none. */
@@ -54,7 +54,8 @@ const MESSAGES = {
     ? "The session has ended."
     : `The session has ended (exit code ${s.exitCode}).`),
   expired: () => "The session has expired: it reached its time limit.",
-  not_found: () => "This session no longer exists (the server may have restarted).",
+  not_found: (s) => (s.lab ? s.message || "There is no such lab on this server."
+    : "This session no longer exists (the server may have restarted)."),
   forbidden: (s) => s.message || "Not allowed: sign in to Jupyter again, then reload the page.",
   unavailable: (s) => s.message
     || "No labkernel server here: this terminal needs JupyterLab or Jupyter Notebook 7 "
@@ -172,7 +173,12 @@ export function mountTerminal(el, options) {
       api: opts.api,
       sessionId,
       budget: pageBudget(),
-      onOutput: (data, done) => term.write(data, done),
+      onOutput: (data, done) => {
+        // In pieces, so that xterm yields to the page between them during a flood;
+        // the next poll waits until the last piece is drawn (flow control).
+        const parts = pieces(data);
+        parts.forEach((part, i) => term.write(part, i === parts.length - 1 ? done : undefined));
+      },
       onState: show,
     }).start();
     fitNow();
@@ -197,7 +203,7 @@ export function mountTerminal(el, options) {
       const code = answer?.status;
       const message = answer?.body?.message;
       if (code === 401 || code === 403) show({ name: "forbidden", message });
-      else if (code === 404 && answer?.body?.error === "lab_not_found") show({ name: "not_found", message });
+      else if (code === 404 && answer?.body?.error === "lab_not_found") show({ name: "not_found", message, lab: true });
       else show({ name: "unavailable", message: message || "Could not start a lab session; try again." });
     } finally {
       starting = null;

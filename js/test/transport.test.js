@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  Api, MAX_INPUT_CHARS, PollBudget, SessionTransport, backoffDelay, xsrfFromCookie,
+  Api, MAX_INPUT_CHARS, PollBudget, SessionTransport, backoffDelay, pieces, xsrfFromCookie,
 } from "../src/transport.js";
 import { FakeServer, FakeTimers, settle } from "./fake.js";
 
@@ -352,4 +352,18 @@ test("property: under random faults, cut polls, small answers and slow drawing, 
     assert.equal(server.written, typed, `seed ${seed}: input`);
     transport.dispose();
   }
+});
+
+test("a big answer is drawn in pieces, whole, in order, no surrogate pair cut", () => {
+  const text = `${"y\n".repeat(10000)}😀${"é😀".repeat(5000)}`;
+  for (const size of [1, 2, 3, 7, 16384]) {
+    const parts = pieces(text, size);
+    assert.equal(parts.join(""), text);
+    for (const part of parts) {
+      assert.ok(part.length <= size || (size === 1 && part.length === 2));
+      assert.equal(part, part.toWellFormed());
+    }
+  }
+  assert.deepEqual(pieces(""), []);
+  assert.deepEqual(pieces("abc"), ["abc"]);
 });
