@@ -153,7 +153,7 @@ def echo_round(page: Any, targets: list[Target], keys: int, block: int = 10) -> 
 
 
 def flood(page: Any, flooder: Target, prober: Target, size: str, shown_js: str,
-          probe_gap: float = 0.1) -> dict[str, Any]:
+          probe_gap: float = 0.1, shots: Path | None = None) -> dict[str, Any]:
     """``yes | head -c size`` in ``flooder`` while ``prober`` echoes keys; until all is shown."""
     page.evaluate("() => { window.__marks = {}; window.__longtasks = []; }")
     type_line(page, flooder, f"clear; yes | head -c {size}; echo flood-$((40+2))")
@@ -162,10 +162,13 @@ def flood(page: Any, flooder: Target, prober: Target, size: str, shown_js: str,
     probes: list[float] = []
     letters = "abcdefghijklmnopqrstuvwxyz"
     i = 0
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 300
     while not page.evaluate(f"() => !!window.__marks[{json.dumps(flooder.arrival_id)}]"):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{flooder.name}: the flood did not end in 600 s")
+            if shots:
+                page.screenshot(path=str(shots / "browser-bench-stalled.png"))
+            got = page.evaluate("(id) => window.__arrivals.filter(a => a.id === id).length", flooder.arrival_id)
+            raise RuntimeError(f"{flooder.name}: the flood did not end in 300 s ({got} answers arrived)")
         try:
             probes.append(echo_once(page, prober, letters[i % 26], timeout=30))
         except Exception as error:  # noqa: BLE001 - a probe lost in the flood is reported, not fatal
@@ -266,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for rnd in range(args.flood_rounds):
                 for flooder, prober, shown in (order if rnd % 2 == 0 else order[::-1]):
                     log(f"flood {args.flood} in {flooder.name}, probing {prober.name} (round {rnd + 1})")
-                    got = flood(page, flooder, prober, args.flood, shown)
+                    got = flood(page, flooder, prober, args.flood, shown, shots=args.shots)
                     results["flood"].setdefault(flooder.name, []).append(got)
                     page.screenshot(path=str(args.shots / f"browser-bench-flood-{flooder.name.split()[0]}-{rnd}.png"))
                     time.sleep(2)
