@@ -118,6 +118,11 @@ def test_a_server_restart_shows_not_found_and_offers_a_new_session(own_lab: Jupy
     page.shot("page-new-session", lab_page)
 
     # So does the widget's, though its kernel died with the server: the browser starts it.
+    # (First close JupyterLab's own "Server Connection Error" dialog, a modal over the page.)
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        dialog.locator(".jp-Dialog-footer button").last.click()
+        dialog.wait_for(state="detached")
     old = widget.session_id
     widget.root.locator(".labkernel-restart").click()
     widget.wait_state("connected")
