@@ -25,7 +25,7 @@ pc, tt = time.perf_counter, time.thread_time
 
 
 def _reset() -> None:
-    _state.update(n=0, busy=0.0, over5=0, over5_cpu=0, top=[], t0=pc(), max_cpu=0.0,
+    _state.update(n=0, busy=0.0, busy_cpu=0.0, over5=0, over5_cpu=0, top=[], t0=pc(), max_cpu=0.0,
                   max_cpu_what="")
 
 
@@ -45,6 +45,7 @@ def _run(self):
         s = _state
         s["n"] += 1
         s["busy"] += wall
+        s["busy_cpu"] += cpu
         if wall > 0.005:
             s["over5"] += 1
         if cpu > 0.005:
@@ -71,6 +72,7 @@ class LoopProbe(APIHandler):
             top = s["top"]
             out = {"window_s": pc() - s["t0"], "callbacks": s["n"],
                    "busy_fraction": s["busy"] / max(pc() - s["t0"], 1e-9),
+                   "busy_cpu_fraction": s["busy_cpu"] / max(pc() - s["t0"], 1e-9),
                    "max_ms": top[0][0] * 1e3 if top else 0.0,
                    "max_cpu_ms": s["max_cpu"] * 1e3, "max_cpu_what": s["max_cpu_what"],
                    "over_5ms": s["over5"], "over_5ms_cpu": s["over5_cpu"],

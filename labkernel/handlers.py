@@ -9,7 +9,6 @@ contract's ``{"error", "message"}`` body.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import time
@@ -19,8 +18,10 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
+from tornado.iostream import StreamClosedError
 
 from . import __version__
+from .answers import PIECE, answer_pieces
 from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from .manager import LabSessionManager
 from .sessions import Session
@@ -259,6 +260,7 @@ class OutputHandler(LabHandler):
         max_bytes = self._number("max", 1024 * 1024, integer=True)
         if max_bytes < 1:
             raise BadRequest("max must be 1 or more.")
+        max_bytes = min(max_bytes, self.manager.max_answer)
         encoding = self.get_query_argument("encoding", "utf-8")
         if encoding not in ("utf-8", "base64"):
             raise BadRequest(f"encoding must be utf-8 or base64 (got {encoding!r}).")
@@ -282,16 +284,28 @@ class OutputHandler(LabHandler):
             # flood at a fraction of the per-request cost.
             await asyncio.sleep(self.manager.batch_delay)
             chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        data = chunk.data.decode("utf-8", "replace") if utf8 else base64.b64encode(chunk.data).decode()
-        self.write_json({
+        pieces = answer_pieces({
             "sessionId": session.id,
-            "data": data,
             "offset": chunk.offset,
             "nextOffset": chunk.next_offset,
             "truncated": chunk.truncated,
             "status": session.status,
             "exitCode": session.exit_code,
-        })
+        }, chunk.data, utf8=utf8)
+        if len(chunk.data) <= PIECE:
+            self.finish("".join(pieces))
+            return
+        # A large answer: send it piece by piece and let the loop serve the other
+        # sessions in between (see ``answers``).
+        self.set_header("Content-Type", "application/json")
+        try:
+            for piece in pieces:
+                self.write(piece)
+                await self.flush()
+                await asyncio.sleep(0)
+        except StreamClosedError:
+            return  # the client went away
+        self.finish()
 
     def _streaming(self, session: Session, chunk: Any, max_bytes: int) -> bool:
         return (

@@ -48,8 +48,15 @@ class LabSessionManager(LoggingConfigurable):
     ).tag(config=True)
 
     read_budget = Int(
-        256 * 1024, help="""The most bytes read from one session's terminal per event
+        32 * 1024, min=1, help="""The most bytes read from one session's terminal per event
         loop turn, so that a flooding session yields to the others.""",
+    ).tag(config=True)
+
+    max_answer = Int(
+        1024 * 1024, min=1, help="""The most output bytes one answer carries, whatever `max` a
+        client asks for: encoding and sending an answer holds the event loop (every
+        session's) for about 1 ms per 100 KiB, so a flood is carried in answers of
+        this size rather than in 1 MiB ones.""",
     ).tag(config=True)
 
     max_wait = Float(

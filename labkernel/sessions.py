@@ -361,14 +361,25 @@ class Session:
         Readiness is edge-triggered (see ``poller``): whenever this stops before the
         PTY is drained, something must call it again — the budget schedules it for
         the next loop turn, and resuming after flow control does too.
+
+        A PTY read returns at most what the line discipline holds, under 4 KiB, so
+        a turn is many reads: per read only the read and a FIONREAD ioctl (reading
+        an empty PTY makes the kernel wait for its flush worker, O_NONBLOCK
+        notwithstanding), while how far the slowest reader lets us go is worked out
+        once per turn and the log is appended to once.
         """
         if self._paused or self._eof or self._fd < 0:
             return
-        budget = self.settings.read_budget
-        got = False
+        room = self._room()
+        if room <= 0:
+            self._pause()
+            return
+        budget = min(self.settings.read_budget, room)
+        chunks: list[bytes] = []
+        got = 0
         while True:
             try:
-                data = os.read(self._fd, _READ_SIZE)
+                data = os.read(self._fd, min(_READ_SIZE, budget - got))
             except BlockingIOError:
                 break
             except OSError as e:
@@ -380,21 +391,21 @@ class Session:
                 break
             if not data:
                 break
-            got = True
-            self.output.append(data)
-            budget -= len(data)
-            if self._lagging_reader_behind():
-                self._pause()
+            chunks.append(data)
+            got += len(data)
+            if got >= budget:
+                if budget < self.settings.read_budget:
+                    # An attached reader is a whole window behind: the program
+                    # blocks on its write until the reader catches up.
+                    self._pause()
+                elif _bytes_waiting(self._fd):
+                    # Yield to the other sessions and requests; carry on next turn.
+                    self._loop.add_callback(self._read_pty)
                 break
-            # Read again only what is already there: reading an empty PTY makes the
-            # kernel wait for its flush worker, O_NONBLOCK notwithstanding.
             if not _bytes_waiting(self._fd):
                 break
-            if budget <= 0:
-                # Yield to the other sessions and requests; carry on next turn.
-                self._loop.add_callback(self._read_pty)
-                break
-        if got:
+        if chunks:
+            self.output.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             self.last_activity = time.time()
             self.last_output = time.monotonic()
 
@@ -406,12 +417,13 @@ class Session:
             del self._readers[key]
         return min((r.offset for r in self._readers.values()), default=None)
 
-    def _lagging_reader_behind(self) -> bool:
+    def _room(self) -> int:
+        """How many bytes may be read before the log would drop one an attached reader
+        has not had yet (unbounded with nobody attached: the window slides)."""
         slowest = self._slowest_reader()
-        # Pause one read short of the window, so the log never drops a byte a
-        # reader that is still polling has not had yet.
-        high_water = self.settings.buffer_size - _READ_SIZE
-        return slowest is not None and self.output.end - slowest > high_water
+        if slowest is None:
+            return self.settings.read_budget
+        return self.settings.buffer_size - (self.output.end - slowest)
 
     def _pause(self) -> None:
         self._paused = True

@@ -1,0 +1,78 @@
+"""Flood isolation: a flooding session is read and answered in pieces that keep the
+event loop free for the others, and still never loses a byte for an attached reader.
+
+Real server, real shells. The ``manager`` fixture is used to look inside: the sizes
+the PTY was read in (a spy on the session's real output log, recording and passing
+every call through) and the output window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from conftest import eventually
+from test_streaming import DONE_RE, Reader, log_tail, server, start_unattached
+
+KIB = 1024
+
+
+@server(max_answer=10_000)
+async def test_an_answer_carries_at_most_max_answer_bytes_whatever_max_asks(api):
+    sid, offset = await api.shell()
+    accepted = await api.command(sid, "head -c 200000 /dev/zero | tr '\\0' x; echo DO''NE")
+    reader = Reader(api, sid, accepted["offset"], encoding="utf-8")
+    text, sizes = "", []
+    while not DONE_RE.search(text[-100:]):
+        answer = await reader.read(4 * 1024 * 1024)
+        sizes.append(len(answer))
+        text += answer
+    assert max(sizes) <= 10_000
+    assert len(sizes) >= 20  # 200 KB could not come in fewer
+    assert max(map(len, re.findall("x+", text))) == 200_000
+
+
+def spy_appends(session: Any) -> list[int]:
+    """Record the size of every append to the session's output log (passed through)."""
+    sizes: list[int] = []
+    append = session.output.append
+
+    def recording(data: bytes) -> None:
+        sizes.append(len(data))
+        append(data)
+
+    session.output.append = recording
+    return sizes
+
+
+@server(read_budget=8 * KIB)
+async def test_a_flooding_session_is_read_at_most_read_budget_per_loop_turn(api, manager):
+    sid, offset = await start_unattached(api, manager)
+    session = manager.get(sid)
+    sizes = spy_appends(session)
+    await api.command(sid, "head -c 3000000 /dev/zero | tr '\\0' x; echo DO''NE")
+    await eventually(lambda: b"DONE" in log_tail(session.output), timeout=60, interval=0.01)
+    assert sum(sizes) > 3_000_000
+    assert max(sizes) <= 8 * KIB
+    # Reads of one turn go to the log together: far fewer appends than PTY reads (< 4 KiB).
+    assert len(sizes) < 3_000_000 / 4 / KIB
+
+
+@server(buffer_size=256 * KIB, read_budget=256 * KIB)
+async def test_a_turn_stops_where_an_attached_reader_would_lose_a_byte(api, manager):
+    """The budget of a turn is cut to the room the slowest reader leaves, exactly."""
+    sid, offset = await api.shell()
+    log = manager.get(sid).output
+    reader = Reader(api, sid, offset, encoding="utf-8")
+    await reader.read(65536, wait=0)  # attached at the current end
+    accepted = await api.command(sid, "head -c 2000000 /dev/zero | tr '\\0' x; echo DO''NE")
+    text = ""
+    while not DONE_RE.search(text[-100:]):
+        # A slow reader: the program must keep stopping at the window, never past it.
+        await asyncio.sleep(0.05)
+        assert log.end - reader.offset <= 256 * KIB
+        assert log.base <= reader.offset
+        text += await reader.read(100_000)
+    assert accepted["offset"] >= offset
+    assert max(map(len, re.findall("x+", text))) == 2_000_000
