@@ -7,6 +7,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the server extension must not pull in ipywidgets.
+    if name == "Terminal":
+        from .widget import Terminal
+
+        return Terminal
+    raise AttributeError(f"module 'labkernel' has no attribute {name!r}")
+
+
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .app import LabKernelApp
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Type
 
-from . import handlers
+from . import handlers, pages
 from .manager import LabSessionManager
 
 #: Where kernels started by this server find it (see ``labkernel.client``).
@@ -19,6 +20,9 @@ class LabKernelApp(ExtensionApp):
     """Serves lab sessions over the REST API of ``openapi.yaml``."""
 
     name = "labkernel"
+
+    # The browser bundle (widget and lab page), built from js/ into the package.
+    static_paths = [str(Path(__file__).parent / "static")]
 
     manager_class = Type(
         default_value=LabSessionManager, klass=LabSessionManager,
@@ -35,8 +39,11 @@ class LabKernelApp(ExtensionApp):
         self.settings["labkernel_manager"] = self.manager
         # The port is only final once the server has bound it, when the loop runs.
         self.serverapp.io_loop.add_callback(self._export_credentials)
+        # Find the labs and fill their warm pools before the first learner asks.
+        self.serverapp.io_loop.add_callback(self.manager.warm_up)
 
     def initialize_handlers(self) -> None:
+        self.handlers.extend(pages.handlers)
         if not self.serverapp.terminals_enabled:
             # A lab session is a shell: where terminals are off, labs are off too.
             self.log.info("labkernel: terminals are disabled on this server, so lab sessions are too")

@@ -6,8 +6,8 @@ needed::
     from labkernel.client import LabClient
     with LabClient() as lab:
         s = lab.start("shell")
-        lab.command(s["sessionId"], "echo hello")
-        _, offset = lab.wait_for(s["sessionId"], "hello\\r\\n")
+        lab.command(s["sessionId"], "echo $((6*7))")
+        _, offset = lab.wait_for(s["sessionId"], "42\\r\\n")  # the output, not the echo
         lab.stop(s["sessionId"])
 """
 from __future__ import annotations
@@ -206,6 +206,18 @@ class LabClient:
     def status(self, session_id: str) -> dict:
         """Short status: ``terminalActive``, ``status``, ``exitCode``, ``outputOffset``…"""
         return self._request("GET", f"api/ws/status/{self._sid(session_id)}")
+
+    def check(self, session_id: str, step: Optional[int] = None) -> dict:
+        """Run the checks of a lab session: one step (counted from 1) or all of them.
+
+        Returns ``{"sessionId", "results": [{"step", "title", "passed", "message",
+        "durationMs", "timedOut"}], "currentStep", "steps"}``; ``passed`` is None for
+        a step without a check.
+        """
+        body = {} if step is None else {"step": step}
+        # A check may take up to the server's check timeout (30 s by default).
+        return self._request("POST", f"api/labs/session/{self._sid(session_id)}/check", body,
+                             timeout=self.timeout + 60)
 
     # -- input ----------------------------------------------------------------------
 

@@ -43,6 +43,12 @@ class SessionEnded(LabError):
     code, status = "session_ended", 409
 
 
+class SignalRefused(LabError):
+    """The kernel refused the signal: the foreground program runs as another user."""
+
+    code, status = "signal_refused", 409
+
+
 class PayloadTooLarge(LabError):
     code, status = "payload_too_large", 413
 

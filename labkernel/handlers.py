@@ -18,10 +18,8 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
-from tornado.iostream import StreamClosedError
 
-from . import __version__
-from .answers import PIECE, answer_pieces
+from . import __version__, answers
 from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from .manager import LabSessionManager
 from .sessions import Session
@@ -42,11 +40,43 @@ _STATUS_MESSAGES = {
     405: "This address does not answer to that HTTP method.",
 }
 
+#: A POST body over the limit but under this is read (and discarded) before the 413:
+#: answering while the client still sends makes Tornado close the connection, and
+#: a client (or a proxy) that is reset mid-send may never see the answer.
+_READ_AND_REFUSE = 1024 * 1024
 
+
+@web.stream_request_body
 class LabHandler(ExtensionHandlerMixin, APIHandler):
-    """Base of every labkernel handler: the manager, JSON bodies, JSON errors."""
+    """Base of every labkernel handler: the manager, JSON bodies, JSON errors.
+
+    Bodies are streamed (``stream_request_body``) rather than read whole before
+    ``prepare``, as Tornado otherwise does, and kept only up to the limit; the rest
+    is discarded as it arrives. A body whose Content-Length is over the limit (for
+    a POST, over ``_READ_AND_REFUSE`` too) is refused before any of it is read,
+    authenticated or not, and the connection closed. (Three 200 MB bodies without a token cost the
+    server 480 MiB before.)
+    """
 
     auth_resource = "terminals"
+    _body: bytearray | None = None  # None: over the limit
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        length = self.request.headers.get("Content-Length", "")
+        limit = self.extensionapp.max_body_size
+        # Only POST routes take a body: any other request's is refused unread.
+        refuse_over = max(limit, _READ_AND_REFUSE) if self.request.method == "POST" else limit
+        if length.isdigit() and int(length) > refuse_over:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is not None:
+            if len(self._body) + len(chunk) > self.extensionapp.max_body_size:
+                self._body = None
+            else:
+                self._body += chunk
 
     @property
     def manager(self) -> LabSessionManager:
@@ -62,9 +92,9 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object ({} when empty), within the size limit."""
-        body = self.request.body
+        body = self._body
         limit = self.extensionapp.max_body_size
-        if len(body) > limit:
+        if body is None:
             raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         if not body.strip():
             return {}
@@ -107,6 +137,8 @@ def _int_field(model: dict[str, Any], name: str, low: int, high: int) -> int | N
 
 
 def _str_field(model: dict[str, Any], name: str, required: bool = False) -> str | None:
+    if required and name not in model:
+        raise BadRequest(f"{name} is missing.")
     value = model.get(name)
     if value is None and not required:
         return None
@@ -138,6 +170,7 @@ class HealthHandler(LabHandler):
             "version": __version__,
             "transport": "http-polling",
             "activeSessions": self.manager.active_count,
+            "containment": self.manager.containment_mode,
         })
 
 
@@ -146,8 +179,10 @@ class LabsHandler(LabHandler):
 
     @web.authenticated
     @authorized("read")
-    def get(self) -> None:
-        self.write_json({"labs": [lab.summary() for lab in self.manager.labs.list()]})
+    async def get(self) -> None:
+        catalog = await self.manager.refresh_labs()
+        self.write_json({"labs": [lab.summary() for lab in catalog.list()],
+                         "errors": [problem.model() for problem in catalog.problems()]})
 
 
 class StartHandler(LabHandler):
@@ -155,11 +190,12 @@ class StartHandler(LabHandler):
 
     @web.authenticated
     @authorized("write")
-    def post(self) -> None:
+    async def post(self) -> None:
         model = self.json_body()
         lab_id = _str_field(model, "labId") or "shell"
         rows = _int_field(model, "rows", 1, 1000)
         cols = _int_field(model, "cols", 1, 1000)
+        await self.manager.refresh_labs()
         session = self.manager.start(lab_id, rows, cols)
         self.write_json(session.model(), status=201)
 
@@ -188,6 +224,17 @@ class SessionHandler(LabHandler):
         self.write_json(session.model())
 
 
+class CheckHandler(LabHandler):
+    """``POST /api/labs/session/{id}/check``: run the checks of one step or of all."""
+
+    @web.authenticated
+    @authorized("execute")
+    async def post(self, session_id: str) -> None:
+        model = self.json_body()
+        step = _int_field(model, "step", 1, 10**6)
+        self.write_json(await self.manager.check(session_id, step))
+
+
 class StatusHandler(LabHandler):
     """``GET /api/ws/status/{id}``: the live state of a session."""
 
@@ -208,6 +255,10 @@ class MessageHandler(LabHandler):
         seq = _int_field(model, "seq", 0, 2**63 - 1)
         client = _client_id(_str_field(model, "clientId"))
         kind = model.get("type")
+        if kind in ("resize", "signal") and ("command" in model or "data" in model):
+            # Applying one half of such a message would drop the other silently.
+            raise BadRequest(f"A {kind} message carries no command or data; send the input "
+                             "in a message of its own.")
         if kind == "resize":
             rows, cols = _int_field(model, "rows", 1, 1000), _int_field(model, "cols", 1, 1000)
             if rows is None or cols is None:
@@ -236,7 +287,11 @@ _BATCH_MIN = 4096
 class OutputHandler(LabHandler):
     """``GET /api/ws/output/{id}``: output from an offset, long-polling when there is none."""
 
+    # A tab left open polls for ever: that must not keep a Binder or JupyterHub
+    # server from being culled as idle. Input (MessageHandler) still counts.
+    _track_activity = False
     _poll: asyncio.Future[None] | None = None
+    _gone = False  # the client hung up, possibly before the poll began
 
     def _number(self, name: str, default: float, *, integer: bool) -> Any:
         raw = self.get_query_argument(name, None)
@@ -260,16 +315,23 @@ class OutputHandler(LabHandler):
         max_bytes = self._number("max", 1024 * 1024, integer=True)
         if max_bytes < 1:
             raise BadRequest("max must be 1 or more.")
-        max_bytes = min(max_bytes, self.manager.max_answer)
         encoding = self.get_query_argument("encoding", "utf-8")
         if encoding not in ("utf-8", "base64"):
             raise BadRequest(f"encoding must be utf-8 or base64 (got {encoding!r}).")
         reader = _client_id(self.get_query_argument("clientId", None)) or ""
         utf8 = encoding == "utf-8"
+        cap = self.manager.max_answer_size
+        max_bytes = min(max_bytes, answers.raw_limit(cap, utf8))
 
         chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        if not chunk.data and wait > 0 and session.running:
+        if not chunk.data and wait > 0 and session.status in ("starting", "running"):
             # Nothing complete past offset yet: wait for bytes past what exists now.
+            stream = getattr(self.request.connection, "stream", None)
+            if self._gone or (stream is not None and stream.closed()):
+                # The client hung up before the poll began (with streamed bodies its
+                # close can come while prepare() runs, when no one hears it): no one
+                # would cancel this poll.
+                return
             self._poll = session.output.wait(session.output.end, wait)
             try:
                 await self._poll
@@ -284,28 +346,26 @@ class OutputHandler(LabHandler):
             # flood at a fraction of the per-request cost.
             await asyncio.sleep(self.manager.batch_delay)
             chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        pieces = answer_pieces({
+        chunk, data = answers.fit(lambda n: session.read(offset, n, utf8=utf8, reader=reader),
+                                  chunk, cap, utf8=utf8)
+        # A large answer is encoded piece by piece, with the loop free in between
+        # (see ``answers.pieces``), then sent whole, with its Content-Length.
+        large = len(data) > answers.PIECE
+        parts = []
+        for piece in answers.pieces({
             "sessionId": session.id,
             "offset": chunk.offset,
             "nextOffset": chunk.next_offset,
             "truncated": chunk.truncated,
             "status": session.status,
             "exitCode": session.exit_code,
-        }, chunk.data, utf8=utf8)
-        if len(chunk.data) <= PIECE:
-            self.finish("".join(pieces))
-            return
-        # A large answer: send it piece by piece and let the loop serve the other
-        # sessions in between (see ``answers``).
-        self.set_header("Content-Type", "application/json")
-        try:
-            for piece in pieces:
-                self.write(piece)
-                await self.flush()
+        }, data):
+            parts.append(piece)
+            if large:
                 await asyncio.sleep(0)
-        except StreamClosedError:
-            return  # the client went away
-        self.finish()
+                if self._gone:
+                    return  # the client went away meanwhile
+        self.finish("".join(parts))
 
     def _streaming(self, session: Session, chunk: Any, max_bytes: int) -> bool:
         return (
@@ -317,6 +377,8 @@ class OutputHandler(LabHandler):
         )
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._gone = True
         if self._poll is not None:
             self._poll.cancel()
 
@@ -343,6 +405,7 @@ default_handlers = [
     (r"/api/labs/start", StartHandler),
     (r"/api/labs/sessions", SessionsHandler),
     (rf"/api/labs/session/{_ID}", SessionHandler),
+    (rf"/api/labs/session/{_ID}/check", CheckHandler),
     (rf"/api/ws/status/{_ID}", StatusHandler),
     (r"/api/ws/message", MessageHandler),
     (rf"/api/ws/output/{_ID}", OutputHandler),

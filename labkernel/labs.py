@@ -116,7 +116,8 @@ class Lab:
         (existing clients show it); ``stepList`` carries the steps themselves.
         """
         return {"id": self.id, "title": self.title, "description": self.description,
-                "steps": len(self.steps), "stepList": [s.summary() for s in self.steps]}
+                "steps": len(self.steps), "stepList": [s.summary() for s in self.steps],
+                "intro": self.intro, "finish": self.finish, "notes": list(self.notes)}
 
 
 SHELL = Lab(
@@ -149,10 +150,19 @@ class LabProblem:
 
 
 class LabCatalog:
-    """The labs this server offers, looked up by id."""
+    """The labs this server offers, looked up by id, and the definitions that failed.
 
-    def __init__(self, labs: list[Lab] | None = None):
-        self._labs = {lab.id: lab for lab in (labs if labs is not None else [SHELL])}
+    A snapshot: the manager replaces its contents after each scan of the search
+    path (``update``), so that lookups never touch the filesystem.
+    """
+
+    def __init__(self, labs: list[Lab] | None = None, problems: list[LabProblem] | None = None):
+        self.update(labs if labs is not None else [SHELL], problems or [])
+
+    def update(self, labs: list[Lab], problems: list[LabProblem]) -> None:
+        """Replace the catalog's contents (after a scan)."""
+        self._labs = {lab.id: lab for lab in labs}
+        self._problems = list(problems)
 
     def get(self, lab_id: str) -> Lab:
         try:
@@ -166,4 +176,4 @@ class LabCatalog:
 
     def problems(self) -> list[LabProblem]:
         """Definitions that could not be read, with the reason."""
-        return []
+        return list(self._problems)

@@ -11,12 +11,17 @@ import shutil
 import time
 from typing import Any
 
-from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Instance, Int, List, Unicode, default
+from tornado.ioloop import IOLoop, PeriodicCallback
+from traitlets import CaselessStrEnum, Float, Instance, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from . import pool
+from .catalog import LabScanner
+from .containment import MODES, Containment, choose, clean_leftovers
+from .credentials import CREDENTIAL_ENV, without_credentials
 from .errors import SessionNotFound, TooManySessions
-from .labs import LabCatalog
+from .labs import Lab, LabCatalog, LabProblem
+from .labsession import LabSession, LabSettings
 from .sessions import Session, SessionSettings
 
 
@@ -34,6 +39,13 @@ class LabSessionManager(LoggingConfigurable):
     def _default_shell(self) -> list[str]:
         shell = os.environ.get("SHELL") or shutil.which("bash") or "sh"
         return [shell, "-l"] if not os.isatty(1) else [shell]
+
+    hidden_env = List(
+        Unicode(),
+        help=f"""Environment variables of the server that lab shells do not inherit, as
+        names or fnmatch patterns (e.g. "AWS_*"), in addition to the credentials that
+        are always withheld: {", ".join(CREDENTIAL_ENV)}.""",
+    ).tag(config=True)
 
     root_dir = Unicode(help="The directory sessions start in (the server's root).").tag(config=True)
 
@@ -56,13 +68,6 @@ class LabSessionManager(LoggingConfigurable):
         latency while one floods (see Session._read_pty).""",
     ).tag(config=True)
 
-    max_answer = Int(
-        1024 * 1024, min=1, help="""The most output bytes one answer carries, whatever `max` a
-        client asks for: encoding and sending an answer holds the event loop (every
-        session's) for about 1 ms per 100 KiB, so a flood is carried in answers of
-        this size rather than in 1 MiB ones.""",
-    ).tag(config=True)
-
     max_wait = Float(
         25.0, help="""The longest a long poll is held, in seconds; longer `wait`s are
         capped. Keep it under the idle timeout of proxies in front of the server.""",
@@ -74,6 +79,18 @@ class LabSessionManager(LoggingConfigurable):
         answers leave the server time for the other sessions. Half a display frame
         by default; small output such as typing is never held. 0 disables batching.""",
     ).tag(config=True)
+
+    max_answer_size = Int(
+        2 * 1024 * 1024, help="""The largest output answer, in characters of its JSON
+        `data`: a larger `max` is clamped, and binary output read as UTF-8 text (which
+        escapes to up to six times its size) comes in smaller answers.""",
+    ).tag(config=True)
+
+    @validate("max_answer_size")
+    def _valid_answer_size(self, proposal: Any) -> int:
+        if proposal["value"] < 1024:
+            raise TraitError("max_answer_size must be at least 1024")
+        return proposal["value"]
 
     attach_timeout = Float(
         35.0, help="""A client counts as attached (and holds back the program when it
@@ -96,6 +113,17 @@ class LabSessionManager(LoggingConfigurable):
         seconds, before its id answers 404.""",
     ).tag(config=True)
 
+    retained_output = Int(
+        64 * 1024, help="""Output an ended session keeps for its retention, in bytes (its
+        newest output). A client still reading it when it ended keeps what it had not
+        read for one attach_timeout more.""",
+    ).tag(config=True)
+
+    max_ended_sessions = Int(
+        100, help="""The most ended sessions kept readable for their retention; beyond
+        it the oldest is forgotten (answers 404) first.""",
+    ).tag(config=True)
+
     max_sessions = Int(
         100, help="The most sessions running at once; starting one more answers 429."
     ).tag(config=True)
@@ -103,6 +131,35 @@ class LabSessionManager(LoggingConfigurable):
     kill_grace = Float(
         1.0, help="""Seconds between SIGHUP and SIGKILL when a session's processes are
         ended (stop, expiry, culling, shutdown).""",
+    ).tag(config=True)
+
+    kill_timeout = Float(
+        5.0, help="""Seconds, from the start of a stop, after which a session ends even
+        if some of its processes would not die (stuck in the kernel, or another user's
+        after a setuid program): they are logged and listed in the session's
+        `unkilled`, so that stopping and shutdown always finish. Keep it above
+        kill_grace.""",
+    ).tag(config=True)
+
+    containment = CaselessStrEnum(
+        ("auto", *MODES, "pidns-bwrap", "pidns-unshare"), default_value="auto",
+        help="""How a session's processes are held so that all of them end with it
+        (see labkernel/containment.py). "auto" takes the strongest that works here:
+        "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
+        "pidns-unshare" names one; needs root or unprivileged user namespaces);
+        "cgroup", a cgroup v2 per session ended with cgroup.kill (needs a writable
+        cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER process in front of each
+        session's program; "scan", the session id, an environment marker and
+        descendants found in /proc (escapable by a double fork that also drops the
+        marker). A mode that does not work here falls back to the next. GET /health
+        says which is in force.""",
+    ).tag(config=True)
+
+    max_processes = Int(
+        512, help="""The most processes (and threads) one session may run at once; 0 for
+        no limit. Enforced by a pids cgroup (pids.max) where the server may create
+        one; otherwise by RLIMIT_NPROC, which is weaker: it counts every process of
+        the server's user, not only the session's, and root ignores it.""",
     ).tag(config=True)
 
     input_limit = Int(
@@ -120,41 +177,208 @@ class LabSessionManager(LoggingConfigurable):
 
     labs = Instance(LabCatalog, args=(), help="The labs sessions can be started from.")
 
+    lab_path = List(
+        Unicode(), default_value=["labs"], help="""Where lab definitions are found: folders
+        relative to the server's root (or absolute). Each is a lab folder (it holds a
+        lab.toml or a Killercoda index.json) or a tree searched for lab folders.""",
+    ).tag(config=True)
+
+    lab_scan_interval = Float(
+        2.0, help="""How old, in seconds, the catalog may be when it is asked for: older,
+        the search path is walked again (off the event loop) and changed definitions
+        are re-read. 0: on every request.""",
+    ).tag(config=True)
+
+    pool_max = Int(
+        10, help="""The most sessions kept warm (started, setup done) across all labs'
+        pools (`pool = n` in lab.toml). Pooled sessions count towards max_sessions, but
+        a start at the limit stops a pooled session rather than answer 429.""",
+    ).tag(config=True)
+
+    setup_timeout = Float(
+        300.0, help="""Seconds a lab's hidden setup may run; then it is killed with its
+        children and the session fails.""",
+    ).tag(config=True)
+
+    check_timeout = Float(
+        30.0, help="Seconds a step's check may run; then it is killed with its children.",
+    ).tag(config=True)
+
+    scratch_dir = Unicode(
+        "", help="""Where the scratch folders of labs with `scratch = true` are made;
+        empty: the system's temporary folder.""",
+    ).tag(config=True)
+
+    check_output_limit = Int(
+        16 * 1024, help="""The most bytes of a check's output returned as its message (and
+        of a failed setup's output shown); the rest is cut.""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._sessions: dict[str, Session] = {}
         self._culler: PeriodicCallback | None = None
+        self._scanner: LabScanner | None = None
+        self._scan: asyncio.Future[None] | None = None
+        self._scanned_at: float | None = None
+        self._shutting_down = False
+        self._refill_timer: asyncio.TimerHandle | None = None
+        self.warm_pool = pool.WarmPool(self._create_pooled, self.log)
+        # Probed once per process (a few ms), before the server answers requests.
+        self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
+                                                log=self.log)
+        self.log.info("labkernel: session containment: %s", self._containment.describe())
+        IOLoop.current().add_callback(self._clean_leftovers)
+
+    @property
+    def containment_mode(self) -> str:
+        """The containment mode in force: "pidns", "cgroup", "subreaper" or "scan"."""
+        return self._containment.mode
+
+    async def _clean_leftovers(self) -> None:
+        """Kill what a server that died without cleaning up left behind (off the loop)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log)
+        except Exception:
+            self.log.exception("labkernel: cleaning up after a previous server failed")
 
     # -- sessions ---------------------------------------------------------------
 
     def start(self, lab_id: str = "shell", rows: int | None = None, cols: int | None = None) -> Session:
-        """Start a session of a lab; raises LabNotFound or TooManySessions."""
+        """Start a session of a lab; raises LabNotFound or TooManySessions.
+
+        A lab with a setup answers at once with a ``starting`` session; a lab with a
+        warm pool hands out a pooled session whose setup has run (see ``pool``).
+        """
         lab = self.labs.get(lab_id)
-        if self.active_count >= self.max_sessions:
-            raise TooManySessions(
-                f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
-        env = dict(os.environ, TERM="xterm-256color", JUPYTER_SERVER_ROOT=self.root_dir,
-                   **{var.name: var.value for var in lab.env})
+        rows, cols = rows or self.default_rows, cols or self.default_cols
+        ready, pooled = self.warm_pool.counts()
+        admission = pool.admit(lab.id, ready, pooled, self.live_count, self.max_sessions)
+        session = self.warm_pool.take(lab) if admission.take else None
+        if session is not None:
+            session.adopt(rows, cols, self._lifetime(lab))
+            self.log.info("labkernel: handed out pooled session %s of lab %s", session.id, lab.id)
+        else:
+            if admission.take:  # the ready one was of an older definition
+                admission = pool.admit(lab.id, {}, pooled, self.live_count, self.max_sessions)
+            if admission.refuse:
+                raise TooManySessions(
+                    f"This server already runs {self.max_sessions} lab sessions; stop one or try later.")
+            if admission.evict is not None:
+                self.warm_pool.evict(admission.evict)
+            session = self._create(lab, rows, cols)
+            self.log.info("labkernel: started session %s of lab %s (%s)", session.id, lab.id,
+                          f"pid {session.pid}" if session.running else session.status)
+        self._sessions[session.id] = session
+        session.on_close(self._forget_oldest_ended)
+        self._start_culling()
+        self._refill_soon()
+        return session
+
+    def _lifetime(self, lab: Lab) -> float:
+        return lab.lifetime if lab.lifetime is not None else self.lifetime
+
+    def _create(self, lab: Lab, rows: int, cols: int) -> LabSession:
         settings = SessionSettings(
             buffer_size=self.buffer_size, read_budget=self.read_budget,
             attach_timeout=self.attach_timeout, kill_grace=self.kill_grace,
+            kill_timeout=max(self.kill_timeout, self.kill_grace),
             input_limit=self.input_limit, max_clients=self.max_clients,
+            retained_output=self.retained_output,
         )
-        session = Session(
-            lab, rows=rows or self.default_rows, cols=cols or self.default_cols,
-            lifetime=self.lifetime, settings=settings, log=self.log,
-        )
-        try:
-            session.start(list(lab.argv or self.shell_command), env, self.root_dir)
-        except Exception as e:
-            # Keep the record: the client sees status "failed" and why, not a 500.
-            self.log.error("labkernel: could not start lab %s: %s", lab.id, e)
-            session.fail(f"labkernel: could not start the lab: {e}")
-        self._sessions[session.id] = session
-        self.log.info("labkernel: started session %s of lab %s (pid %s)", session.id, lab.id,
-                      session.pid if session.running else "-")
-        self._start_culling()
+        lab_settings = LabSettings(root_dir=self.root_dir, setup_timeout=self.setup_timeout,
+                                   check_timeout=self.check_timeout, output_limit=self.check_output_limit,
+                                   scratch_dir=self.scratch_dir, hidden_env=tuple(self.hidden_env))
+        session = LabSession(lab, rows=rows, cols=cols, lifetime=self._lifetime(lab), settings=settings,
+                             log=self.log, lab_settings=lab_settings,
+                             argv=list(lab.argv or self.shell_command),
+                             enclose=self._containment.enclose)
+        session.launch()
         return session
+
+    def _create_pooled(self, lab: Lab) -> LabSession:
+        return self._create(lab, self.default_rows, self.default_cols)
+
+    def _refill_soon(self) -> None:
+        """Refill the pools a moment later: a burst of starts is answered first, and
+        the shells (forks of this server) the refill spawns come after it."""
+        if self._refill_timer is None:
+            def run() -> None:
+                self._refill_timer = None
+                self._refill_pool()
+            self._refill_timer = asyncio.get_running_loop().call_later(0.05, run)
+
+    def _refill_pool(self) -> None:
+        if self._shutting_down:
+            return
+        try:
+            self.warm_pool.refill(self.labs.list(), self.live_count, self.max_sessions, self.pool_max)
+        except Exception:
+            self.log.exception("labkernel: refilling the warm pools failed")
+
+    async def check(self, session_id: str, step: int | None = None) -> dict[str, Any]:
+        """Run a session's checks (one step, from 1, or all); see ``LabSession.check``."""
+        return await self.get(session_id).check(step)
+
+    # -- the catalog --------------------------------------------------------------
+
+    async def refresh_labs(self, force: bool = False) -> LabCatalog:
+        """The catalog, re-read from the search path (off the loop) if older than
+        ``lab_scan_interval``."""
+        fresh = (self._scanned_at is not None
+                 and time.monotonic() - self._scanned_at < self.lab_scan_interval)
+        if force or not fresh:
+            if self._scan is None:
+                self._scan = asyncio.ensure_future(self._rescan())
+            await asyncio.shield(self._scan)
+        return self.labs
+
+    async def _rescan(self) -> None:
+        try:
+            if self._scanner is None:
+                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log)
+            started = time.monotonic()
+            result = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
+            self._scanned_at = time.monotonic()
+            for problem in result.new_problems:
+                self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,
+                                 problem.path, problem.field, problem.reason)
+            self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
+            self.log.debug("labkernel: %d labs found in %.0f ms", len(result.labs),
+                           (self._scanned_at - started) * 1000)
+        except Exception:
+            self.log.exception("labkernel: reading the lab definitions failed")
+        finally:
+            self._scan = None
+        self._refill_pool()
+
+    def _pool_problems(self, labs: list[Lab]) -> list[LabProblem]:
+        """Labs asking for a bigger pool than the server allows: served, with the pool cut."""
+        limit = min(self.max_sessions, self.pool_max)
+        return [LabProblem(
+            path=self._display_path(os.path.join(lab.source, "lab.toml" if lab.kind == "lab.toml"
+                                                 else "index.json")),
+            field="pool", lab_id=lab.id,
+            reason=f"asks for {lab.pool} warm sessions but this server keeps at most {limit} "
+                   f"(max_sessions {self.max_sessions}, pool_max {self.pool_max}); it keeps {limit}")
+            for lab in labs if lab.pool > limit]
+
+    def _display_path(self, path: str) -> str:
+        root = os.path.realpath(self.root_dir)
+        return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+
+    async def warm_up(self) -> None:
+        """Read the catalog and fill the warm pools, before any learner asks."""
+        await self.refresh_labs(force=True)
+        self._start_culling()
+
+    def _forget_oldest_ended(self, _closed: Session) -> None:
+        """Keep at most ``max_ended_sessions`` ended sessions, dropping the oldest."""
+        ended = [s for s in self._sessions.values() if s.closed]
+        excess = len(ended) - self.max_ended_sessions
+        if excess > 0:
+            for session in sorted(ended, key=lambda s: s.ended_at or 0.0)[:excess]:
+                del self._sessions[session.id]
 
     def get(self, session_id: str) -> Session:
         """The session with this id; raises SessionNotFound."""
@@ -171,6 +395,11 @@ class LabSessionManager(LoggingConfigurable):
     def active_count(self) -> int:
         """How many sessions are running (ended ones kept for retention do not count)."""
         return sum(s.running for s in self._sessions.values())
+
+    @property
+    def live_count(self) -> int:
+        """Sessions handed out that have not ended, those still in setup included."""
+        return sum(s.status in ("starting", "running") for s in self._sessions.values())
 
     async def stop(self, session_id: str, status: str = "stopped") -> Session:
         """Stop a session; every process it started is gone when this returns."""
@@ -197,8 +426,8 @@ class LabSessionManager(LoggingConfigurable):
                 if session.running and now >= session.expires_at:
                     self.log.info("labkernel: session %s reached its lifetime", session.id)
                     stops.append(session.stop("expired"))
-                elif (session.running and self.cull_idle_timeout > 0
-                      and now - session.last_activity >= self.cull_idle_timeout):
+                elif (session.running and self._idle_timeout(session) > 0
+                      and now - session.last_activity >= self._idle_timeout(session)):
                     self.log.info("labkernel: culling idle session %s", session.id)
                     stops.append(session.stop("expired"))
                 elif session.ended_at is not None and now - session.ended_at >= self.retention:
@@ -208,16 +437,30 @@ class LabSessionManager(LoggingConfigurable):
         for result in await asyncio.gather(*stops, return_exceptions=True):
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session failed: %s", result)
+        # Changed definitions and freed slots: the pools follow.
+        await self.refresh_labs()
+
+    def _idle_timeout(self, session: Session) -> float:
+        idle = getattr(session.lab, "idle_timeout", None)
+        return idle if idle is not None else self.cull_idle_timeout
 
     async def shutdown(self) -> None:
         """Stop every session and wait until all their processes are gone."""
+        self._shutting_down = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
         if self._culler is not None:
             self._culler.stop()
             self._culler = None
         sessions = [s for s in self._sessions.values() if not s.closed]
         if sessions:
             self.log.info("labkernel: stopping %d lab session(s)", len(sessions))
-        results = await asyncio.gather(*(s.stop("stopped") for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(self.warm_pool.shutdown(), *(s.stop("stopped") for s in sessions),
+                                       return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session at shutdown failed: %s", result)
+        # Their cgroups go once their last processes are reaped: give that a moment.
+        releases = [s.released for s in self._sessions.values() if s.released and not s.released.done()]
+        if releases:
+            await asyncio.wait(releases, timeout=self.kill_timeout)

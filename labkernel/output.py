@@ -85,6 +85,21 @@ class OutputLog:
             self.base += excess
         self._wake()
 
+    def shrink(self, limit: int) -> None:
+        """Keep only the newest ``limit`` bytes from now on; offsets are unchanged.
+
+        The kept bytes move to a buffer of their own size, so that the old one (a
+        bytearray keeps its allocation as its front is deleted) can be freed.
+        """
+        if limit < 1:
+            raise ValueError("the output log needs room for at least one byte")
+        self.limit = limit
+        excess = max(0, len(self._buf) - limit)
+        with memoryview(self._buf) as view:
+            kept = bytearray(view[excess:])
+        self._buf = kept
+        self.base += excess
+
     def close(self) -> None:
         """No more output will come: wake every waiter so long polls answer now."""
         self.closed = True

@@ -23,13 +23,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import pexpect
 import ptyprocess
 from tornado.ioloop import IOLoop
 
-from .errors import BadRequest, PayloadTooLarge, SessionEnded
+from . import memory
+from .containment import Enclosure, ScanEnclosure
+from .errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
 from .output import Chunk, OutputLog
 from .poller import edge_poller
 
@@ -40,6 +42,12 @@ ALLOWED_SIGNALS = {
 }
 
 _READ_SIZE = 65536
+#: After the shell ends, how much longer than the kill's grace its terminal is read
+#: while some process still holds it open, in seconds.
+_DRAIN_EXTRA = 2.0
+#: Room beyond the output window for what a closing terminal still holds (a Linux
+#: PTY buffers up to 640 KiB).
+_DRAIN_SLACK = 1024 * 1024
 _DEFAULT_CLIENT = ""
 
 
@@ -60,60 +68,12 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-#: Set in every session's environment, so that processes that leave the shell's
-#: session (daemons that call setsid, such as a tmux server) can still be found.
-MARKER_ENV = "LABKERNEL_SESSION"
-
-
-def _alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # the state follows the parenthesised command name, which may hold spaces
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
-def session_processes(sid: int, marker: bytes | None = None) -> set[int]:
-    """The live processes of a lab session.
-
-    Those whose session id is ``sid`` (the shell's pid): every process the shell
-    starts stays in its session unless it calls setsid itself — foreground
-    programs, ``&`` jobs in their own process groups and ``nohup``'d ones alike.
-    With ``marker``, also those whose environment holds it: the ones that did call
-    setsid. Reading every environment is dearer, so callers do that once.
-    """
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            member = os.getsid(pid) == sid
-            if not member and marker is not None:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    member = marker in f.read()
-        except OSError:
-            continue  # gone in the meantime, or not ours to read
-        if member and _alive(pid):
-            pids.add(pid)
-    return pids
-
-
 def _bytes_waiting(fd: int) -> int:
     """How many bytes a read of ``fd`` would return right now (FIONREAD)."""
     try:
         return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
     except OSError:
         return 0
-
-
-def _signal_all(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
 
 class _PtyProcess(ptyprocess.PtyProcess):
@@ -153,8 +113,10 @@ class SessionSettings:
     read_budget: int
     attach_timeout: float
     kill_grace: float
+    kill_timeout: float
     input_limit: int
     max_clients: int
+    retained_output: int = 64 * 1024
 
 
 class Accepted(NamedTuple):
@@ -193,27 +155,53 @@ class Session:
         self._pidfd = -1
         self._paused = False  # flow control: a reader lags too far behind
         self._eof = False  # the PTY reported EIO: nothing more to read
+        self._drain_deadline: float | None = None  # set once the shell is reaped
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._pending_input = bytearray()
         self._readers: dict[str, _Reader] = {}
         self._seqs: OrderedDict[str, int] = OrderedDict()
         self._closed = asyncio.get_running_loop().create_future()
         self._stopping: asyncio.Task[None] | None = None
+        self._enclosure: Enclosure | None = None
+        #: Pids that would not die when the session ended (see ``_terminate``).
+        self.unkilled: list[int] = []
+        #: Done once what the containment made for the session (cgroups) is removed.
+        self.released: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
-        """Spawn ``argv`` on a new PTY and start watching it. Raises OSError on failure."""
-        env[MARKER_ENV] = self.id
-        self._proc = _Spawn(
-            argv[0], argv[1:], env=env, cwd=cwd,
-            dimensions=(self.rows, self.cols), preexec_fn=_reset_signals, encoding=None,
-        )
+    def start(self, argv: list[str], env: dict[str, str], cwd: str,
+              enclosure: Enclosure | None = None) -> None:
+        """Spawn ``argv`` on a new PTY and start watching it. Raises OSError on failure.
+
+        ``enclosure`` (see ``containment``) wraps the argv and holds every process the
+        session starts; by default the last-resort scan.
+        """
+        self._enclosure = enclosure = enclosure or ScanEnclosure(self.id, max_processes=0, log=self.log)
+        env.update(enclosure.env())
+        argv, preexec = enclosure.wrap(argv), enclosure.preexec
+
+        def prepare_child() -> None:
+            _reset_signals()
+            preexec()
+
+        try:
+            self._proc = _Spawn(
+                argv[0], argv[1:], env=env, cwd=cwd,
+                dimensions=(self.rows, self.cols), preexec_fn=prepare_child, encoding=None,
+            )
+        except BaseException:
+            self.released = asyncio.ensure_future(enclosure.release())
+            raise
+        enclosure.started(self._proc.pid)
         # The environment is only needed to spawn; pexpect and ptyprocess keep it
         # (a dict and some 80 strings per session): let it go.
         self._proc.env = self._proc.ptyproc.env = None
         # pexpect's close() sleeps; we never call it, and keep it quick if GC does.
+        # Closing a shell that would not die tries to terminate it: no sleeps there either.
         self._proc.delayafterclose = self._proc.ptyproc.delayafterclose = 0
+        self._proc.delayafterterminate = self._proc.ptyproc.delayafterterminate = 0
         self._fd = self._proc.child_fd
         os.set_blocking(self._fd, False)
         self._poller = edge_poller()
@@ -254,34 +242,59 @@ class Session:
         await asyncio.shield(self._closed)
 
     async def _terminate(self) -> None:
-        """SIGHUP to every process of the session, SIGKILL to what is left after the grace."""
-        marker = f"{MARKER_ENV}={self.id}\0".encode()
-        escaped = session_processes(self.pid, marker)  # once: includes setsid daemons
+        """End every process of the session; by ``kill_timeout`` the session ends anyway.
 
-        def remaining() -> set[int]:
-            return session_processes(self.pid) | {pid for pid in escaped if _alive(pid)}
+        What could not be killed by then (stuck in the kernel, or not the server's
+        to signal) is logged and kept in ``unkilled``.
+        """
+        assert self._enclosure is not None
+        deadline = time.monotonic() + self.settings.kill_timeout
+        try:
+            # The enclosure keeps the deadline itself; this only guards against a
+            # /proc read that hangs in its executor.
+            self.unkilled = await asyncio.wait_for(
+                self._enclosure.end(self.settings.kill_grace, deadline), self.settings.kill_timeout + 1)
+        except Exception:
+            self.log.exception("labkernel: ending the processes of session %s failed", self.id)
+        if self.unkilled:
+            self.log.warning("labkernel: session %s: could not kill pid(s) %s within %ss",
+                             self.id, ", ".join(map(str, self.unkilled)), self.settings.kill_timeout)
+        # The shell is dead (or will not die); the exit watcher reaps it and closes the session.
+        await self._closed_or_poll(deadline)
+        # Not awaited here: a stop answers once the processes are gone, not their cgroups.
+        self.released = asyncio.ensure_future(self._enclosure.release())
 
-        pids = remaining()
-        _signal_all(pids, signal.SIGHUP)
-        _signal_all(pids, signal.SIGCONT)  # a stopped job only sees SIGHUP once continued
-        deadline = time.monotonic() + self.settings.kill_grace
-        delay = 0.005
-        while pids and time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-            pids = remaining()
-        while pids:
-            _signal_all(pids, signal.SIGKILL)
-            await asyncio.sleep(0.01)
-            pids = remaining()
-        # The shell is dead; the exit watcher reaps it and closes the session.
-        await self._closed_or_poll()
-
-    async def _closed_or_poll(self) -> None:
+    async def _closed_or_poll(self, deadline: float) -> None:
         while not self._closed.done():
             self._on_exit()
-            if not self._closed.done():
-                await asyncio.sleep(0.01)
+            if self._closed.done():
+                break
+            if time.monotonic() >= deadline:
+                self._abandon()
+                break
+            await asyncio.sleep(0.01)
+
+    def _abandon(self) -> None:
+        """The deadline passed: end the session anyway, and reap the shell if it ever exits."""
+        if self._drain_deadline is None:  # the shell itself would not die
+            self.ended_at = time.time()
+            if self._pidfd >= 0:
+                self._loop.remove_handler(self._pidfd)
+                self._loop.add_handler(self._pidfd, lambda fd, events: self._reap_late(), IOLoop.READ)
+            if not self.unkilled:
+                self.unkilled = [self.pid]
+        # Take what the terminal holds now and close: a process that would not die
+        # and keeps the terminal open must not keep the session open too.
+        self._drain_and_close(deadline=time.monotonic())
+
+    def _reap_late(self) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(Exception):
+            if self._proc.ptyproc.isalive():
+                return
+        self._loop.remove_handler(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
 
     def _watch_exit(self) -> None:
         try:
@@ -300,6 +313,8 @@ class Session:
         """Reap the shell if it has ended and close the session. True once closed."""
         if self._closed.done():
             return True
+        if self._drain_deadline is not None:
+            return False  # reaped; the terminal is being emptied
         assert self._proc is not None
         try:
             if self._proc.isalive():  # waitpid with WNOHANG: never blocks
@@ -322,30 +337,90 @@ class Session:
         if self._stopping is None:
             # The shell exited on its own; jobs it left behind end with it.
             self._stopping = asyncio.ensure_future(self._terminate())
-        return True
+        return self._closed.done()
 
-    def _drain_and_close(self) -> None:
-        """Read what the shell wrote before it ended, then release the PTY."""
+    def _drain_and_close(self, deadline: float | None = None) -> None:
+        """Read everything the session's processes wrote, then release the PTY.
+
+        The shell's exit is seen before its last output has crossed the terminal:
+        what FIONREAD reports then is not all there is. So the PTY is read until it
+        reports EIO (no process holds the terminal any more, and it is empty), a
+        budget per loop turn, on edges and a short timer; a job that keeps the
+        terminal open past the kill ends the reading at a deadline.
+        """
         self._pause_cancel()
-        drained = 0
-        with contextlib.suppress(OSError):
-            # Only what is already there (see _read_pty), and no more than a window:
-            # a job still flooding the terminal must not keep the loop here.
-            while drained < self.settings.buffer_size and _bytes_waiting(self._fd):
+        self._drain_deadline = (time.monotonic() + self.settings.kill_grace + _DRAIN_EXTRA
+                                if deadline is None else deadline)
+        # A reader that flow control held back lags by up to a window; what the
+        # terminal still holds fits in the slack, so that reader loses nothing.
+        self.output.limit = self.settings.buffer_size + _DRAIN_SLACK
+        self._poller.unregister(self._fd)
+        self._poller.register(self._fd, lambda fd, events: self._drain())
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._closed.done():
+            return
+        budget = self.settings.read_budget
+        while budget > 0 and not self._eof:
+            slowest = self._slowest_reader()
+            if slowest is not None and self.output.end - slowest > self.output.limit - _READ_SIZE:
+                break  # wait for that reader to poll rather than drop its bytes
+            try:
                 data = os.read(self._fd, _READ_SIZE)
-                if not data:
-                    break
-                self.output.append(data)
-                drained += len(data)
+            except BlockingIOError:
+                break  # a process still holds the terminal open: wait for it
+            except OSError:
+                data = b""  # EIO: no holder is left and nothing more will come
+            if not data:
+                self._eof = True
+                break
+            self.output.append(data)
+            budget -= len(data)
+        if self._eof or time.monotonic() >= self._drain_deadline:
+            self._close_pty()
+            return
+        delay = 0.0 if budget <= 0 else 0.05
+        self._drain_timer = asyncio.get_running_loop().call_later(delay, self._drain)
+
+    def _close_pty(self) -> None:
+        """Release the PTY and close the session's output."""
+        self._pause_cancel()
         self._poller.unregister(self._fd)
         with contextlib.suppress(Exception):
             assert self._proc is not None
             self._proc.close(force=False)  # the child is reaped: this only closes the fd
         self._fd = -1
         self._pending_input.clear()
+        slowest = self._slowest_reader()
         self._readers.clear()
         self.output.close()
+        self._retain_output(slowest)
         self._closed.set_result(None)
+
+    def _retain_output(self, slowest: int | None) -> None:
+        """Shrink an ended session's output to its tail, giving its memory back.
+
+        A reader that was still behind keeps its share for one attach timeout, time
+        enough for it to poll the rest; then the tail is all that is left.
+        """
+        tail = max(1, self.settings.retained_output)
+        needed = 0 if slowest is None else self.output.end - slowest
+        self.output.shrink(max(tail, min(needed, self.output.limit)))
+        if needed > tail:
+            self._loop.call_later(self.settings.attach_timeout, self._release_output)
+        memory.trim_heap_soon()
+
+    def _release_output(self) -> None:
+        self.output.shrink(max(1, self.settings.retained_output))
+        memory.trim_heap_soon()
+
+    def on_close(self, callback: Callable[["Session"], None]) -> None:
+        """Call ``callback(session)`` once the session has closed (soon, if it has)."""
+        self._closed.add_done_callback(lambda _: callback(self))
 
     # -- reading the PTY and flow control ----------------------------------------
 
@@ -506,8 +581,16 @@ class Session:
                 pgrp = os.tcgetpgrp(self._fd)
             except OSError:
                 pgrp = self.pid
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(pgrp, signum)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                # A program that changed its user (su, sudo) may not be signalled by
+                # the server; the terminal's own Ctrl-C still reaches it.
+                raise SignalRefused(
+                    f"The program in the foreground runs as another user, so the server may not "
+                    f"send it {name}; send Ctrl-C as data (\\u0003) instead.") from None
         return self._deliver(client, seq, apply)
 
     def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
@@ -561,13 +644,15 @@ class Session:
             "rows": self.rows,
             "cols": self.cols,
             "outputOffset": self.output.end,
+            "unkilled": self.unkilled,
         }
 
     def status_model(self) -> dict[str, Any]:
         """The answer of ``GET /api/ws/status``."""
         return {
             "sessionId": self.id,
-            "connected": True,
+            # The platform's clients read this as "the terminal takes input".
+            "connected": self.running,
             "terminalActive": self.running,
             "status": self.status,
             "exitCode": self.exit_code,

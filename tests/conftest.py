@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,3 +155,35 @@ async def eventually(predicate: Any, timeout: float = 15, interval: float = 0.05
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(interval)
+
+
+#: Shell text that prints a pid with its PID namespace, as ``NAME=[pid@pid:[inode]]``:
+#: a session may run in a PID namespace of its own (see ``labkernel.containment``),
+#: where the pids its shell sees are not the server's.
+NS = "@$(readlink /proc/self/ns/pid)"
+
+
+def printed_pid(text: str, name: str) -> int:
+    """The host pid of what a session printed as ``NAME=[pid@ns]`` (see ``NS``)."""
+    match = re.search(rf"{name}=\[(\d+)@(pid:\[\d+\])\]", text)
+    assert match, f"no {name}=[pid@ns] in {text[-300:]!r}"
+    return host_pid(int(match.group(1)), match.group(2))
+
+
+def host_pid(pid: int, ns: str) -> int:
+    """The pid in this process's namespace of process ``pid`` of namespace ``ns``."""
+    if os.readlink("/proc/self/ns/pid") == ns:
+        return pid
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/pid") != ns:
+                continue
+            status = Path(f"/proc/{entry.name}/status").read_text()
+        except OSError:
+            continue
+        nspids = re.search(r"^NSpid:\s*(.*)$", status, re.M).group(1).split()
+        if int(nspids[-1]) == pid:
+            return int(entry.name)
+    raise AssertionError(f"no process {pid} in {ns}")

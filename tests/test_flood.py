@@ -18,21 +18,6 @@ from test_streaming import DONE_RE, Reader, log_tail, server, start_unattached
 KIB = 1024
 
 
-@server(max_answer=10_000)
-async def test_an_answer_carries_at_most_max_answer_bytes_whatever_max_asks(api):
-    sid, offset = await api.shell()
-    accepted = await api.command(sid, "head -c 200000 /dev/zero | tr '\\0' x; echo DO''NE")
-    reader = Reader(api, sid, accepted["offset"], encoding="utf-8")
-    text, sizes = "", []
-    while not DONE_RE.search(text[-100:]):
-        answer = await reader.read(4 * 1024 * 1024)
-        sizes.append(len(answer))
-        text += answer
-    assert max(sizes) <= 10_000
-    assert len(sizes) >= 20  # 200 KB could not come in fewer
-    assert max(map(len, re.findall("x+", text))) == 200_000
-
-
 def spy_appends(session: Any) -> list[int]:
     """Record the size of every append to the session's output log (passed through)."""
     sizes: list[int] = []

@@ -31,7 +31,7 @@ SPEC = pathlib.Path(labkernel.__file__).with_name("openapi.yaml")
 
 #: Operations whose path names a session: most of their cases get a live session's id,
 #: or every case would be a 404 and the 200 answers would go unchecked.
-SESSION_PATH_OPS = {"getSession", "stopSession", "getStatus", "getOutput"}
+SESSION_PATH_OPS = {"getSession", "stopSession", "getStatus", "getOutput", "checkSession"}
 
 
 @pytest.fixture

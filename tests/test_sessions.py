@@ -19,8 +19,10 @@ import asyncio
 import base64
 import json
 import os
+import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +38,7 @@ import psutil
 import pytest
 
 import labkernel
-from conftest import PROMPT, eventually
+from conftest import NS, PROMPT, eventually, printed_pid
 
 #: Settings every test of this module runs with: quick culling and killing.
 FAST = {"cull_interval": 0.1, "kill_grace": 0.3}
@@ -113,20 +115,20 @@ async def wait_ended(api: Any, sid: str, offset: int = 0, timeout: float = 30) -
 # The jobs a learner leaves behind: a background job, a nohup'd one (ignores SIGHUP)
 # and a stopped one (sees SIGHUP only once continued).
 JOB_LINES = [
-    ("BG", 'sleep 999 & echo "BG=[$!]"'),
-    ("NOHUP", 'nohup sleep 999 >/dev/null 2>&1 & echo "NOHUP=[$!]"'),
-    ("STOPPED", 'sleep 998 & kill -STOP $!; echo "STOPPED=[$!]"'),
-    ("SHELL", 'echo "SHELL=[$$]"'),
+    ("BG", f'sleep 999 & echo "BG=[$!{NS}]"'),
+    ("NOHUP", f'nohup sleep 999 >/dev/null 2>&1 & echo "NOHUP=[$!{NS}]"'),
+    ("STOPPED", f'sleep 998 & kill -STOP $!; echo "STOPPED=[$!{NS}]"'),
+    ("SHELL", f'echo "SHELL=[$${NS}]"'),
 ]
 
 
 def _check_jobs(text: str) -> dict[str, psutil.Process]:
-    pids = {name: int(re.search(rf"{name}=\[(\d+)\]", text).group(1)) for name, _ in JOB_LINES}
+    pids = {name: printed_pid(text, name) for name, _ in JOB_LINES}
     procs = {name: psutil.Process(pid) for name, pid in pids.items()}
     for name, proc in procs.items():
         assert not gone(proc), f"{name} is not running"
         # They all belong to the shell's session: what stopping it must end.
-        assert os.getsid(proc.pid) == pids["SHELL"]
+        assert os.getsid(proc.pid) == os.getsid(pids["SHELL"])
     return procs
 
 
@@ -136,7 +138,7 @@ async def start_jobs(api: Any, sid: str) -> dict[str, psutil.Process]:
     for _, line in JOB_LINES:
         accepted = await api.command(sid, line)
         first = accepted["offset"] if first is None else first
-    text, _ = await api.read_until(sid, r"SHELL=\[\d+\]", first)
+    text, _ = await api.read_until(sid, r"SHELL=\[\d+@", first)
     procs = _check_jobs(text)
     await eventually(lambda: procs["STOPPED"].status() == psutil.STATUS_STOPPED, timeout=10)
     return procs
@@ -362,12 +364,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def user_group(user: str) -> int:
+    """The primary group of ``user``."""
+    return pwd.getpwnam(user).pw_gid
+
+
 class ServerProcess:
     """``jupyter server`` with labkernel in a subprocess, and a blocking client of its API."""
 
     BASE_URL = "/a%40b/"
 
-    def __init__(self, tmp: Path, *, ignore_sigint: bool = False):
+    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, config: dict | None = None,
+                 user: str | None = None, python: str = sys.executable, pythonpath: str = ""):
         self.token = secrets.token_hex(16)
         self.port = _free_port()
         self.root = tmp / "root"
@@ -375,18 +383,26 @@ class ServerProcess:
         for path in (self.root, *dirs.values()):
             path.mkdir(parents=True, exist_ok=True)
         (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps({
-            "LabSessionManager": {"shell_command": SHELL_COMMAND, **FAST},
+            "LabSessionManager": {"shell_command": SHELL_COMMAND, **FAST, **(config or {})},
         }))
         env = dict(
             os.environ, PS1=PROMPT, HISTFILE="/dev/null",
             JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
             JUPYTER_DATA_DIR=str(dirs["data"]),
         )
+        if user is not None:  # the server runs as this user: its directories are its own
+            for path in (tmp, *tmp.rglob("*")):
+                shutil.chown(path, user, user_group(user))
+            env["HOME"] = str(self.root)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         self.log_path = tmp / "server.log"
         preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        as_user = [] if user is None else [
+            "setpriv", f"--reuid={user}", f"--regid={user_group(user)}", "--clear-groups"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                [*as_user, python, "-m", "jupyter_server", "--allow-root", "--no-browser",
                  f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
                  f"--ServerApp.token={self.token}", f"--ServerApp.base_url={self.BASE_URL}",
                  "--ServerApp.jpserver_extensions={'labkernel': True}",
@@ -459,7 +475,7 @@ class ServerProcess:
         for _, line in JOB_LINES:
             accepted = self.command(sid, line)
             first = accepted["offset"] if first is None else first
-        text, _ = self.read_until(sid, r"SHELL=\[\d+\]", first)
+        text, _ = self.read_until(sid, r"SHELL=\[\d+@", first)
         return _check_jobs(text)
 
     def terminate(self, timeout: float = 60) -> int:
@@ -499,9 +515,9 @@ def sigint_ignoring_server(tmp_path_factory):
 
 
 def _foreground_sleep(server: ServerProcess, sid: str) -> tuple[psutil.Process, int]:
-    accepted = server.command(sid, """bash -c 'echo "FG=[$$]"; exec sleep 30'""")
-    text, offset = server.read_until(sid, r"FG=\[(\d+)\]", accepted["offset"])
-    proc = psutil.Process(int(re.search(r"FG=\[(\d+)\]", text).group(1)))
+    accepted = server.command(sid, f"""bash -c 'echo "FG=[$${NS}]"; exec sleep 30'""")
+    text, offset = server.read_until(sid, r"FG=\[\d+@pid:\[\d+\]\]", accepted["offset"])
+    proc = psutil.Process(printed_pid(text, "FG"))
     # exec has happened once the process runs sleep; until then it may still be bash.
     deadline = time.monotonic() + 10
     while proc.name() != "sleep":
@@ -518,9 +534,9 @@ def test_interrupt_stops_the_foreground_program_when_the_server_ignores_sigint(
         sigint_ignoring_server, interrupt):
     server = sigint_ignoring_server
     sid, offset = server.shell()
-    accepted = server.command(sid, 'echo "SH=[$$]"')
-    text, offset = server.read_until(sid, r"SH=\[(\d+)\]", accepted["offset"])
-    shell_pid = int(re.search(r"SH=\[(\d+)\]", text).group(1))
+    accepted = server.command(sid, f'echo "SH=[$${NS}]"')
+    text, offset = server.read_until(sid, r"SH=\[\d+@pid:\[\d+\]\]", accepted["offset"])
+    shell_pid = printed_pid(text, "SH")
     assert not sig_ignored(shell_pid) & SIGINT_BIT, "the shell inherited an ignored SIGINT"
     trap = server.command(sid, 'echo "TRAP=[$(trap -p INT)]"')
     text, offset = server.read_until(sid, r"TRAP=\[[^$\]]*\]", trap["offset"])
@@ -543,9 +559,9 @@ def test_interrupt_stops_the_foreground_program_when_the_server_ignores_sigint(
 
 async def test_sigtstp_message_stops_the_foreground_job(api):
     sid, offset = await api.shell()
-    accepted = await api.command(sid, """bash -c 'echo "FG=[$$]"; exec sleep 30'""")
-    text, offset = await api.read_until(sid, r"FG=\[\d+\]", accepted["offset"])
-    sleeper = psutil.Process(int(re.search(r"FG=\[(\d+)\]", text).group(1)))
+    accepted = await api.command(sid, f"""bash -c 'echo "FG=[$${NS}]"; exec sleep 30'""")
+    text, offset = await api.read_until(sid, r"FG=\[\d+@pid:\[\d+\]\]", accepted["offset"])
+    sleeper = psutil.Process(printed_pid(text, "FG"))
 
     await api.message(sid, type="signal", signal="SIGTSTP")
     await api.read_until(sid, re.escape(PROMPT), offset, timeout=15)
@@ -559,10 +575,10 @@ async def test_sigtstp_and_sigcont_messages_stop_and_continue_the_foreground_gro
     sid, offset = await api.shell()
     # A foreground group whose leader ignores SIGTSTP (so the shell does not take the
     # terminal back) and whose sleep does not: SIGCONT then reaches the stopped sleep.
-    line = """bash -c 'sleep 30 & echo "BG=[$!]"; trap "" TSTP; echo "ARM""ED"; wait'"""
+    line = f"""bash -c 'sleep 30 & echo "BG=[$!{NS}]"; trap "" TSTP; echo "ARM""ED"; wait'"""
     accepted = await api.command(sid, line)
     text, offset = await api.read_until(sid, r"ARMED", accepted["offset"])
-    sleeper = psutil.Process(int(re.search(r"BG=\[(\d+)\]", text).group(1)))
+    sleeper = psutil.Process(printed_pid(text, "BG"))
     await eventually(lambda: sleeper.status() == psutil.STATUS_SLEEPING, timeout=10)
 
     await api.message(sid, type="signal", signal="SIGTSTP")
@@ -756,9 +772,9 @@ async def test_input_sent_while_the_program_is_not_reading_all_arrives_in_order(
 async def test_daemons_that_leave_the_shells_session_are_stopped_with_it(api):
     """A program that calls setsid (a tmux server, a daemon) still ends with the lab."""
     sid, offset = await api.shell()
-    await api.command(sid, "setsid sh -c 'echo DAEMON=[$$]; exec sleep 997' &")
-    text, _ = await api.read_until(sid, r"DAEMON=\[\d+\]", offset)
-    daemon = psutil.Process(int(re.search(r"DAEMON=\[(\d+)\]", text).group(1)))
+    await api.command(sid, f"setsid sh -c 'echo DAEMON=[$${NS}]; exec sleep 997' &")
+    text, _ = await api.read_until(sid, r"DAEMON=\[\d+@pid:\[\d+\]\]", offset)
+    daemon = psutil.Process(printed_pid(text, "DAEMON"))
     assert os.getsid(daemon.pid) == daemon.pid, "the daemon left the shell's session"
     await api.stop(sid)
     assert gone(daemon)

@@ -1,0 +1,219 @@
+"""Finding lab folders on the search path and loading them, with what went wrong.
+
+``scan`` is plain blocking code — a walk of a few folders and a ``stat`` of their
+files — meant to run in an executor, never on the event loop. It keeps what it
+loaded by folder with a fingerprint of the folder's files (names, sizes, mtimes),
+so a rescan re-reads only the labs whose files changed: that is how definitions
+are re-read without a restart, at the cost of a stat walk per rescan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+from .definitions import check_lab_id
+from .labs import SHELL, DefinitionError, Lab, LabProblem
+
+#: The files that make a folder a lab, in order of precedence.
+DEFINITION_FILES = ("lab.toml", "index.json")
+#: How deep a search path entry is searched for lab folders.
+MAX_DEPTH = 6
+#: The most files of one lab folder taken into its fingerprint.
+MAX_FINGERPRINT_FILES = 2000
+_SKIP_DIRS = {"node_modules", "__pycache__"}
+
+Fingerprint = tuple
+Loaded = Union[Lab, LabProblem]
+
+
+def _load_scenario(folder: Path, default_id: str) -> Lab:
+    # The Killercoda loader lives in its own module, written in parallel; a server
+    # without it still serves every lab.toml lab.
+    try:
+        from .killercoda import load_scenario
+    except ImportError:
+        raise DefinitionError("index.json", "Killercoda scenarios are not supported by this "
+                                            "version of labkernel") from None
+    return load_scenario(folder, default_id)
+
+
+def _load_toml(folder: Path, default_id: str) -> Lab:
+    from .definitions import load_lab_toml
+    return load_lab_toml(folder, default_id)
+
+
+LOADERS: dict[str, Callable[[Path, str], Lab]] = {"lab.toml": _load_toml, "index.json": _load_scenario}
+
+
+def definition_file(folder: Path) -> str | None:
+    """The definition file that makes ``folder`` a lab, if any."""
+    for name in DEFINITION_FILES:
+        if (folder / name).is_file():
+            return name
+    return None
+
+
+def find_lab_folders(entry: Path) -> list[Path]:
+    """Lab folders at or under ``entry``, in a stable order.
+
+    Hidden folders and node_modules are skipped, a lab folder is not searched
+    further (its own files are its business), the depth is bounded, and a folder
+    reached twice through symlinks counts once.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            real = os.path.realpath(folder)
+        except OSError:
+            return
+        if real in seen:
+            return
+        seen.add(real)
+        if definition_file(folder):
+            found.append(folder)
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            if e.name.startswith(".") or e.name in _SKIP_DIRS:
+                continue
+            try:
+                if e.is_dir():
+                    walk(Path(e.path), depth + 1)
+            except OSError:
+                continue
+
+    if entry.is_dir():
+        walk(entry, 0)
+    return found
+
+
+def fingerprint(folder: Path) -> Fingerprint:
+    """Names, sizes and mtimes of a lab folder's files: it changes when any of them does."""
+    items = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                items.append((path, -1, -1))
+                continue
+            items.append((path, st.st_mtime_ns, st.st_size))
+            if len(items) >= MAX_FINGERPRINT_FILES:
+                return tuple(items)
+    return tuple(items)
+
+
+def _display_path(path: Path, root: Path) -> str:
+    """A path as authors see it: relative to the server's root when under it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class _Entry:
+    fingerprint: Fingerprint
+    loaded: Loaded
+
+
+@dataclass
+class ScanResult:
+    labs: list[Lab]
+    problems: list[LabProblem]
+    #: Problems found by this scan that the previous one did not have: the ones to log.
+    new_problems: list[LabProblem] = field(default_factory=list)
+
+
+class LabScanner:
+    """Loads the labs of a search path, re-reading only folders whose files changed.
+
+    Not thread-safe: one scan at a time (the manager makes sure of that).
+    """
+
+    def __init__(self, root_dir: str, lab_path: list[str], log: logging.Logger | None = None):
+        self.root = Path(root_dir).resolve()
+        self.lab_path = list(lab_path)
+        self.log = log or logging.getLogger(__name__)
+        self._cache: dict[str, _Entry] = {}
+        self._last_problems: set[LabProblem] = set()
+
+    def entries(self) -> list[Path]:
+        return [(self.root / p) if not os.path.isabs(p) else Path(p) for p in self.lab_path]
+
+    def _load(self, folder: Path) -> Loaded:
+        kind = definition_file(folder)
+        display = _display_path(folder / (kind or DEFINITION_FILES[0]), self.root)
+        if kind is None:  # removed between the walk and now
+            return LabProblem(display, "lab.toml", "the definition file disappeared", folder.name)
+        try:
+            lab = LOADERS[kind](folder, folder.name)
+            check_lab_id(lab.id)
+            if kind == "lab.toml" and (folder / "index.json").is_file():
+                lab = _with_note(lab, "index.json is ignored: lab.toml takes precedence")
+            return lab
+        except DefinitionError as e:
+            return LabProblem(display, e.field, e.reason, _guess_id(folder))
+        except Exception as e:  # a loader bug must not take the catalog down
+            self.log.exception("labkernel: loading the lab in %s failed", folder)
+            return LabProblem(display, kind, f"could not be loaded: {e}", folder.name)
+
+    def scan(self) -> ScanResult:
+        """Walk the search path and load what changed. Blocking: run it in an executor."""
+        folders: list[Path] = []
+        for entry in self.entries():
+            folders.extend(find_lab_folders(entry))
+        cache: dict[str, _Entry] = {}
+        labs: dict[str, Lab] = {SHELL.id: SHELL}
+        owner: dict[str, Path] = {}
+        problems: list[LabProblem] = []
+        for folder in folders:
+            key = str(folder)
+            if key in cache:  # the same folder on two search path entries
+                continue
+            print_ = fingerprint(folder)
+            old = self._cache.get(key)
+            loaded = old.loaded if old is not None and old.fingerprint == print_ else self._load(folder)
+            cache[key] = _Entry(print_, loaded)
+            if isinstance(loaded, LabProblem):
+                problems.append(loaded)
+                continue
+            lab = loaded
+            if lab.id in labs:
+                first = owner.get(lab.id)
+                where = (f"the lab in {_display_path(first, self.root)}" if first is not None
+                         else "the built-in lab")
+                problems.append(LabProblem(
+                    _display_path(folder / (definition_file(folder) or "lab.toml"), self.root), "id",
+                    f"the id {lab.id!r} is already taken by {where}; this folder's lab is left out",
+                    lab.id))
+                continue
+            labs[lab.id] = lab
+            owner[lab.id] = folder
+        self._cache = cache
+        new = [p for p in problems if p not in self._last_problems]
+        self._last_problems = set(problems)
+        return ScanResult(list(labs.values()), problems, new)
+
+
+def _guess_id(folder: Path) -> str:
+    """The lab's id for an error report: the folder's name (the definition may not say)."""
+    return folder.name
+
+
+def _with_note(lab: Lab, note: str) -> Lab:
+    from dataclasses import replace
+    return replace(lab, notes=lab.notes + (note,))

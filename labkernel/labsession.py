@@ -1,0 +1,404 @@
+"""A session of a defined lab: its folder, environment, setup, steps and checks.
+
+``LabSession`` is a ``Session`` (the PTY, output, input and process cleanup stay
+there) with what a lab definition adds around it:
+
+- before the shell starts: the working folder (the lab's ``workdir`` under the
+  server's root, or a scratch folder removed with the session), assets copied in,
+  the hidden setup and the first step's setup — the session is ``starting``
+  meanwhile, and ``failed`` with the setup's output and a clear last line if one
+  fails;
+- after: the foreground scripts typed into the terminal, step progress, checks
+  run one at a time apart from the terminal, and the next step's setup and
+  foreground when a step passes.
+
+Secret values of the lab's environment are masked in everything it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .checks import Masker, ScriptResult, StepProgress, kill_script, run_script
+from .credentials import without_credentials
+from .errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
+from .labs import Asset, Lab
+from .containment import MARKER_ENV, Enclosure
+from .sessions import Accepted, Session, SessionSettings
+
+#: The most messages held for a session whose setup still runs.
+_MAX_HELD = 1000
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def server_environment(root_dir: str, hidden: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment every session starts from: the server's, less its credentials
+    (see ``credentials``) and the ``hidden`` names."""
+    env = without_credentials(os.environ, hidden)
+    env.update(TERM="xterm-256color", JUPYTER_SERVER_ROOT=root_dir)
+    return env
+
+
+def expand_env(lab: Lab, log: Any = None) -> tuple[dict[str, str], Masker]:
+    """The lab's variables with ``${NAME}`` taken from the server's environment, and a
+    masker for the secret ones."""
+    values, secret_values = {}, []
+    for var in lab.env:
+        def take(m: re.Match[str]) -> str:
+            if m[1] not in os.environ and log is not None:
+                log.warning("labkernel: lab %s: ${%s} in env.%s is not set on the server; "
+                            "it is empty in the session", lab.id, m[1], var.name)
+            return os.environ.get(m[1], "")
+        values[var.name] = _VAR.sub(take, var.value)
+        if var.secret:
+            secret_values.append(values[var.name])
+    return values, Masker(secret_values)
+
+
+def needs_launch(lab: Lab) -> bool:
+    """True when starting the lab runs something first (the session is ``starting``)."""
+    first = lab.steps[0] if lab.steps else None
+    return bool(lab.setup or lab.assets or (first is not None and first.setup))
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """The manager's settings for hidden scripts."""
+
+    root_dir: str
+    setup_timeout: float
+    check_timeout: float
+    output_limit: int
+    scratch_dir: str = ""
+    #: Names (fnmatch patterns) withheld from labs besides the credentials.
+    hidden_env: tuple[str, ...] = ()
+
+
+#: chmod's symbolic permission bits, by who and what.
+_BITS = {(w, p): getattr(stat, f"S_I{p.upper()}{who}") for w, who in (("u", "USR"), ("g", "GRP"), ("o", "OTH"))
+         for p in "rwx"}
+
+
+def _chmod(path: str, mode: str) -> None:
+    """Apply a mode given as octal (``0755``) or symbolically (``+x``, ``u+rw``)."""
+    if not mode:
+        return
+    if mode.isdigit():
+        os.chmod(path, int(mode, 8))
+        return
+    match = re.fullmatch(r"([ugoa]*)([+-])([rwx]+)", mode)
+    if match is None:
+        raise ValueError(f"{mode!r} is not a mode")
+    who, op, perms = match.groups()
+    who = who.replace("a", "ugo") or "ugo"
+    bits = 0
+    for w in who:
+        for p in perms:
+            bits |= _BITS[w, p]
+    current = stat.S_IMODE(os.stat(path).st_mode)
+    os.chmod(path, current | bits if op == "+" else current & ~bits)
+
+
+def copy_assets(assets: tuple[Asset, ...], cwd: str) -> None:
+    """Copy a lab's files into place (blocking: run it in an executor).
+
+    A target is taken relative to the session's folder, or to the home folder with
+    ``~``; one ending in ``/`` or naming a folder receives the source inside it.
+    Symlinks in a copied folder are copied as links, never followed.
+    """
+    for asset in assets:
+        target = os.path.expanduser(asset.target)
+        if not os.path.isabs(target):
+            target = os.path.join(cwd, target)
+        if asset.target.endswith("/") or os.path.isdir(target):
+            target = os.path.join(target, os.path.basename(asset.source.rstrip("/")))
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        if os.path.isdir(asset.source):
+            shutil.copytree(asset.source, target, symlinks=True, dirs_exist_ok=True)
+            for dirpath, _dirs, files in os.walk(target):
+                for name in files:
+                    _chmod(os.path.join(dirpath, name), asset.mode)
+        else:
+            shutil.copy2(asset.source, target)
+            _chmod(target, asset.mode)
+
+
+class LabSession(Session):
+    """A session of a lab definition; see the module docstring."""
+
+    def __init__(self, lab: Lab, *, rows: int, cols: int, lifetime: float, settings: SessionSettings,
+                 log: Any, lab_settings: LabSettings, argv: list[str],
+                 enclose: Callable[[str], Enclosure] | None = None):
+        super().__init__(lab, rows=rows, cols=cols, lifetime=lifetime, settings=settings, log=log)
+        self.lab_settings = lab_settings
+        #: Makes the enclosure (see ``containment``) that holds the shell's processes.
+        self._enclose = enclose
+        self.argv = argv
+        self.lab_env, self.mask = expand_env(lab, log)
+        self.progress = StepProgress(len(lab.steps))
+        self.cwd = lab_settings.root_dir
+        self.scratch: str | None = None
+        self._launch: asyncio.Task[None] | None = None
+        self._script: asyncio.Future[ScriptResult] | None = None
+        self._check_lock = asyncio.Lock()
+        self._cleaned: asyncio.Task[None] | None = None
+        self._held: list[Any] = []
+        self._closed.add_done_callback(self._on_closed)
+
+    # -- starting ----------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        return {**server_environment(self.lab_settings.root_dir, self.lab_settings.hidden_env), **self.lab_env}
+
+    def launch(self) -> None:
+        """Start the lab: at once if nothing runs first, else in the background (``starting``)."""
+        try:
+            self._prepare_folder()
+        except (OSError, ValueError) as e:
+            self._end_before_start("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
+            return
+        if needs_launch(self.lab):
+            self._launch = asyncio.ensure_future(self._launch_in_background())
+        else:
+            self._spawn()
+
+    def _prepare_folder(self) -> None:
+        root = os.path.realpath(self.lab_settings.root_dir)
+        if self.lab.scratch:
+            base = self.lab_settings.scratch_dir or None
+            self.scratch = self.cwd = tempfile.mkdtemp(prefix=f"labkernel-{self.lab.id}-", dir=base)
+            return
+        if not self.lab.workdir:
+            self.cwd = root
+            return
+        cwd = os.path.realpath(os.path.join(root, self.lab.workdir))
+        if cwd != root and not cwd.startswith(root + os.sep):
+            raise ValueError(f"its workdir {self.lab.workdir!r} leads out of the server's root folder")
+        os.makedirs(cwd, exist_ok=True)
+        self.cwd = cwd
+
+    async def _launch_in_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if self.lab.assets:
+                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd)
+            if self.lab.setup and not await self._setup(self.lab.setup, "setup"):
+                return
+            first = self.progress.enter_current()
+            if first is not None:
+                step = self.lab.steps[first - 1]
+                if step.setup and not await self._setup(step.setup, f"step {first}'s setup"):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.error("labkernel: lab %s could not start: %s", self.lab.id, self.mask(str(e)))
+            self._end_before_start("failed", f"labkernel: lab {self.lab.id!r} could not start: {self.mask(str(e))}")
+            return
+        if self.status == "starting":
+            self._spawn()
+
+    async def _setup(self, script: str, what: str) -> bool:
+        """Run a hidden setup script; on failure end the session with its output and why."""
+        result = await self._run(script, self.lab_settings.setup_timeout, keep_background=True)
+        if result.ok:
+            self.log.debug("labkernel: lab %s %s done in %.2f s", self.lab.id, what, result.duration)
+            return True
+        if result.timed_out:
+            why = f"did not finish within {self.lab_settings.setup_timeout:g} s and was stopped"
+        else:
+            why = f"failed with exit code {result.exit_code}"
+        self.log.warning("labkernel: lab %s: the %s %s; its output:\n%s", self.lab.id, what, why,
+                         result.output[-2000:])
+        output = result.output.replace("\r\n", "\n").replace("\n", "\r\n")
+        if output and not output.endswith("\r\n"):
+            output += "\r\n"
+        self._end_before_start("failed", f"{output}labkernel: the {what} of lab {self.lab.id!r} {why}; "
+                                         "the lab cannot start. Its output is above.")
+        return False
+
+    def _spawn(self) -> None:
+        try:
+            self.start(list(self.argv), self.environment(), self.cwd,
+                       self._enclose(self.id) if self._enclose is not None else None)
+        except Exception as e:
+            self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
+            self._end_before_start("failed", f"labkernel: could not start the lab: {e}")
+            return
+        # The lab's own typing first, then what the learner typed while it started.
+        if self.lab.foreground:
+            self._type(self.lab.foreground)
+        self.progress.enter_current()  # step 1, unless its setup already entered it
+        if 1 in self.progress.entered and self.lab.steps[0].foreground:
+            self._type(self.lab.steps[0].foreground)
+        held, self._held = self._held, []
+        for apply in held:
+            with contextlib.suppress(LabError):
+                apply()
+
+    def _type(self, script: str) -> None:
+        with contextlib.suppress(SessionEnded, BadRequest):
+            self.write((script if script.endswith("\n") else script + "\n").encode())
+
+    def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
+        """While the setup runs there is no terminal yet: messages (keys, a resize)
+        are held and applied in order once the shell has started, as keys typed
+        before a program reads them wait in a terminal."""
+        if self.status != "starting":
+            return super()._deliver(client, seq, apply)
+        key = "" if client is None else client
+        if seq is not None and self._seqs.get(key, -1) >= seq:
+            return Accepted(self.output.end, True)
+        if len(self._held) >= _MAX_HELD:
+            raise PayloadTooLarge("This session is still starting and holds too much input already.")
+        self._held.append(apply)
+        if seq is not None:
+            self._seqs[key] = seq
+        return Accepted(self.output.end, False)
+
+    def _end_before_start(self, status: str, message: str) -> None:
+        """End a session whose program never ran, its output saying why."""
+        self.status = status
+        self.ended_at = time.time()
+        if message:
+            self.output.append(message.encode() + b"\r\n")
+        self.output.close()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def adopt(self, rows: int, cols: int, lifetime: float) -> None:
+        """Hand a pooled session to a learner: their size, and its lifetime starting now."""
+        now = time.time()
+        self.created_at, self.expires_at, self.last_activity = now, now + lifetime, now
+        if (rows, cols) != (self.rows, self.cols) and self._proc is not None:
+            self._proc.setwinsize(rows, cols)
+            self.rows, self.cols = rows, cols
+
+    # -- hidden scripts ----------------------------------------------------------
+
+    async def _run(self, script: str, timeout: float, *, keep_background: bool = False) -> ScriptResult:
+        """Run a script of the lab apart from the terminal; stopping the session stops it."""
+        env = self.environment()
+        if keep_background:
+            # What a setup leaves running (a service for the lab) ends with the session.
+            env[MARKER_ENV] = self.id
+        self._script = asyncio.ensure_future(run_script(
+            script, env=env, cwd=self.cwd, timeout=timeout, output_limit=self.lab_settings.output_limit,
+            mask=self.mask, keep_background=keep_background))
+        try:
+            await asyncio.wait([self._script])
+        except asyncio.CancelledError:
+            self._script.cancel()
+            raise
+        script_task, self._script = self._script, None
+        if script_task.cancelled():
+            raise SessionEnded(f"This session has {self.status}; its scripts were stopped with it.")
+        return script_task.result()
+
+    async def check(self, step: int | None = None) -> dict[str, Any]:
+        """Run the check of one step (from 1) or of all; the answer of ``POST .../check``."""
+        steps = self.lab.steps
+        if step is not None and not 1 <= step <= len(steps):
+            raise BadRequest(f"Lab {self.lab.id!r} has steps 1 to {len(steps)}; there is no step {step}."
+                             if steps else f"Lab {self.lab.id!r} has no steps to check.")
+        async with self._check_lock:
+            self._must_run()
+            results = [await self._check_one(i) for i in ([step] if step else range(1, len(steps) + 1))]
+            entered = self.progress.enter_current()
+            if entered is not None and self.running:
+                await self._enter_step(entered)
+        return {"sessionId": self.id, "results": results, **self._progress_model()}
+
+    def _must_run(self) -> None:
+        if self.status == "starting":
+            raise SessionEnded("This session is still starting; check again once it runs.")
+        if not self.running:
+            raise SessionEnded(f"This session has {self.status}; start a new one to check your work.")
+
+    async def _check_one(self, index: int) -> dict[str, Any]:
+        step = self.lab.steps[index - 1]
+        if step.check is None:
+            self.progress.record(index, None)
+            return {"step": index, "title": step.title, "passed": None,
+                    "message": "This step has no check.", "durationMs": 0, "timedOut": False}
+        self._must_run()
+        timeout = self.lab_settings.check_timeout
+        result = await self._run(step.check, timeout)
+        self.progress.record(index, result.ok)
+        message = result.output
+        if result.timed_out:
+            message += f"\n[the check did not finish within {timeout:g} s and was stopped]"
+        self.log.info("labkernel: session %s lab %s step %d check %s in %.0f ms", self.id, self.lab.id,
+                      index, "passed" if result.ok else "timed out" if result.timed_out else "failed",
+                      result.duration * 1000)
+        return {"step": index, "title": step.title, "passed": result.ok, "message": message,
+                "durationMs": round(result.duration * 1000, 1), "timedOut": result.timed_out}
+
+    async def _enter_step(self, index: int) -> None:
+        """The learner reached a step: run its hidden setup, type its foreground."""
+        step = self.lab.steps[index - 1]
+        if step.setup:
+            result = await self._run(step.setup, self.lab_settings.setup_timeout, keep_background=True)
+            if not result.ok:
+                self.log.warning("labkernel: lab %s: step %d's setup failed (exit %s); its output:\n%s",
+                                 self.lab.id, index, result.exit_code, result.output[-2000:])
+        if step.foreground and self.running:
+            self._type(step.foreground)
+
+    # -- ending ------------------------------------------------------------------
+
+    async def stop(self, status: str = "stopped") -> None:
+        if self._script is not None:
+            self._script.cancel()
+        if self._launch is not None and not self._launch.done():
+            self._launch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._launch
+        if self.status == "starting" and self._proc is None:
+            self._end_before_start(status, "")
+            # A setup's background processes carry the session's marker.
+            await asyncio.get_running_loop().run_in_executor(
+                None, kill_script, None, f"{MARKER_ENV}={self.id}\0".encode())
+        else:
+            await super().stop(status)
+        await asyncio.sleep(0)  # let the close callback start the cleanup
+        if self._cleaned is not None:
+            await asyncio.shield(self._cleaned)
+
+    def _on_closed(self, _: Any) -> None:
+        self._cleaned = asyncio.ensure_future(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        """Once the session has ended and its processes are gone, end what its setup
+        scripts left running and remove its scratch folder."""
+        if self._stopping is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._stopping)
+        if self.lab.setup or any(step.setup for step in self.lab.steps):
+            # Setup runs beside the terminal, outside the session's enclosure (a PID
+            # namespace or cgroup holds only the shell): what it left behind carries
+            # the session's marker.
+            await asyncio.get_running_loop().run_in_executor(
+                None, kill_script, None, f"{MARKER_ENV}={self.id}\0".encode())
+        if self.scratch:
+            scratch, self.scratch = self.scratch, None
+            await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, scratch, True)
+
+    # -- views -------------------------------------------------------------------
+
+    def _progress_model(self) -> dict[str, Any]:
+        return {"currentStep": self.progress.current,
+                "steps": self.progress.model([s.title for s in self.lab.steps])}
+
+    def model(self) -> dict[str, Any]:
+        return {**super().model(), **self._progress_model()}

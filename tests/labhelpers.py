@@ -1,0 +1,44 @@
+"""Helpers for tests of lab definitions: lab folders of their own under tmp_path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+#: The settings of a server whose catalog is re-read on every request.
+FRESH = {"lab_scan_interval": 0.0, "cull_interval": 0.1, "kill_grace": 0.3}
+
+
+def lab_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """labkernel_config for a server whose labs are in ``tmp_path/labs``."""
+    (tmp_path / "labs").mkdir(exist_ok=True)
+    return {"lab_path": [str(tmp_path / "labs")], **FRESH, **overrides}
+
+
+def write_lab(parent: Path, name: str, toml: str, files: dict[str, str] | None = None) -> Path:
+    folder = parent / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for rel, text in (files or {}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    # The definition last: a scan that sees it sees its files too.
+    (folder / "lab.toml").write_text(textwrap.dedent(toml))
+    return folder
+
+
+async def check(api: Any, sid: str, step: int | None = None, expect: int = 200) -> Any:
+    body = {} if step is None else {"step": step}
+    return await api.ok("POST", "api", "labs", "session", sid, "check", body=body, expect=expect)
+
+
+async def wait_running(api: Any, sid: str, timeout: float = 30) -> dict[str, Any]:
+    """Long-poll until the session has left ``starting``; returns the session."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        session = await api.get(sid)
+        if session["status"] != "starting":
+            return session
+        assert time.monotonic() < deadline, "the session is still starting"
+        await api.output(sid, session["outputOffset"], wait=1)

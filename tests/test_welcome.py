@@ -1,0 +1,33 @@
+"""The welcome notebook runs top to bottom in a kernel of the test server.
+
+The kernel is started by nbclient in this process, whose environment holds the
+server's URL and token (the extension exports them for its kernels), so the
+notebook's ``Terminal()`` starts a real session on the real server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+
+WELCOME = Path(__file__).resolve().parent.parent / "notebooks" / "welcome.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+async def test_the_welcome_notebook_opens_a_terminal_and_links_its_page(
+        manager: Any, server_url: str, jp_base_url: str) -> None:
+    nb = nbformat.read(WELCOME, as_version=4)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3")
+    await client.async_execute()
+
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    assert any(WIDGET_VIEW in out.get("data", {}) for out in outputs), "no widget displayed"
+    [session] = manager.list()
+    assert (session.lab.id, session.status) == ("shell", "running")
+    links = "".join(out.get("data", {}).get("text/markdown", "") for out in outputs)
+    assert f"({jp_base_url}labkernel/labs/shell)" in links
+    assert f"({jp_base_url}labkernel/sessions/{session.id})" in links
