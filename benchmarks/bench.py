@@ -1,24 +1,30 @@
 #!/usr/bin/env python
-"""labkernel vs terminado: one Jupyter server, both transports, one table.
+"""labkernel vs the floor of its stack vs terminado: one Jupyter server, one table.
 
 Run from the repository root:
 
-    python benchmarks/bench.py            # full run (a few minutes)
+    python benchmarks/bench.py            # full run (about 10 minutes)
     python benchmarks/bench.py --quick    # smoke run with small counts
     python benchmarks/bench.py --json results.json
+    python benchmarks/bench.py --variant main=main --figures echo,flood
 
-It starts ONE real ``jupyter_server`` subprocess with both ``labkernel`` and
-``jupyter_server_terminals`` enabled (isolated config/runtime/data dirs, random
-token, ``base_url=/bench/``), then measures, for labkernel (HTTP long polling via
-``labkernel.client.LabClient``) and terminado (``/api/terminals`` + WebSocket via
-``websocket-client``):
+It starts ONE real ``jupyter_server`` subprocess with ``labkernel``,
+``jupyter_server_terminals`` and three benchmark-only extensions of this directory
+enabled (isolated config/runtime/data dirs, random token, ``base_url=/bench/``):
+``floor_ext`` (labkernel's routes in ~100 lines: the floor of this stack),
+``loop_probe`` (how long each event-loop callback runs) and ``variants_ext`` (other
+versions or settings of labkernel, ``--variant``). Every scenario is written once
+against a small transport interface (create, attach -> pull/send, destroy) and run
+for each transport, alternating the order, repeated:
 
-1. create -> first prompt byte (ms, median over N creations)
+1. create -> first prompt byte (ms)
 2. keystroke echo round trip p50/p99 (ms) typing into ``cat``
 3. output throughput (MB/s) of a >= 20 MB command
 4. requests an idle attached client makes in 10 s
 5. server RSS growth (MB) with 100 attached sessions
-6. echo p50/p95 (ms) in one session while another floods with ``yes``
+6. echo p50/p95 (ms) in one session while another floods with ``yes``, its reader in
+   a separate process, and the longest event-loop callback meanwhile; again with
+   nobody reading the flood
 
 See benchmarks/README.md for what each figure means exactly.
 Progress goes to stderr, the table to stdout.
@@ -45,19 +51,22 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = "/bench/"
 ENDED = {"exited", "stopped", "expired", "failed"}
 MARK = "END_MARK"                      # what the throughput command prints last
 MARK_CMD = "EN''D_MARK"                # how it is typed (the echo never contains MARK)
-BIG_READ = 4 * 1024 * 1024             # labkernel max= for bulk reads
+BIG_READ = 4 * 1024 * 1024             # max= for bulk reads over HTTP
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
-FULL = dict(create_n=10, echo_keys=300, echo_warm=20, b2b_keys=300,
+FULL = dict(create_n=10, echo_keys=300, echo_warm=20, b2b_keys=300, echo_rounds=2,
             tp_bytes=20_000_000, tp_reps=3, idle_s=10.0, rss_n=100, rss_rounds=2,
-            flood_keys=200, flood_warm=20, warm_keys=150, warm_requests=1000)
-QUICK = dict(create_n=3, echo_keys=60, echo_warm=10, b2b_keys=60,
+            flood_keys=200, flood_warm=20, flood_rounds=3, warm_keys=150,
+            warm_requests=1000)
+QUICK = dict(create_n=3, echo_keys=60, echo_warm=10, b2b_keys=60, echo_rounds=1,
              tp_bytes=5_000_000, tp_reps=1, idle_s=3.0, rss_n=20, rss_rounds=2,
-             flood_keys=60, flood_warm=10, warm_keys=50, warm_requests=300)
+             flood_keys=60, flood_warm=10, flood_rounds=1, warm_keys=50,
+             warm_requests=300)
 
 pc = time.perf_counter
 
@@ -147,13 +156,55 @@ class Http:
 
 
 # ----------------------------------------------------------------------------------
+# Variants: other versions / settings of labkernel, mounted in the same server
+# ----------------------------------------------------------------------------------
+def parse_variant(text: str) -> dict:
+    """``NAME=REF[:Trait=value,...]``; REF is a git ref, or ``.`` for the working tree."""
+    name, _, rest = text.partition("=")
+    ref, _, conf = rest.partition(":")
+    if not name.isidentifier() or not ref:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: want NAME=REF[:Trait=value,...]")
+    config = {}
+    for item in filter(None, conf.split(",")):
+        k, _, v = item.partition("=")
+        try:
+            config[k] = json.loads(v)
+        except ValueError:
+            config[k] = v
+    return {"name": name, "ref": ref, "config": config, "package": f"labkernel_{name}"}
+
+
+def materialize_variants(variants, pkgdir: str) -> None:
+    """Copy each variant's labkernel package into pkgdir as labkernel_<name>."""
+    root = os.path.dirname(HERE)
+    for v in variants:
+        dest = os.path.join(pkgdir, v["package"])
+        if v["ref"] == ".":
+            shutil.copytree(os.path.join(root, "labkernel"), dest,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            tmp = os.path.join(pkgdir, "_git")
+            os.makedirs(tmp, exist_ok=True)
+            archive = subprocess.run(["git", "-C", root, "archive", v["ref"], "labkernel"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            os.rename(os.path.join(tmp, "labkernel"), dest)
+            v["commit"] = subprocess.run(["git", "-C", root, "rev-parse", "--short", v["ref"]],
+                                         check=True, capture_output=True,
+                                         text=True).stdout.strip()
+
+
+# ----------------------------------------------------------------------------------
 # The Jupyter server subprocess
 # ----------------------------------------------------------------------------------
 class Server:
-    def __init__(self, tmp: str, clean_home: bool = True, max_sessions: int = 200):
+    def __init__(self, tmp: str, clean_home: bool = True, max_sessions: int = 200,
+                 variants=(), lab_config=None):
         self.tmp = tmp
         self.max_sessions = max_sessions
         self.clean_home = clean_home
+        self.variants = list(variants)
+        self.lab_config = dict(lab_config or {})
         self.port = free_port()
         self.token = secrets.token_hex(24)
         self.proc: subprocess.Popen | None = None
@@ -171,20 +222,19 @@ class Server:
         runtime = os.path.join(self.tmp, "runtime")
         data = os.path.join(self.tmp, "data")
         root = os.path.join(self.tmp, "root")
-        for d in (cfg, runtime, data, root):
+        pkgs = os.path.join(self.tmp, "pkgs")
+        for d in (cfg, runtime, data, root, pkgs):
             os.makedirs(d, exist_ok=True)
-        # Explicit extension list: labkernel + terminals on, the other extensions
-        # the environment may enable (jupyterlab, lsp, notebook_shim) off, so the
-        # server is the same lean process for both transports.
+        materialize_variants(self.variants, pkgs)
+        # Explicit extension list: labkernel, terminals and the benchmark's own on,
+        # the other extensions the environment may enable (jupyterlab, lsp,
+        # notebook_shim) off, so the server is the same lean process for all.
+        extensions = {"labkernel": True, "jupyter_server_terminals": True,
+                      "floor_ext": True, "loop_probe": True, "variants_ext": True}
         config = {
             "ServerApp": {
-                "jpserver_extensions": {
-                    "labkernel": True,
-                    "jupyter_server_terminals": True,
-                    "jupyterlab": False,
-                    "jupyter_lsp": False,
-                    "notebook_shim": False,
-                },
+                "jpserver_extensions": dict(extensions, jupyterlab=False, jupyter_lsp=False,
+                                            notebook_shim=False),
                 "token": self.token,
                 "base_url": BASE,
                 "open_browser": False,
@@ -193,7 +243,7 @@ class Server:
             },
             # labkernel's default limit is 100 running sessions; the RSS figure
             # needs exactly that many, so leave a margin (terminado has no limit).
-            "LabSessionManager": {"max_sessions": self.max_sessions},
+            "LabSessionManager": dict({"max_sessions": self.max_sessions}, **self.lab_config),
         }
         with open(os.path.join(cfg, "jupyter_server_config.json"), "w") as f:
             json.dump(config, f, indent=1)
@@ -203,8 +253,10 @@ class Server:
             JUPYTER_RUNTIME_DIR=runtime,
             JUPYTER_DATA_DIR=data,
             JUPYTER_PLATFORM_DIRS="0",
-            SHELL="/bin/bash",          # the same shell for both transports
+            SHELL="/bin/bash",          # the same shell for every transport
             PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(filter(None, [HERE, pkgs, env.get("PYTHONPATH")])),
+            LABKERNEL_BENCH_VARIANTS=json.dumps(self.variants),
         )
         if self.clean_home:
             # Shells start from an empty HOME: the user's ~/.bashrc (pyenv init and
@@ -220,8 +272,7 @@ class Server:
             f"--port={self.port}", "--ip=127.0.0.1", "--port-retries=0",
             f"--ServerApp.token={self.token}",
             f"--ServerApp.base_url={BASE}",
-            "--ServerApp.jpserver_extensions="
-            "{'labkernel': True, 'jupyter_server_terminals': True}",
+            "--ServerApp.jpserver_extensions=" + repr(extensions),
         ]
         self._logf = open(self.logpath, "wb")
         log(f"starting jupyter_server on port {self.port} (log: {self.logpath})")
@@ -258,6 +309,13 @@ class Server:
         raise RuntimeError("jupyter_server did not answer /bench/api/status in time:\n"
                            + self.log_tail())
 
+    def probe(self, action: str) -> dict:
+        """Start or stop a loop_probe window (stop returns its figures)."""
+        st, body = self.http.request("GET", f"probe/loop?action={action}")
+        if st != 200:
+            raise RuntimeError(f"loop probe -> {st} {body!r}")
+        return body
+
     def rss(self) -> int:
         return self.psproc.memory_info().rss
 
@@ -283,7 +341,8 @@ class Server:
                 log("server did not exit in 20 s: SIGKILL")
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        # Shells the server started and failed to reap (should be none).
+        # Shells the server started and failed to reap (the floor's and the
+        # variants' are left to this on purpose).
         leftovers = [c for c in children if c.is_running()]
         for c in leftovers:
             try:
@@ -397,17 +456,142 @@ def summarize(lat):
 
 
 # ----------------------------------------------------------------------------------
-# Transport adapters
+# Transports: the one interface every scenario is written against
+#
+#   T.create() -> id                 a new terminal / session (one request)
+#   T.attach(id, bulk) -> conn       conn.pull(wait) -> text | '' (nothing) | None (ended)
+#                                    conn.send(text); conn.close()
+#   T.send_detached(id, text)        type without reading (the unread flood)
+#   T.output_offset(id)              bytes the server has taken from the PTY (or None)
+#   T.idle(id, seconds)              what an attached, idle client exchanges
+#   T.destroy(id); T.cleanup()
+#   T.spec                           picklable: rebuilds T in another process
 # ----------------------------------------------------------------------------------
-class Terminado:
-    name = "terminado"
+class PollConn:
+    """One client of a session over labkernel's routes: a standing reader + a sender."""
 
-    def __init__(self, srv: Server):
-        self.srv = srv
-        self.http = srv.http
-        self.ws_base = f"ws://127.0.0.1:{srv.port}{BASE}terminals/websocket/"
+    def __init__(self, T, tid, bulk):
+        self.T, self.tid, self.bulk = T, tid, bulk
+        self.reader, self.sender = T.client(), T.client()
+        self.off = 0
+
+    def pull(self, wait=25.0):
+        kw = {"max": BIG_READ} if self.bulk else {}
+        r = self.reader.read(self.tid, offset=self.off, wait=wait, **kw)
+        self.off = r["nextOffset"]
+        if not r["data"] and r.get("status") in ENDED:
+            return None
+        return r["data"]
+
+    def send(self, text):
+        self.sender.send(self.tid, text)
+
+    def close(self):
+        self.reader.close()
+        self.sender.close()
+
+
+class PollTransport:
+    """labkernel, a variant of it, or the floor: the same REST routes under a prefix."""
+
+    def __init__(self, name, port, token, prefix=""):
+        from labkernel.client import LabClient
+        self.LabClient = LabClient
+        self.name, self.port, self.token, self.prefix = name, port, token, prefix
+        self.url = f"http://127.0.0.1:{port}{BASE}{prefix}"
+        self.ctl = LabClient(self.url, token)
         self.live: set[str] = set()
-        self.sockets: list = []
+        self.spec = ("poll", name, port, token, prefix)
+
+    def client(self):
+        return self.LabClient(self.url, self.token)
+
+    def create(self) -> str:
+        sid = self.ctl.start()["sessionId"]
+        self.live.add(sid)
+        return sid
+
+    def attach(self, tid, bulk=False) -> PollConn:
+        return PollConn(self, tid, bulk)
+
+    def send_detached(self, tid, text):
+        self.ctl.send(tid, text)
+
+    def output_offset(self, tid):
+        return self.ctl.get(tid).get("outputOffset")
+
+    def idle(self, tid, seconds):
+        conn = self.attach(tid)
+        drain(conn)
+        reqs: list = []
+        reader = Reader(conn.pull, name="idle")
+        reader.requests = reqs
+        t0 = pc()
+        reader.start()
+        time.sleep(seconds)
+        in_window = [r for r in reqs if r[0] - t0 <= seconds]
+        return {"count": len(in_window), "requests": [f"{m} {u}" for _, m, u in in_window]}
+
+    def destroy(self, tid) -> None:
+        try:
+            self.ctl.stop(tid)
+        finally:
+            self.live.discard(tid)
+
+    def cleanup(self) -> None:
+        ids = list(self.live)
+        if ids:
+            log(f"{self.name}: stopping {len(ids)} leftover session(s)")
+            with ThreadPoolExecutor(16) as ex:
+                list(ex.map(lambda s: _quiet(self.destroy, s), ids))
+
+
+class TermConn:
+    def __init__(self, T, tid):
+        import websocket
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{T.port}{BASE}terminals/websocket/{tid}",
+            header=[f"Authorization: token {T.token}"], suppress_origin=True, timeout=30,
+            enable_multithread=True, skip_utf8_validation=True)
+        self._timeout = 30.0
+
+    def pull(self, wait=25.0):
+        import websocket
+        if wait != self._timeout:
+            self.ws.settimeout(wait)
+            self._timeout = wait
+        while True:
+            try:
+                msg = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                return ""
+            if not msg:
+                return None
+            m = json.loads(msg)
+            if m[0] == "stdout":
+                return m[1]
+            if m[0] == "disconnect":
+                return None
+
+    def send(self, text):
+        self.ws.send(json.dumps(["stdin", text]))
+
+    def close(self):
+        try:
+            self.ws.abort()
+            self.ws.close(timeout=0.2)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class TermTransport:
+    """terminado (jupyter_server_terminals): REST create/delete, WebSocket I/O."""
+
+    def __init__(self, name, port, token, prefix=""):
+        self.name, self.port, self.token = name, port, token
+        self.http = Http(port, token)
+        self.live: set[str] = set()
+        self.spec = ("term", name, port, token, prefix)
 
     def create(self) -> str:
         st, m = self.http.request("POST", "api/terminals", {})
@@ -416,148 +600,61 @@ class Terminado:
         self.live.add(m["name"])
         return m["name"]
 
-    def connect(self, name: str, timeout=30.0):
+    def attach(self, tid, bulk=False) -> TermConn:
+        return TermConn(self, tid)
+
+    def send_detached(self, tid, text):
+        conn = self.attach(tid)
+        conn.pull(25)          # the connection is set up once the first output came
+        conn.send(text)
+        time.sleep(0.2)
+        conn.close()
+
+    def output_offset(self, tid):
+        return None
+
+    def idle(self, tid, seconds):
         import websocket
-        ws = websocket.create_connection(
-            self.ws_base + name, header=[f"Authorization: token {self.srv.token}"],
-            suppress_origin=True, timeout=timeout, enable_multithread=True,
-            skip_utf8_validation=True)
-        self.sockets.append(ws)
-        return ws
-
-    @staticmethod
-    def pull_fn(ws):
-        def pull():
-            while True:
-                msg = ws.recv()
-                if not msg:
-                    return None
-                m = json.loads(msg)
-                if m[0] == "stdout":
-                    return m[1]
-                if m[0] == "disconnect":
-                    return None
-        return pull
-
-    @staticmethod
-    def sender(ws):
-        def send(text):
-            ws.send(json.dumps(["stdin", text]))
-        return send
-
-    def first_output(self, ws, timeout=25.0) -> str:
-        ws.settimeout(timeout)
-        pull = self.pull_fn(ws)
-        while True:
-            d = pull()
-            if d is None:
-                raise RuntimeError("terminal ended before its first output")
-            if d:
-                return d
-
-    def drain(self, ws, quiet=0.5):
-        ws.settimeout(quiet)
-        import websocket
+        conn = self.attach(tid)
+        drain(conn)
+        ws, recv = conn.ws, {}
+        t0 = pc()
         try:
             while True:
-                ws.recv()
-        except websocket.WebSocketTimeoutException:
-            pass
+                left = seconds - (pc() - t0)
+                if left <= 0:
+                    break
+                ws.settimeout(left)
+                try:
+                    op, _frame = ws.recv_data_frame(control_frame=True)
+                    recv[op] = recv.get(op, 0) + 1
+                except websocket.WebSocketTimeoutException:
+                    break
         finally:
-            ws.settimeout(60)
+            conn.close()
+        # websocket-client answers each ping (opcode 9) with a pong: one sent message each.
+        received = sum(recv.values())
+        sent = recv.get(0x9, 0)
+        return {"count": received + sent, "received": received, "sent": sent,
+                "by_opcode": {str(k): v for k, v in recv.items()}}
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, tid) -> None:
         try:
-            self.http.request("DELETE", f"api/terminals/{name}", timeout=30)
+            self.http.request("DELETE", f"api/terminals/{tid}", timeout=30)
         finally:
-            self.live.discard(name)
-
-    def close_ws(self, ws) -> None:
-        try:
-            ws.abort()
-            ws.close(timeout=0.2)
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            self.sockets.remove(ws)
-        except ValueError:
-            pass
+            self.live.discard(tid)
 
     def cleanup(self) -> None:
-        for ws in list(self.sockets):
-            self.close_ws(ws)
-        names = list(self.live)
-        if names:
-            log(f"terminado: deleting {len(names)} leftover terminal(s)")
+        ids = list(self.live)
+        if ids:
+            log(f"terminado: deleting {len(ids)} leftover terminal(s)")
             with ThreadPoolExecutor(16) as ex:
-                list(ex.map(lambda n: _quiet(self.destroy, n), names))
+                list(ex.map(lambda n: _quiet(self.destroy, n), ids))
 
 
-class Labkernel:
-    name = "labkernel"
-
-    def __init__(self, srv: Server):
-        from labkernel.client import LabClient
-        self.LabClient = LabClient
-        self.srv = srv
-        self.url = srv.url
-        self.client = LabClient(self.url, srv.token)
-        self.live: set[str] = set()
-
-    def new_client(self):
-        return self.LabClient(self.url, self.srv.token)
-
-    def create(self, client=None) -> str:
-        s = (client or self.client).start()
-        sid = s["sessionId"]
-        self.live.add(sid)
-        return sid
-
-    def pull_fn(self, client, sid, offset=0, wait=25, max_bytes=None):
-        state = {"off": offset}
-
-        def pull():
-            kw = {} if max_bytes is None else {"max": max_bytes}
-            r = client.read(sid, offset=state["off"], wait=wait, **kw)
-            state["off"] = r["nextOffset"]
-            if not r["data"] and r.get("status") in ENDED:
-                return None
-            return r["data"]
-        pull.state = state
-        return pull
-
-    def sender(self, client, sid):
-        def send(text):
-            client.send(sid, text)
-        return send
-
-    def drain(self, client, sid, offset=0, quiet=1) -> int:
-        """Read until a long poll of `quiet` s returns nothing; return next offset."""
-        got_any = False
-        while True:
-            r = client.read(sid, offset=offset, wait=quiet if got_any else 25)
-            offset = r["nextOffset"]
-            if r["data"]:
-                got_any = True
-                continue
-            if r.get("status") in ENDED:
-                raise RuntimeError(f"session {sid} ended: {r.get('status')}")
-            if got_any:
-                return offset
-
-    def destroy(self, sid: str, client=None) -> None:
-        try:
-            (client or self.client).stop(sid)
-        finally:
-            self.live.discard(sid)
-
-    def cleanup(self) -> None:
-        sids = list(self.live)
-        if sids:
-            log(f"labkernel: stopping {len(sids)} leftover session(s)")
-            c = self.new_client()
-            with ThreadPoolExecutor(16) as ex:
-                list(ex.map(lambda s: _quiet(self.destroy, s, c), sids))
+def make_transport(spec):
+    kind, *args = spec
+    return (PollTransport if kind == "poll" else TermTransport)(*args)
 
 
 def _quiet(fn, *a):
@@ -567,310 +664,153 @@ def _quiet(fn, *a):
         pass
 
 
-# ----------------------------------------------------------------------------------
-# 1. create -> first prompt byte
-# ----------------------------------------------------------------------------------
-def t_create_lab(L: Labkernel, P):
-    c = L.client
-    first, created = [], []
-    for i in range(P["create_n"]):
-        t0 = pc()
-        sid = L.create()
-        t1 = pc()
-        off = 0
-        deadline = t0 + 30
-        while True:
-            r = c.read(sid, offset=off, wait=25)
-            if r["data"]:
-                break
-            off = r["nextOffset"]
-            if r.get("status") in ENDED or pc() > deadline:
-                raise RuntimeError(f"no first byte from {sid}: {r!r}")
-        t2 = pc()
-        first.append((t2 - t0) * 1000)
-        created.append((t1 - t0) * 1000)
-        L.destroy(sid)
-        time.sleep(0.1)
-    return {"samples_ms": first, "create_request_ms": created}
-
-
-def t_create_term(T: Terminado, P):
-    first, created, connected = [], [], []
-    for i in range(P["create_n"]):
-        t0 = pc()
-        name = T.create()
-        t1 = pc()
-        ws = T.connect(name)
-        t2 = pc()
-        T.first_output(ws)
-        t3 = pc()
-        first.append((t3 - t0) * 1000)
-        created.append((t1 - t0) * 1000)
-        connected.append((t2 - t0) * 1000)
-        T.destroy(name)
-        T.close_ws(ws)
-        time.sleep(0.1)
-    return {"samples_ms": first, "create_request_ms": created, "ws_connected_ms": connected}
-
-
-def merge_create(parts):
-    out = {}
-    for k in ("samples_ms", "create_request_ms", "ws_connected_ms"):
-        xs = [x for p in parts for x in p.get(k, [])]
-        if xs:
-            out[k] = xs
-    out["median_ms"] = statistics.median(out["samples_ms"])
-    out["create_request_median_ms"] = statistics.median(out["create_request_ms"])
-    if "ws_connected_ms" in out:
-        out["ws_connected_median_ms"] = statistics.median(out["ws_connected_ms"])
-    return out
-
-
-def merge_rss(parts):
-    """Rounds run L,T then T,L (ABBA): the mean cancels the order effect (memory the
-    first run frees is reused by the next one)."""
-    out = dict(parts[0])
-    out["growth_MB"] = statistics.fmean(p["growth_MB"] for p in parts)
-    out["growth_by_round_MB"] = [p["growth_MB"] for p in parts]
-    out["rounds"] = parts
-    return out
-
-
-def merge_tp(parts):
-    runs = [r for p in parts for r in p["runs"]]
-    return {"MBps": statistics.median(r["MBps"] for r in runs), "runs": runs}
+def drain(conn, quiet=0.5, first_timeout=25.0):
+    """Read the first output, then until nothing comes for `quiet` s."""
+    deadline = pc() + first_timeout
+    while True:
+        d = conn.pull(min(25.0, max(0.1, deadline - pc())))
+        if d is None:
+            raise RuntimeError("session ended before its first output")
+        if d:
+            break
+        if pc() > deadline:
+            raise RuntimeError("no first output")
+    while True:
+        d = conn.pull(quiet)
+        if d is None:
+            raise RuntimeError("session ended")
+        if not d:
+            return
 
 
 # ----------------------------------------------------------------------------------
-# 2. keystroke echo round trip
+# Scenarios: each written once, run for every transport. fn(T, P, srv) -> dict
 # ----------------------------------------------------------------------------------
-def lab_echo_session(L: Labkernel):
-    """A session running cat, a reader thread with a standing long poll."""
-    rc, sc = L.new_client(), L.new_client()
-    sid = L.create(sc)
-    reader = Reader(L.pull_fn(rc, sid, 0, wait=25), name=f"lab-reader-{sid[:6]}")
+def s_create(T, P, srv):
+    """One creation: create request, attach, first non-empty output."""
+    t0 = pc()
+    tid = T.create()
+    t1 = pc()
+    conn = T.attach(tid)
+    t2 = pc()
+    deadline = t0 + 30
+    while True:
+        d = conn.pull(25)
+        if d:
+            break
+        if d is None or pc() > deadline:
+            raise RuntimeError(f"no first byte from {tid}")
+    t3 = pc()
+    T.destroy(tid)
+    conn.close()
+    time.sleep(0.1)
+    return {"first_byte_ms": (t3 - t0) * 1000, "create_request_ms": (t1 - t0) * 1000,
+            "attached_ms": (t2 - t0) * 1000}
+
+
+def echo_session(T):
+    """A session running cat, a reader thread with a standing poll / open socket."""
+    tid = T.create()
+    conn = T.attach(tid)
+    reader = Reader(conn.pull, name=f"{T.name}-reader")
     reader.start()
     if not reader.first.wait(30):
         raise RuntimeError("no prompt")
     reader.wait_quiet(0.5)
-    send = L.sender(sc, sid)
-    send("cat\r")
+    conn.send("cat\r")
     reader.wait_quiet(0.3)
-    return sid, reader, send, sc
+    return tid, conn, reader
 
 
-def term_echo_session(T: Terminado):
-    name = T.create()
-    ws = T.connect(name)
-    reader = Reader(T.pull_fn(ws), name=f"term-reader-{name}")
-    reader.start()
-    if not reader.first.wait(30):
-        raise RuntimeError("no prompt")
-    reader.wait_quiet(0.5)
-    send = T.sender(ws)
-    send("cat\r")
-    reader.wait_quiet(0.3)
-    return name, reader, send, ws
+def close_echo(T, tid, conn, reader):
+    _quiet(T.destroy, tid)
+    reader.join(10)
+    conn.close()
 
 
-def t_echo_lab(L: Labkernel, P, srv):
-    sid, reader, send, sc = lab_echo_session(L)
+def s_echo(T, P, srv):
+    tid, conn, reader = echo_session(T)
     try:
         cpu0 = srv.cpu()
-        lat, fails = echo_run(reader, send, P["echo_keys"], P["echo_warm"], P["key_gap"])
+        lat, fails = echo_run(reader, conn.send, P["echo_keys"], P["echo_warm"], P["key_gap"])
         cpu = srv.cpu() - cpu0
         b2b = []
         if P.get("b2b_keys"):
             reader.wait_quiet(0.2)
-            b2b, _ = echo_run(reader, send, P["b2b_keys"], 5, 0.0)
+            b2b, _ = echo_run(reader, conn.send, P["b2b_keys"], 5, 0.0)
     finally:
-        L.destroy(sid, sc)
-        reader.join(10)
+        close_echo(T, tid, conn, reader)
     out = summarize(lat)
     out.update(lost=fails, server_cpu_ms_per_key=cpu * 1000 / (P["echo_keys"] + P["echo_warm"]))
     if b2b:
-        out["back_to_back"] = summarize(b2b)
+        out["b2b_p50"], out["b2b_p99"] = pct(b2b, 50), pct(b2b, 99)
     return out
 
 
-def t_echo_term(T: Terminado, P, srv):
-    name, reader, send, ws = term_echo_session(T)
-    try:
-        cpu0 = srv.cpu()
-        lat, fails = echo_run(reader, send, P["echo_keys"], P["echo_warm"], P["key_gap"])
-        cpu = srv.cpu() - cpu0
-        b2b = []
-        if P.get("b2b_keys"):
-            reader.wait_quiet(0.2)
-            b2b, _ = echo_run(reader, send, P["b2b_keys"], 5, 0.0)
-    finally:
-        T.destroy(name)
-        reader.join(5)
-        T.close_ws(ws)
-    out = summarize(lat)
-    out.update(lost=fails, server_cpu_ms_per_key=cpu * 1000 / (P["echo_keys"] + P["echo_warm"]))
-    if b2b:
-        out["back_to_back"] = summarize(b2b)
-    return out
-
-
-# ----------------------------------------------------------------------------------
-# 3. throughput
-# ----------------------------------------------------------------------------------
 def tp_command(nbytes: int) -> str:
     return f"head -c {nbytes} /dev/zero | tr '\\0' x; echo; echo {MARK_CMD}"
 
 
-def t_tp_lab(L: Labkernel, P, srv):
-    c = L.new_client()
-    runs = []
-    for rep in range(P["tp_reps"]):
-        sid = L.create(c)
-        try:
-            off = L.drain(c, sid)
-            cpu0 = srv.cpu()
-            t0 = pc()
-            c.command(sid, tp_command(P["tp_bytes"]))
-            total, nreq, truncated, tail = 0, 0, False, ""
-            while True:
-                r = c.read(sid, offset=off, wait=25, max=BIG_READ)
-                nreq += 1
-                d = r["data"]
-                total += r["nextOffset"] - r["offset"]
-                truncated |= bool(r.get("truncated"))
-                off = r["nextOffset"]
-                if MARK in tail + d[:64] or MARK in d:
-                    break
-                tail = (tail + d[-64:])[-64:]
-                if r.get("status") in ENDED:
-                    raise RuntimeError("session ended during throughput run")
-                if pc() - t0 > 300:
-                    raise RuntimeError("throughput run timed out")
-            el = pc() - t0
-            cpu = srv.cpu() - cpu0
-        finally:
-            L.destroy(sid, c)
-        runs.append({"MBps": total / 1e6 / el, "bytes": total, "seconds": el,
-                     "requests": nreq, "avg_answer_bytes": total / max(nreq, 1),
-                     "truncated": truncated, "server_cpu_s": cpu})
-        log(f"  labkernel: {runs[-1]['MBps']:.1f} MB/s "
-            f"({nreq} reads, server cpu {cpu:.2f} s)")
-    return {"runs": runs}
-
-
-def t_tp_term(T: Terminado, P, srv):
-    runs = []
-    for rep in range(P["tp_reps"]):
-        name = T.create()
-        ws = T.connect(name)
-        try:
-            T.first_output(ws)
-            T.drain(ws)
-            ws.settimeout(60)
-            pull = T.pull_fn(ws)
-            send = T.sender(ws)
-            cpu0 = srv.cpu()
-            t0 = pc()
-            send(tp_command(P["tp_bytes"]) + "\r")
-            total, nmsg, tail = 0, 0, ""
-            while True:
-                d = pull()
-                if d is None:
-                    raise RuntimeError("terminal ended during throughput run")
-                nmsg += 1
-                total += len(d.encode("utf-8"))
-                if MARK in tail + d[:64] or MARK in d:
-                    break
-                tail = (tail + d[-64:])[-64:]
-                if pc() - t0 > 300:
-                    raise RuntimeError("throughput run timed out")
-            el = pc() - t0
-            cpu = srv.cpu() - cpu0
-        finally:
-            T.destroy(name)
-            T.close_ws(ws)
-        runs.append({"MBps": total / 1e6 / el, "bytes": total, "seconds": el,
-                     "messages": nmsg, "avg_message_bytes": total / max(nmsg, 1),
-                     "server_cpu_s": cpu})
-        log(f"  terminado: {runs[-1]['MBps']:.1f} MB/s "
-            f"({nmsg} messages, server cpu {cpu:.2f} s)")
-    return {"runs": runs}
-
-
-# ----------------------------------------------------------------------------------
-# 4. idle attached client
-# ----------------------------------------------------------------------------------
-def t_idle_lab(L: Labkernel, P, srv):
-    c = L.new_client()
-    sid = L.create(c)
+def s_throughput(T, P, srv):
+    """MB/s from sending the command until END_MARK arrives. The output is ASCII, so
+    characters received = bytes."""
+    tid = T.create()
+    conn = T.attach(tid, bulk=True)
     try:
-        off = L.drain(c, sid)
-        reqs: list = []
-        reader = Reader(L.pull_fn(L.new_client(), sid, off, wait=25), name="lab-idle")
-        reader.requests = reqs
+        drain(conn)
         cpu0 = srv.cpu()
+        srv.probe("start")
         t0 = pc()
-        reader.start()
-        time.sleep(P["idle_s"])
-        in_window = [r for r in reqs if r[0] - t0 <= P["idle_s"]]
-        cpu = srv.cpu() - cpu0
-    finally:
-        L.destroy(sid, c)
-    reader.join(10)
-    return {"count": len(in_window), "window_s": P["idle_s"],
-            "requests": [f"{m} {u}" for _, m, u in in_window], "server_cpu_ms": cpu * 1000}
-
-
-def t_idle_term(T: Terminado, P, srv):
-    import websocket
-    name = T.create()
-    ws = T.connect(name)
-    try:
-        T.first_output(ws)
-        T.drain(ws)
-        recv = {}
-        cpu0 = srv.cpu()
-        t0 = pc()
+        conn.send(tp_command(P["tp_bytes"]) + "\r")
+        total, n, tail = 0, 0, ""
         while True:
-            left = P["idle_s"] - (pc() - t0)
-            if left <= 0:
+            d = conn.pull(25)
+            if d is None:
+                raise RuntimeError("session ended during the throughput run")
+            n += 1
+            total += len(d)
+            if MARK in tail + d[:64] or MARK in d:
                 break
-            ws.settimeout(left)
-            try:
-                op, _frame = ws.recv_data_frame(control_frame=True)
-                recv[op] = recv.get(op, 0) + 1
-            except websocket.WebSocketTimeoutException:
-                break
+            tail = (tail + d[-64:])[-64:]
+            if pc() - t0 > 300:
+                raise RuntimeError("throughput run timed out")
+        el = pc() - t0
+        probe = srv.probe("stop")
         cpu = srv.cpu() - cpu0
     finally:
-        T.destroy(name)
-        T.close_ws(ws)
-    # websocket-client answers each ping (opcode 9) with a pong: one sent message each.
-    received = sum(recv.values())
-    sent = recv.get(0x9, 0)
-    return {"count": received + sent, "received": received, "sent": sent,
-            "by_opcode": recv, "window_s": P["idle_s"], "connections": 1,
-            "server_cpu_ms": cpu * 1000}
+        _quiet(T.destroy, tid)
+        conn.close()
+    log(f"  {T.name}: {total / 1e6 / el:.1f} MB/s ({n} answers, server cpu {cpu:.2f} s)")
+    return {"MBps": total / 1e6 / el, "bytes": total, "seconds": el, "answers": n,
+            "avg_answer_KiB": total / max(n, 1) / 1024,
+            "server_cpu_ms_per_MB": cpu * 1e3 / (total / 1e6), "loop_max_ms": probe["max_ms"],
+            "loop_max_cpu_ms": probe["max_cpu_ms"]}
 
 
-# ----------------------------------------------------------------------------------
-# 5. server RSS growth with N attached sessions
-# ----------------------------------------------------------------------------------
-def _settle_rss(srv, settle):
-    time.sleep(settle)
-    return srv.rss()
-
-
-def t_rss_lab(L: Labkernel, P, srv):
-    n = P["rss_n"]
-    base = _settle_rss(srv, 1.5)
-    c = L.new_client()
-    sids, readers = [], []
+def s_idle(T, P, srv):
+    tid = T.create()
     try:
-        for i in range(n):
-            sids.append(L.create(c))
-        for sid in sids:
-            r = Reader(L.pull_fn(L.new_client(), sid, 0, wait=25), name=f"lab-rss-{sid[:6]}")
+        cpu0 = srv.cpu()
+        out = T.idle(tid, P["idle_s"])
+        out["server_cpu_ms"] = (srv.cpu() - cpu0) * 1000
+    finally:
+        T.destroy(tid)
+    out["window_s"] = P["idle_s"]
+    return out
+
+
+def s_rss(T, P, srv):
+    n = P["rss_n"]
+    time.sleep(1.5)
+    base = srv.rss()
+    ids, conns, readers = [], [], []
+    try:
+        for _ in range(n):
+            ids.append(T.create())
+        for tid in ids:
+            conn = T.attach(tid)
+            conns.append(conn)
+            r = Reader(conn.pull, name=f"{T.name}-rss")
             r.start()
             readers.append(r)
         deadline = pc() + 60
@@ -879,90 +819,41 @@ def t_rss_lab(L: Labkernel, P, srv):
         attached = sum(1 for r in readers if r.nbytes > 0 and r.error is None)
         for r in readers:
             r.wait_quiet(0.3, 10)
-        peak = _settle_rss(srv, 2.0)
+        time.sleep(2.0)
+        peak = srv.rss()
     finally:
         with ThreadPoolExecutor(16) as ex:
-            list(ex.map(lambda s: _quiet(L.destroy, s, c), sids))
+            list(ex.map(lambda s: _quiet(T.destroy, s), ids))
         for r in readers:
             r.join(10)
-    after = _settle_rss(srv, 2.0)
-    errors = [repr(r.error) for r in readers if r.error is not None][:3]
-    return {"growth_MB": (peak - base) / 1e6, "sessions": len(sids), "attached": attached,
-            "rss_before_MB": base / 1e6, "rss_with_sessions_MB": peak / 1e6,
-            "rss_after_cleanup_MB": after / 1e6, "reader_errors": errors}
-
-
-def t_rss_term(T: Terminado, P, srv):
-    n = P["rss_n"]
-    base = _settle_rss(srv, 1.5)
-    names, sockets = [], []
-    attached = 0
-    try:
-        for i in range(n):
-            names.append(T.create())
-        for name in names:
-            ws = T.connect(name)
-            sockets.append(ws)
-            T.first_output(ws)
-            attached += 1
-        peak = _settle_rss(srv, 2.0)
-    finally:
-        with ThreadPoolExecutor(16) as ex:
-            list(ex.map(lambda nm: _quiet(T.destroy, nm), names))
-        for ws in sockets:
-            T.close_ws(ws)
-    after = _settle_rss(srv, 2.0)
-    return {"growth_MB": (peak - base) / 1e6, "sessions": len(names), "attached": attached,
+        for c in conns:
+            c.close()
+    time.sleep(2.0)
+    after = srv.rss()
+    return {"growth_MB": (peak - base) / 1e6, "sessions": len(ids), "attached": attached,
             "rss_before_MB": base / 1e6, "rss_with_sessions_MB": peak / 1e6,
             "rss_after_cleanup_MB": after / 1e6}
 
 
-# ----------------------------------------------------------------------------------
-# 6. echo while another session floods
-# ----------------------------------------------------------------------------------
-def _flood_consumer(kind, port, token, target, q, stop_ev, progress):
+def _flood_consumer(spec, target, q, stop_ev, progress):
     """Runs in a child process: attach to `target`, start `yes`, consume the flood."""
     n, el = 0, 0.0
     try:
-        if kind == "labkernel":
-            from labkernel.client import LabClient
-            c = LabClient(f"http://127.0.0.1:{port}{BASE}", token)
-            r = c.read(target, offset=0, wait=25)
-            off = r["nextOffset"]
-            c.command(target, "yes")
-            t0 = pc()
-            while not stop_ev.is_set():
-                r = c.read(target, offset=off, wait=5, max=BIG_READ)
-                n += r["nextOffset"] - r["offset"]
-                off = r["nextOffset"]
-                progress.value = n
-                if r.get("status") in ENDED:
-                    break
-            el = pc() - t0
-            c.send(target, "\x03")
-        else:
-            import websocket
-            ws = websocket.create_connection(
-                f"ws://127.0.0.1:{port}{BASE}terminals/websocket/{target}",
-                header=[f"Authorization: token {token}"], suppress_origin=True, timeout=30,
-                skip_utf8_validation=True)
-            while True:
-                m = json.loads(ws.recv())
-                if m[0] == "stdout" and m[1]:
-                    break
-            ws.send(json.dumps(["stdin", "yes\r"]))
-            t0 = pc()
-            ws.settimeout(5)
-            while not stop_ev.is_set():
-                m = json.loads(ws.recv())
-                if m[0] == "stdout":
-                    n += len(m[1])
-                    progress.value = n
-                elif m[0] == "disconnect":
-                    break
-            el = pc() - t0
-            ws.send(json.dumps(["stdin", "\x03"]))
-            ws.abort()
+        T = make_transport(spec)
+        conn = T.attach(target, bulk=True)
+        while not conn.pull(25):
+            pass
+        conn.send("yes\r")
+        t0 = pc()
+        while not stop_ev.is_set():
+            d = conn.pull(5)
+            if d is None:
+                break
+            n += len(d)
+            progress.value = n
+        el = pc() - t0
+        conn.send("\x03")
+        conn.close()
         q.put({"bytes": n, "seconds": el, "MBps": n / 1e6 / el if el else 0.0})
     except BaseException as e:  # noqa: BLE001
         q.put({"error": repr(e), "bytes": n})
@@ -971,14 +862,13 @@ def _flood_consumer(kind, port, token, target, q, stop_ev, progress):
 class Flood:
     """A child process consuming a flooding session (keeps the GIL out of the way)."""
 
-    def __init__(self, kind, srv, target):
+    def __init__(self, T, target):
         ctx = mp.get_context("spawn")
         self.q = ctx.Queue()
         self.stop_ev = ctx.Event()
         self.progress = ctx.Value("q", 0, lock=False)
         self.proc = ctx.Process(target=_flood_consumer, daemon=True,
-                                args=(kind, srv.port, srv.token, target, self.q,
-                                      self.stop_ev, self.progress))
+                                args=(T.spec, target, self.q, self.stop_ev, self.progress))
 
     def start(self, min_bytes=5_000_000, timeout=60):
         self.proc.start()
@@ -995,6 +885,8 @@ class Flood:
             return {"error": "no result from flood consumer"}
 
     def stop(self):
+        if self.stop_ev.is_set():
+            return {}
         self.stop_ev.set()
         res = self._result(30)
         self.proc.join(10)
@@ -1004,120 +896,132 @@ class Flood:
         return res
 
 
-def t_flood_lab(L: Labkernel, P, srv):
-    fl_client = L.new_client()
-    fsid = L.create(fl_client)
-    flood = Flood("labkernel", srv, fsid)
-    sid = reader = None
+def _flood(T, P, srv, attached: bool):
+    fid = T.create()
+    flood = Flood(T, fid) if attached else None
+    echo = None
     try:
-        sid, reader, send, sc = lab_echo_session(L)
-        flood.start()
-        lat, fails = echo_run(reader, send, P["flood_keys"], P["flood_warm"], P["key_gap"])
-        fres = flood.stop()
+        if attached:
+            flood.start()
+        else:
+            T.send_detached(fid, "yes\r")      # nobody ever reads this session's output
+            deadline = pc() + 30
+            while (T.output_offset(fid) or 0) < 2_000_000 and T.output_offset(fid) is not None:
+                if pc() > deadline:
+                    raise RuntimeError("unread flood did not start")
+                time.sleep(0.1)
+            if T.output_offset(fid) is None:
+                time.sleep(1.0)
+        echo = echo_session(T)
+        tid, conn, reader = echo
+        off0, t0 = T.output_offset(fid), pc()
+        srv.probe("start")
+        lat, fails = echo_run(reader, conn.send, P["flood_keys"], P["flood_warm"], P["key_gap"])
+        probe = srv.probe("stop")
+        off1, el = T.output_offset(fid), pc() - t0
+        fres = flood.stop() if attached else {}
     finally:
-        if flood.proc.is_alive():
+        if flood is not None:
             flood.stop()
-        _quiet(L.destroy, fsid, fl_client)
-        if sid:
-            _quiet(L.destroy, sid)
-        if reader:
-            reader.join(10)
+        _quiet(T.destroy, fid)
+        if echo:
+            close_echo(T, *echo)
     out = summarize(lat)
-    out.update(lost=fails, flood=fres)
+    out.update(lost=fails, loop_max_ms=probe["max_ms"], loop_max_cpu_ms=probe["max_cpu_ms"],
+               loop_over_5ms=probe["over_5ms"], loop_over_5ms_cpu=probe["over_5ms_cpu"],
+               loop_busy=probe["busy_fraction"], loop_busy_cpu=probe["busy_cpu_fraction"],
+               loop_top=probe["top"][:3],
+               loop_max_cpu_what=probe["max_cpu_what"])
+    if "MBps" in fres:
+        out["flood_MBps"] = fres["MBps"]
+    elif "error" in fres:
+        out["flood_error"] = fres["error"]
+    if off0 is not None and off1 is not None:
+        out["ingest_MBps"] = (off1 - off0) / 1e6 / el
     return out
 
 
-def t_flood_lab_noreader(L: Labkernel, P, srv):
-    c = L.new_client()
-    fsid = L.create(c)
-    sid = reader = None
-    try:
-        c.command(fsid, "yes")          # nobody ever reads this session's output
-        deadline = pc() + 30
-        while True:
-            st, s = srv.http.request("GET", f"api/labs/session/{fsid}")
-            if st == 200 and s.get("outputOffset", 0) > 2_000_000:
-                break
-            if pc() > deadline:
-                raise RuntimeError(f"unread flood did not start: {st} {s!r}")
-            time.sleep(0.1)
-        sid, reader, send, sc = lab_echo_session(L)
-        st, s0 = srv.http.request("GET", f"api/labs/session/{fsid}")
-        t0 = pc()
-        lat, fails = echo_run(reader, send, P["flood_keys"], P["flood_warm"], P["key_gap"])
-        st, s1 = srv.http.request("GET", f"api/labs/session/{fsid}")
-        el = pc() - t0
-    finally:
-        _quiet(L.destroy, fsid, c)
-        if sid:
-            _quiet(L.destroy, sid)
-        if reader:
-            reader.join(10)
-    out = summarize(lat)
-    out.update(lost=fails, flood_ingest_MBps=(s1["outputOffset"] - s0["outputOffset"]) / 1e6 / el)
-    return out
+def s_flood(T, P, srv):
+    return _flood(T, P, srv, attached=True)
 
 
-def t_flood_term(T: Terminado, P, srv):
-    fname = T.create()
-    flood = Flood("terminado", srv, fname)
-    name = reader = ws = None
-    try:
-        name, reader, send, ws = term_echo_session(T)
-        flood.start()
-        lat, fails = echo_run(reader, send, P["flood_keys"], P["flood_warm"], P["key_gap"])
-        fres = flood.stop()
-    finally:
-        if flood.proc.is_alive():
-            flood.stop()
-        _quiet(T.destroy, fname)
-        if name:
-            _quiet(T.destroy, name)
-        if reader:
-            reader.join(5)
-        if ws:
-            T.close_ws(ws)
-    out = summarize(lat)
-    out.update(lost=fails, flood=fres)
-    return out
+def s_flood_noreader(T, P, srv):
+    return _flood(T, P, srv, attached=False)
 
 
 # ----------------------------------------------------------------------------------
-# Table
+# Rounds and merging
 # ----------------------------------------------------------------------------------
-def _get(res, key, path):
+SCENARIOS = [
+    # key, title, fn, rounds parameter (None: one round)
+    ("create", "create -> first byte", s_create, "create_n"),
+    ("echo", "keystroke echo", s_echo, "echo_rounds"),
+    ("throughput", "throughput", s_throughput, "tp_reps"),
+    ("idle", "idle client", s_idle, None),
+    ("rss", "RSS with attached sessions", s_rss, "rss_rounds"),
+    ("flood", "echo under flood", s_flood, "flood_rounds"),
+    ("flood_noreader", "echo under unread flood", s_flood_noreader, "flood_rounds"),
+]
+
+
+def merge(parts):
+    """Median of each numeric figure over the rounds, with its range."""
+    out = {"rounds": len(parts)}
+    for k, v in parts[0].items():
+        vals = [p[k] for p in parts if isinstance(p.get(k), (int, float))]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and vals:
+            out[k] = statistics.median(vals)
+            if len(vals) > 1:
+                out[k + "_range"] = [min(vals), max(vals)]
+        elif k not in out:
+            out[k] = v
+    out["by_round"] = parts
+    return out
+
+
+# (row id, label, result key, field, lower is better)
+ROWS = [
+    ("create_first_byte_ms", "create -> first prompt byte (ms, median)", "create",
+     "first_byte_ms"),
+    ("echo_p50_ms", "echo round trip p50 (ms)", "echo", "p50"),
+    ("echo_p99_ms", "echo round trip p99 (ms)", "echo", "p99"),
+    ("throughput_MBps", "output throughput (MB/s, median)", "throughput", "MBps"),
+    ("idle_requests", "idle client: requests (HTTP) / WS msgs in {idle}", "idle", "count"),
+    ("rss_growth_MB", "server RSS growth, {rss_n} sessions (MB)", "rss", "growth_MB"),
+    ("flood_echo_p50_ms", "echo p50 while another session floods (ms)", "flood", "p50"),
+    ("flood_echo_p95_ms", "echo p95 while another session floods (ms)", "flood", "p95"),
+    ("flood_loop_max_ms", "  longest loop callback meanwhile (ms, wall)", "flood", "loop_max_ms"),
+    ("flood_loop_max_cpu_ms", "  longest loop callback meanwhile (ms, CPU)", "flood",
+     "loop_max_cpu_ms"),
+    ("flood_MBps", "  flood consumed meanwhile (MB/s)", "flood", "flood_MBps"),
+    ("flood_noreader_echo_p95_ms", "echo p95, flood with no reader attached (ms)",
+     "flood_noreader", "p95"),
+    ("flood_noreader_loop_max_ms", "  longest loop callback meanwhile (ms, wall)",
+     "flood_noreader", "loop_max_ms"),
+]
+
+# (label, row id, reference transport or None for an absolute bound, factor, higher is better)
+TARGETS = [
+    ("create -> first byte <= terminado's", "create_first_byte_ms", "terminado", 1.0, False),
+    ("echo p50 <= 1.15x the floor's", "echo_p50_ms", "floor", 1.15, False),
+    ("throughput >= 4x terminado's", "throughput_MBps", "terminado", 4.0, True),
+    ("idle client <= 1 request in the window", "idle_requests", None, 1, False),
+    ("RSS growth <= terminado's", "rss_growth_MB", "terminado", 1.0, False),
+    ("echo p95 under flood <= 1.5x the floor's", "flood_echo_p95_ms", "floor", 1.5, False),
+    ("echo p95 under flood <= 2.5x terminado's", "flood_echo_p95_ms", "terminado", 2.5, False),
+    ("no loop callback over 5 ms during the flood", "flood_loop_max_ms", None, 5.0, False),
+    ("  same, judged on CPU time", "flood_loop_max_cpu_ms", None, 5.0, False),
+]
+
+
+def _num(res, key, field):
     r = res.get(key)
     if not isinstance(r, dict) or "error" in r:
         return None
-    for p in path:
-        r = r.get(p) if isinstance(r, dict) else None
-    if not isinstance(r, (int, float)) or (isinstance(r, float) and math.isnan(r)):
+    v = r.get(field)
+    if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
         return None
-    return r
-
-
-# (row id, label, result key, path, target text, check(lab, term) -> bool)
-ROWS = [
-    ("create_first_byte_ms", "create -> first prompt byte (ms, median)", "create", ["median_ms"],
-     "<= terminado", lambda a, b: b is not None and a <= b),
-    ("echo_p50_ms", "echo round trip p50 (ms)", "echo", ["p50"],
-     "<= 0.6 ms", lambda a, b: a <= 0.6),
-    ("echo_p99_ms", "echo round trip p99 (ms)", "echo", ["p99"],
-     "<= 1.5 ms", lambda a, b: a <= 1.5),
-    ("throughput_MBps", "output throughput (MB/s, median)", "throughput", ["MBps"],
-     ">= 10x terminado", lambda a, b: b is not None and a >= 10 * b),
-    ("idle_requests", "idle client: HTTP requests (L) / WS msgs (T) in {idle}", "idle",
-     ["count"],
-     "<= 1 (1 per 25 s)", lambda a, b: a <= 1),
-    ("rss_growth_MB", "server RSS growth, {rss_n} sessions (MB)", "rss", ["growth_MB"],
-     "<= terminado", lambda a, b: b is not None and a <= b),
-    ("flood_echo_p50_ms", "echo p50 while another session floods (ms)", "flood", ["p50"],
-     "", None),
-    ("flood_echo_p95_ms", "echo p95 while another session floods (ms)", "flood", ["p95"],
-     "<= 5 ms", lambda a, b: a <= 5),
-    ("flood_noreader_echo_p95_ms", "  same, flood with no reader attached (p95)",
-     "flood_noreader", ["p95"], "<= 5 ms", lambda a, b: a <= 5),
-]
+    return v
 
 
 def fmt(v):
@@ -1132,23 +1036,160 @@ def fmt(v):
     return f"{v:.2f}"
 
 
-def build_table(results, P):
+def _grid(head, body, left=1):
+    w = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    line = lambda cells: "| " + " | ".join(  # noqa: E731
+        c.ljust(w[i]) if i < left else c.rjust(w[i]) for i, c in enumerate(cells)) + " |"
+    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
+    return "\n".join([line(head), sep] + [line(b) for b in body])
+
+
+def build_table(results, names, P):
     rows = []
-    for rid, label, key, path, target, check in ROWS:
+    for rid, label, key, field in ROWS:
         label = label.format(idle=f"{P['idle_s']:g} s", rss_n=P["rss_n"])
-        a = _get(results["labkernel"], key, path)
-        b = _get(results["terminado"], key, path)
-        ratio = (a / b) if (a is not None and b) else None
-        met = None
-        if check is not None and a is not None:
-            try:
-                met = bool(check(a, b))
-            except TypeError:
-                met = None
-        rows.append({"id": rid, "metric": label, "labkernel": a, "terminado": b,
-                     "ratio": ratio, "target": target,
-                     "met": met})
+        vals = {n: _num(results[n], key, field) for n in names}
+        rows.append({"id": rid, "metric": label, "values": vals})
     return rows
+
+
+def render_table(rows, names) -> str:
+    ratio_cols = [n for n in ("floor", "terminado") if n in names and "labkernel" in names]
+    head = ["metric"] + names + [f"L/{'F' if n == 'floor' else 'T'}" for n in ratio_cols]
+    body = []
+    for r in rows:
+        v = r["values"]
+        cells = [r["metric"]] + [fmt(v[n]) for n in names]
+        for n in ratio_cols:
+            a, b = v.get("labkernel"), v.get(n)
+            cells.append(fmt(a / b) + "x" if a is not None and b else "-")
+        body.append(cells)
+    return _grid(head, body)
+
+
+def paired_ratios(results, a, b, key, field):
+    """a/b round by round: each round ran a and b back to back, so the ratio cancels
+    most of what the rest of the machine did meanwhile."""
+    ra, rb = results[a].get(key), results[b].get(key)
+    if not (isinstance(ra, dict) and isinstance(rb, dict)):
+        return []
+    out = []
+    for x, y in zip(ra.get("by_round", []), rb.get("by_round", [])):
+        u, v = x.get(field), y.get(field)
+        if isinstance(u, (int, float)) and isinstance(v, (int, float)) and v:
+            out.append(u / v)
+    return out
+
+
+def evaluate_targets(rows, names, results):
+    """For labkernel and each variant: each target's figure, same-run ratio, met.
+
+    The ratio is the median of the per-round ratios where the figure has rounds
+    (paired), else the ratio of the medians.
+    """
+    by_id = {r["id"]: r["values"] for r in rows}
+    where = {rid: (key, field) for rid, _, key, field in ROWS}
+    out = {}
+    for n in names:
+        if n in ("floor", "terminado"):
+            continue
+        res = []
+        for label, rid, ref, factor, higher in TARGETS:
+            v = by_id.get(rid, {}).get(n)
+            entry = {"target": label, "value": v, "ratio": None, "met": None}
+            if v is not None and ref is None:
+                entry["met"] = v >= factor if higher else v <= factor
+            elif v is not None and by_id[rid].get(ref):
+                entry["ratio"] = entry["ratio_of_medians"] = v / by_id[rid][ref]
+                pr = paired_ratios(results, n, ref, *where[rid])
+                if len(pr) > 1:
+                    entry.update(ratio=statistics.median(pr), ratio_range=[min(pr), max(pr)])
+                r = entry["ratio"]
+                entry["met"] = r >= factor if higher else r <= factor
+            res.append(entry)
+        out[n] = res
+    return out
+
+
+def render_targets(targets) -> str:
+    names = list(targets)
+    if not names:
+        return ""
+    head = ["target"] + [h for n in names for h in (n, "ratio", "met")]
+    body = []
+    for i, t in enumerate(targets[names[0]]):
+        cells = [t["target"]]
+        for n in names:
+            x = targets[n][i]
+            ratio = "-" if x["ratio"] is None else fmt(x["ratio"]) + "x"
+            if "ratio_range" in x:
+                ratio += " ({}-{})".format(*map(fmt, x["ratio_range"]))
+            cells += [fmt(x["value"]), ratio,
+                      "n/a" if x["met"] is None else ("met" if x["met"] else "NOT met")]
+        body.append(cells)
+    return _grid(head, body)
+
+
+def details(results, names) -> str:
+    """Secondary figures and the spread over rounds."""
+    out = []
+    for n in names:
+        res, parts = results[n], []
+
+        def rng(key, field, unit="ms"):
+            r = res.get(key, {})
+            if isinstance(r, dict) and field + "_range" in r:
+                lo, hi = r[field + "_range"]
+                return f"{fmt(r[field])} ({fmt(lo)}-{fmt(hi)} over {r['rounds']} rounds) {unit}"
+            return f"{fmt(r.get(field) if isinstance(r, dict) else None)} {unit}"
+
+        c = res.get("create", {})
+        if "create_request_ms" in c:
+            parts.append(f"create request {fmt(c['create_request_ms'])} ms, attached at "
+                         f"{fmt(c['attached_ms'])} ms")
+        e = res.get("echo", {})
+        if "p50" in e:
+            parts.append(f"echo p50 {rng('echo', 'p50')}, p99 {rng('echo', 'p99')}, max "
+                         f"{fmt(e['max'])} ms, server CPU {fmt(e['server_cpu_ms_per_key'])} "
+                         f"ms/key; keys back to back: p50 {fmt(e.get('b2b_p50'))} / p99 "
+                         f"{fmt(e.get('b2b_p99'))} ms")
+        tp = res.get("throughput", {})
+        if "MBps" in tp:
+            parts.append(f"throughput {rng('throughput', 'MBps', 'MB/s')}: "
+                         f"{fmt(tp['avg_answer_KiB'])} KiB/answer, server CPU "
+                         f"{fmt(tp['server_cpu_ms_per_MB'])} ms/MB, longest loop callback "
+                         f"{fmt(tp['loop_max_ms'])} ms")
+        idle = res.get("idle", {})
+        if "count" in idle:
+            parts.append(f"idle: {idle['count']} ({idle.get('requests') or idle.get('by_opcode')})")
+        rs = res.get("rss", {})
+        if "growth_MB" in rs:
+            parts.append(f"RSS {fmt(rs['rss_before_MB'])} -> {fmt(rs['rss_with_sessions_MB'])} -> "
+                         f"{fmt(rs['rss_after_cleanup_MB'])} MB after cleanup; growth by round "
+                         + ", ".join(fmt(p["growth_MB"]) for p in rs["by_round"]) + " MB")
+        for key, what in (("flood", "flood, reader attached"),
+                          ("flood_noreader", "flood, nobody reading")):
+            f = res.get(key, {})
+            if "p50" in f:
+                s = (f"{what}: echo p50 {rng(key, 'p50')}, p95 {rng(key, 'p95')}, longest loop "
+                     f"callback {rng(key, 'loop_max_ms')} wall / {rng(key, 'loop_max_cpu_ms')} "
+                     f"CPU, callbacks over 5 ms {fmt(f['loop_over_5ms'])} (CPU: "
+                     f"{fmt(f['loop_over_5ms_cpu'])}), loop busy {fmt(100 * f['loop_busy'])} % "
+                     f"(CPU {fmt(100 * f['loop_busy_cpu'])} %)")
+                if "flood_MBps" in f:
+                    s += f", flood consumed at {rng(key, 'flood_MBps', 'MB/s')}"
+                if "ingest_MBps" in f:
+                    s += f", server took {fmt(f['ingest_MBps'])} MB/s from the PTY"
+                if f.get("loop_top"):
+                    t = f["loop_top"][0]
+                    s += f"; longest was {t['what']}"
+                parts.append(s)
+        for k, v in res.items():
+            if isinstance(v, dict) and "error" in v:
+                parts.append(f"{k}: ERROR {v['error']}")
+        if parts:
+            out.append(f"{n}:\n  - " + "\n  - ".join(parts))
+    return "\n".join(out)
 
 
 def render_reference(ref, P) -> str:
@@ -1165,87 +1206,10 @@ def render_reference(ref, P) -> str:
     return "\n".join(out) if len(out) > 1 else ""
 
 
-def render_table(rows) -> str:
-    head = ["metric", "labkernel", "terminado", "ratio L/T", "target", "met"]
-    body = []
-    for r in rows:
-        met = "" if not r["target"] else ("n/a" if r["met"] is None
-                                          else ("met" if r["met"] else "NOT met"))
-        body.append([r["metric"], fmt(r["labkernel"]), fmt(r["terminado"]),
-                     (fmt(r["ratio"]) + "x") if r["ratio"] is not None else "-",
-                     r["target"] or "-", met or "-"])
-    w = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    line = lambda cells: "| " + " | ".join(  # noqa: E731
-        c.ljust(w[i]) if i == 0 else c.rjust(w[i]) if i < 4 else c.ljust(w[i])
-        for i, c in enumerate(cells)) + " |"
-    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
-    return "\n".join([line(head), sep] + [line(b) for b in body])
-
-
-def details(results) -> str:
-    """Secondary figures: where the time goes."""
-    out = []
-    L, T = results["labkernel"], results["terminado"]
-
-    def g(res, key, *path):
-        return _get(res, key, list(path))
-
-    for nm, res in (("labkernel", L), ("terminado", T)):
-        parts = []
-        v = g(res, "create", "create_request_median_ms")
-        if v is not None:
-            parts.append(f"create request {fmt(v)} ms")
-        v = g(res, "create", "ws_connected_median_ms")
-        if v is not None:
-            parts.append(f"websocket open at {fmt(v)} ms")
-        e = res.get("echo") if isinstance(res.get("echo"), dict) else {}
-        if "p50" in e:
-            parts.append(f"echo p90 {fmt(e['p90'])} / max {fmt(e['max'])} ms, "
-                         f"server CPU {fmt(e['server_cpu_ms_per_key'])} ms/key")
-        if isinstance(e.get("back_to_back"), dict):
-            b = e["back_to_back"]
-            parts.append(f"echo with keys back to back (no pause): p50 {fmt(b['p50'])} / "
-                         f"p99 {fmt(b['p99'])} ms")
-        tp = res.get("throughput") if isinstance(res.get("throughput"), dict) else {}
-        if tp.get("runs"):
-            r0 = tp["runs"][0]
-            per = r0.get("avg_answer_bytes") or r0.get("avg_message_bytes")
-            unit = "answer" if "avg_answer_bytes" in r0 else "message"
-            parts.append(f"throughput: {fmt(per / 1024)} KiB/{unit}, server CPU "
-                         f"{fmt(r0['server_cpu_s'] * 1e3 / (r0['bytes'] / 1e6))} ms/MB")
-        fl = res.get("flood") if isinstance(res.get("flood"), dict) else {}
-        if isinstance(fl.get("flood"), dict) and "MBps" in fl["flood"]:
-            parts.append(f"flood consumed at {fmt(fl['flood']['MBps'])} MB/s during echo")
-        fn = res.get("flood_noreader") if isinstance(res.get("flood_noreader"), dict) else {}
-        if "flood_ingest_MBps" in fn:
-            parts.append(f"unread flood ingested at {fmt(fn['flood_ingest_MBps'])} MB/s")
-        rs = res.get("rss") if isinstance(res.get("rss"), dict) else {}
-        if "rss_before_MB" in rs:
-            parts.append(f"RSS {fmt(rs['rss_before_MB'])} -> {fmt(rs['rss_with_sessions_MB'])}"
-                         f" -> {fmt(rs['rss_after_cleanup_MB'])} MB after cleanup "
-                         f"({rs['attached']}/{rs['sessions']} attached)")
-        if "growth_by_round_MB" in rs:
-            parts.append("RSS growth by round (order L,T then T,L): "
-                         + ", ".join(fmt(g) for g in rs["growth_by_round_MB"]) + " MB")
-        idle = res.get("idle") if isinstance(res.get("idle"), dict) else {}
-        if "count" in idle:
-            if nm == "terminado":
-                parts.append(f"idle: {idle['received']} received + {idle['sent']} sent WS "
-                             f"messages on 1 open connection")
-            else:
-                parts.append(f"idle: {idle['count']} HTTP request(s): {idle['requests']}")
-        errs = {k: v["error"] for k, v in res.items() if isinstance(v, dict) and "error" in v}
-        for k, v in errs.items():
-            parts.append(f"{k}: ERROR {v}")
-        if parts:
-            out.append(f"{nm}:\n  - " + "\n  - ".join(parts))
-    return "\n".join(out)
-
-
 # ----------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------
-def warm_up(adapters, srv: Server, P) -> None:
+def warm_up(transports, srv: Server, P) -> None:
     """Bring the server to a steady state before measuring anything.
 
     A fresh jupyter_server still runs its first full (generation 2) garbage
@@ -1257,9 +1221,8 @@ def warm_up(adapters, srv: Server, P) -> None:
     for _ in range(P["warm_requests"] // 2):
         srv.http.request("GET", "api/status")
     wp = dict(P, echo_keys=P["warm_keys"], echo_warm=0, key_gap=0.0, b2b_keys=0)
-    for name in ("labkernel", "terminado"):
-        if name in adapters:
-            (t_echo_lab if name == "labkernel" else t_echo_term)(adapters[name], wp, srv)
+    for T in transports:
+        s_echo(T, wp, srv)
     for _ in range(P["warm_requests"] // 2):
         srv.http.request("GET", "api/status")
 
@@ -1312,32 +1275,33 @@ def ref_pty_ceiling(P) -> dict:
     return {"MBps": total / 1e6 / el, "bytes": total, "seconds": el}
 
 
-def probe_labkernel(srv: Server):
+def probe_transport(T):
     try:
-        import labkernel.client  # noqa: F401
+        tid = T.create()
+        T.destroy(tid)
     except Exception as e:  # noqa: BLE001
-        return None, f"cannot import labkernel.client: {e!r}"
-    try:
-        st, body = Http(srv.port, None).request("GET", "health", timeout=10)
-    except OSError as e:
-        return None, f"GET /bench/health failed: {e!r}"
-    if st != 200:
-        return None, f"GET /bench/health -> {st} (is the labkernel extension loaded?)"
-    try:
-        L = Labkernel(srv)
-        sid = L.create()
-        L.destroy(sid)
-    except Exception as e:  # noqa: BLE001
-        return None, f"POST /bench/api/labs/start failed: {e!r}"
-    return L, None
+        return f"create failed: {e!r}"
+    return None
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small counts, fast smoke run")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--only", choices=["labkernel", "terminado"],
-                    help="measure one transport only")
+    ap.add_argument("--only", metavar="NAMES",
+                    help="comma-separated transports to measure (labkernel, floor, "
+                         "terminado, variant names); default all")
+    ap.add_argument("--figures", metavar="KEYS",
+                    help="comma-separated figures to measure: "
+                         + ",".join(s[0] for s in SCENARIOS) + " (default all)")
+    ap.add_argument("--variant", action="append", type=parse_variant, default=[],
+                    metavar="NAME=REF[:Trait=value,...]",
+                    help="also measure labkernel from git REF ('.' = the working tree) "
+                         "with these LabSessionManager settings, as transport NAME")
+    ap.add_argument("--lab-config", metavar="Trait=value,...", default="",
+                    help="LabSessionManager settings for the main labkernel")
+    ap.add_argument("--rounds", type=int, metavar="N",
+                    help="repeat echo and the flood figures N times (default 2 / 3)")
     ap.add_argument("--key-gap-ms", type=float, default=10.0,
                     help="pause between timed keystrokes (default 10 ms)")
     ap.add_argument("--keep-home", action="store_true",
@@ -1345,103 +1309,97 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     P = dict(QUICK if args.quick else FULL)
     P["key_gap"] = args.key_gap_ms / 1000.0
+    if args.rounds:
+        P.update(echo_rounds=args.rounds, flood_rounds=args.rounds)
+    figures = set(args.figures.split(",")) if args.figures else {s[0] for s in SCENARIOS}
+    lab_config = parse_variant("x=.:" + args.lab_config)["config"]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = tempfile.mkdtemp(prefix="labkernel-bench-")
-    srv = Server(tmp, clean_home=not args.keep_home)
-    results = {"labkernel": {}, "terminado": {}}
+    srv = Server(tmp, clean_home=not args.keep_home, variants=args.variant,
+                 lab_config=lab_config)
+    specs = [("poll", "labkernel", ""), *[("poll", v["name"], f"v/{v['name']}/")
+                                          for v in args.variant],
+             ("poll", "floor", "floor/"), ("term", "terminado", "")]
+    if args.only:
+        only = args.only.split(",")
+        specs = [s for s in specs if s[1] in only]
+    names = [s[1] for s in specs]
+    results = {n: {} for n in names}
     reference: dict = {}
-    adapters = {}
+    transports = []
     meta = {"mode": "quick" if args.quick else "full", "params": P,
             "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "variants": args.variant, "lab_config": lab_config}
     rc = 0
     t_start = pc()
     try:
         srv.start()
         meta["server_ready_s"] = srv.wait_ready()
         log(f"server ready in {meta['server_ready_s']:.2f} s")
-        if args.only != "labkernel":
-            adapters["terminado"] = Terminado(srv)
-        if args.only != "terminado":
-            L, why = probe_labkernel(srv)
-            if L is None:
-                log(f"labkernel unavailable: {why}")
-                results["labkernel"]["unavailable"] = why
+        for kind, name, prefix in specs:
+            T = make_transport((kind, name, srv.port, srv.token, prefix))
+            why = probe_transport(T)
+            if why:
+                log(f"{name} unavailable: {why}")
+                results[name]["unavailable"] = why
             else:
-                adapters["labkernel"] = L
-                import labkernel
-                meta["labkernel_version"] = getattr(labkernel, "__version__", None)
+                transports.append(T)
+        import labkernel
+        meta["labkernel_version"] = getattr(labkernel, "__version__", None)
     except BaseException:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    # (key, title, labkernel fn, terminado fn, rounds: interleave L/T one sample at a
-    # time, alternating who goes first, then merge - for the short repeated figures)
-    tests = [
-        ("create", "create -> first byte", t_create_lab, t_create_term,
-         ("create_n", merge_create)),
-        ("echo", "keystroke echo", t_echo_lab, t_echo_term, None),
-        ("throughput", "throughput", t_tp_lab, t_tp_term, ("tp_reps", merge_tp)),
-        ("idle", "idle client", t_idle_lab, t_idle_term, None),
-        ("rss", "RSS with attached sessions", t_rss_lab, t_rss_term,
-         ("rss_rounds", merge_rss)),
-        ("flood", "echo under flood", t_flood_lab, t_flood_term, None),
-        ("flood_noreader", "echo under unread flood", t_flood_lab_noreader, None, None),
-    ]
     try:
         log("warm-up (server GC, first-session imports) ...")
         t0 = pc()
-        warm_up(adapters, srv, P)
+        warm_up(transports, srv, P)
         log(f"warm-up done in {pc() - t0:.1f} s")
         log("reference: raw PTY ceiling, request floor ...")
         reference["pty_ceiling"] = ref_pty_ceiling(P)
         reference["request_floor"] = ref_request_floor(srv, P)
-        for key, title, flab, fterm, rounds in tests:
-            fns = [(t, f) for t, f in (("labkernel", flab), ("terminado", fterm))
-                   if f is not None and t in adapters]
-            if rounds is None:
-                schedule = [[(t, f, P)] for t, f in fns]
-            else:
-                count_key, _merge = rounds
-                p1 = dict(P, **{count_key: 1})
-                if key == "rss":
-                    # The first N sessions in a fresh server grow the heap and the
-                    # object pools to a peak that later rounds reuse, whichever
-                    # transport runs first: one unmeasured round of each.
-                    log(f"{title}: one unmeasured round of each transport ...")
-                    for tname, fn in fns:
-                        fn(adapters[tname], p1, srv)
-                schedule = [[(t, f, p1) for t, f in (fns if i % 2 == 0 else fns[::-1])]
-                            for i in range(P[count_key])]
-                log(f"{title}: {P[count_key]} rounds, transports interleaved ...")
-            parts: dict = {t: [] for t, _ in fns}
+        for key, title, fn, count_key in SCENARIOS:
+            if key not in figures:
+                continue
+            n = P[count_key] if count_key else 1
+            if key == "rss":
+                # The first N sessions in a fresh server grow the heap and the
+                # object pools to a peak that later rounds reuse, whichever
+                # transport runs first: one unmeasured round of each.
+                log(f"{title}: one unmeasured round of each transport ...")
+                for T in transports:
+                    _quiet(fn, T, P, srv)
+            log(f"{title}: {n} round(s), transports alternating ...")
+            parts: dict = {T.name: [] for T in transports}
             t0 = pc()
-            for step in schedule:
-                for tname, fn, pp in step:
-                    if rounds is None:
-                        log(f"{title}: {tname} ...")
-                    if parts[tname] and "error" in parts[tname][-1]:
+            for i in range(n):
+                # Palindromic order (A B C, C B A, ...): memory freed and CPU caches
+                # warmed by one transport favour the next; over two rounds each
+                # transport follows each other once.
+                for T in (transports if i % 2 == 0 else transports[::-1]):
+                    if parts[T.name] and "error" in parts[T.name][-1]:
                         continue
                     try:
-                        res = fn(adapters[tname], pp) if key == "create" \
-                            else fn(adapters[tname], pp, srv)
+                        res = fn(T, P, srv)
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # noqa: BLE001
-                        log(f"{title}: {tname} FAILED: {e!r}\n{traceback.format_exc()}")
+                        log(f"{title}: {T.name} FAILED: {e!r}\n{traceback.format_exc()}")
                         res = {"error": repr(e)}
-                    parts[tname].append(res)
+                    parts[T.name].append(res)
+                if srv.proc.poll() is not None:
+                    raise RuntimeError("jupyter_server died:\n" + srv.log_tail())
             for tname, ps in parts.items():
                 errs = [p for p in ps if "error" in p]
-                res = errs[0] if errs else (ps[0] if rounds is None else rounds[1](ps))
+                res = errs[0] if errs else merge(ps)
                 results[tname][key] = res
-                log(f"{title}: {tname} done ({pc() - t0:.1f} s for the figure): "
-                    + json.dumps({k: v for k, v in res.items()
-                                  if not isinstance(v, (list, dict))}, default=str)[:300])
-            if srv.proc.poll() is not None:
-                raise RuntimeError("jupyter_server died:\n" + srv.log_tail())
+                log(f"{title}: {tname}: " + json.dumps(
+                    {k: v for k, v in res.items() if isinstance(v, (int, float, str))},
+                    default=str)[:300])
+            log(f"{title}: {pc() - t0:.1f} s")
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         rc = 130
@@ -1449,30 +1407,39 @@ def main(argv=None) -> int:
         log("benchmark aborted:\n" + traceback.format_exc())
         rc = 1
     finally:
-        for a in adapters.values():
-            _quiet(a.cleanup)
+        for T in transports:
+            _quiet(T.cleanup)
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     meta["elapsed_s"] = pc() - t_start
 
-    rows = build_table(results, P)
+    rows = build_table(results, names, P)
+    targets = evaluate_targets(rows, names, results)
     print()
-    print(f"labkernel vs terminado ({meta['mode']} run, {meta['cpus']} CPUs, "
+    print(f"labkernel, the floor, terminado ({meta['mode']} run, {meta['cpus']} CPUs, "
           f"Python {meta['python']}, {meta['elapsed_s']:.0f} s)")
-    if "unavailable" in results["labkernel"]:
-        print(f"labkernel: not measured: {results['labkernel']['unavailable']}")
-    print(render_table(rows))
+    for n in names:
+        if "unavailable" in results[n]:
+            print(f"{n}: not measured: {results[n]['unavailable']}")
+    for v in args.variant:
+        print(f"variant {v['name']}: labkernel at {v['ref']}"
+              + (f" ({v['commit']})" if v.get("commit") else "")
+              + (f" with {v['config']}" if v["config"] else ""))
+    print(render_table(rows, names))
+    print()
+    print("targets (same run; ratios: median of per-round ratios, with their range):")
+    print(render_targets(targets))
     print()
     if args.quick:
         print(f"(--quick: idle window {P['idle_s']:g} s, {P['rss_n']} sessions for RSS, "
-              f"{P['echo_keys']} echo keys, {P['tp_bytes'] / 1e6:g} MB throughput)")
-    print(details(results))
+              f"{P['echo_keys']} echo keys, {P['tp_bytes'] / 1e6:g} MB throughput, "
+              f"{P['flood_rounds']} flood round(s))")
+    print(details(results, names))
     print(render_reference(reference, P))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "table": rows, "results": results,
-                       "reference": reference}, f, indent=1,
-                      default=str)
+            json.dump({"meta": meta, "table": rows, "targets": targets, "results": results,
+                       "reference": reference}, f, indent=1, default=str)
         log(f"wrote {args.json}")
     return rc
 

@@ -348,15 +348,24 @@ class OutputHandler(LabHandler):
             chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
         chunk, data = answers.fit(lambda n: session.read(offset, n, utf8=utf8, reader=reader),
                                   chunk, cap, utf8=utf8)
-        self.write_json({
+        # A large answer is encoded piece by piece, with the loop free in between
+        # (see ``answers.pieces``), then sent whole, with its Content-Length.
+        large = len(data) > answers.PIECE
+        parts = []
+        for piece in answers.pieces({
             "sessionId": session.id,
-            "data": data,
             "offset": chunk.offset,
             "nextOffset": chunk.next_offset,
             "truncated": chunk.truncated,
             "status": session.status,
             "exitCode": session.exit_code,
-        })
+        }, data):
+            parts.append(piece)
+            if large:
+                await asyncio.sleep(0)
+                if self._gone:
+                    return  # the client went away meanwhile
+        self.finish("".join(parts))
 
     def _streaming(self, session: Session, chunk: Any, max_bytes: int) -> bool:
         return (

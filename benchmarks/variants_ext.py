@@ -1,0 +1,40 @@
+"""More labkernels in the same server, for comparing versions and settings (benchmark only).
+
+``bench.py --variant NAME=REF[:Trait=value,...]`` puts a copy of labkernel's package
+from git ``REF`` on the server's path as ``labkernel_<NAME>`` (the package uses
+relative imports only) and lists it in ``LABKERNEL_BENCH_VARIANTS``. This extension
+gives each variant its own ``LabSessionManager`` (the server's config plus the
+variant's traitlet overrides) and mounts that package's own handlers, bound to that
+manager, under ``<base>/v/<NAME>/``: ``LabClient(<base>/v/<NAME>/)`` then drives it
+as it drives labkernel, so variants alternate within one run and one server.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+from jupyter_server.utils import url_path_join
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "variants_ext"}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    managers = []
+    for v in json.loads(os.environ.get("LABKERNEL_BENCH_VARIANTS", "[]")):
+        handlers = importlib.import_module(f"{v['package']}.handlers")
+        manager_mod = importlib.import_module(f"{v['package']}.manager")
+        manager = manager_mod.LabSessionManager(
+            parent=serverapp, root_dir=serverapp.root_dir, log=serverapp.log, **v["config"])
+        managers.append(manager)
+        base = url_path_join(serverapp.base_url, "v", v["name"])
+        specs = []
+        for pattern, cls in handlers.default_handlers:
+            bound = type(cls.__name__, (cls,), {"manager": property(lambda self, m=manager: m)})
+            specs.append((url_path_join(base, pattern), bound, {"name": "labkernel"}))
+        serverapp.web_app.add_handlers(".*$", specs)
+        serverapp.log.info("bench variant %s (%s, %s) at %s", v["name"], v["package"],
+                           v["config"], base)
+    serverapp.web_app.settings["bench_variant_managers"] = managers
