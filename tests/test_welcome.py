@@ -11,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
-WELCOME = Path(__file__).resolve().parent.parent / "notebooks" / "welcome.ipynb"
+REPO = Path(__file__).resolve().parent.parent
+WELCOME = REPO / "notebooks" / "welcome.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture
+def labkernel_config() -> dict[str, Any]:
+    # The README's command serves the repository's root, whose labs/ the notebook uses.
+    return {"lab_path": [str(REPO / "labs")]}
 
 
 async def test_the_welcome_notebook_opens_a_terminal_and_links_its_page(
@@ -26,8 +34,14 @@ async def test_the_welcome_notebook_opens_a_terminal_and_links_its_page(
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     assert any(WIDGET_VIEW in out.get("data", {}) for out in outputs), "no widget displayed"
-    [session] = manager.list()
-    assert (session.lab.id, session.status) == ("shell", "running")
+    sessions = {s.lab.id: s for s in manager.list()}
+    assert sorted(sessions) == ["files-and-folders", "shell"]
+    assert all(s.status == "running" for s in sessions.values())
+    session = sessions["shell"]
+    printed = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert "1. Look around" in printed
+    # Nothing was done in the lab yet: its first step's check has not passed.
+    assert "✗ 1 Look around" in printed
     links = "".join(out.get("data", {}).get("text/markdown", "") for out in outputs)
     assert f"({jp_base_url}labkernel/labs/shell)" in links
     assert f"({jp_base_url}labkernel/sessions/{session.id})" in links
