@@ -15,11 +15,10 @@ from typing import Any
 
 import psutil
 import pytest
-from jupyter_server.auth import Authorizer
-from traitlets import List, Unicode
-from traitlets.config import Config
 
 from conftest import PROMPT, eventually
+# Checks need `execute` on the terminals resource: the API tests' denying authorizer.
+from test_api_errors import DenyingAuthorizer, denied_actions, jp_server_config  # noqa: F401
 from labhelpers import check, lab_config, write_lab
 
 REPO_LABS = Path(__file__).resolve().parent.parent / "labs"
@@ -52,25 +51,6 @@ def labs(tmp_path: Path) -> Path:
     return tmp_path / "labs"
 
 
-class DenyingAuthorizer(Authorizer):
-    """Refuses the listed actions on the terminals resource (checks are ``execute``)."""
-
-    denied_actions = List(Unicode()).tag(config=True)
-
-    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
-        return not (resource == "terminals" and action in self.denied_actions)
-
-
-@pytest.fixture
-def denied_actions() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def jp_server_config(jp_server_config: Any, denied_actions: list[str]) -> Any:
-    jp_server_config["ServerApp"]["authorizer_class"] = DenyingAuthorizer
-    jp_server_config["DenyingAuthorizer"] = Config({"denied_actions": denied_actions})
-    return jp_server_config
 
 
 async def started(api: Any, lab_id: str) -> tuple[str, int]:
