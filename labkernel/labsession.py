@@ -151,7 +151,8 @@ class LabSession(Session):
         self._launch: asyncio.Task[None] | None = None
         self._script: asyncio.Future[ScriptResult] | None = None
         self._check_lock = asyncio.Lock()
-        self._cleaned: asyncio.Task[None] | None = None
+        #: Done once the session's leftovers and scratch folder are gone (after it closes).
+        self.cleaned: asyncio.Task[None] | None = None
         self._held: list[Any] = []
         self._closed.add_done_callback(self._on_closed)
 
@@ -165,7 +166,7 @@ class LabSession(Session):
         try:
             self._prepare_folder()
         except (OSError, ValueError) as e:
-            self._end_before_start("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
+            self.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
             return
         if needs_launch(self.lab):
             self._launch = asyncio.ensure_future(self._launch_in_background())
@@ -203,7 +204,7 @@ class LabSession(Session):
             raise
         except Exception as e:
             self.log.error("labkernel: lab %s could not start: %s", self.lab.id, self.mask(str(e)))
-            self._end_before_start("failed", f"labkernel: lab {self.lab.id!r} could not start: {self.mask(str(e))}")
+            self.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} could not start: {self.mask(str(e))}")
             return
         if self.status == "starting":
             self._spawn()
@@ -223,7 +224,7 @@ class LabSession(Session):
         output = result.output.replace("\r\n", "\n").replace("\n", "\r\n")
         if output and not output.endswith("\r\n"):
             output += "\r\n"
-        self._end_before_start("failed", f"{output}labkernel: the {what} of lab {self.lab.id!r} {why}; "
+        self.end_unstarted("failed", f"{output}labkernel: the {what} of lab {self.lab.id!r} {why}; "
                                          "the lab cannot start. Its output is above.")
         return False
 
@@ -233,7 +234,7 @@ class LabSession(Session):
                        self._enclose(self.id) if self._enclose is not None else None)
         except Exception as e:
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
-            self._end_before_start("failed", f"labkernel: could not start the lab: {e}")
+            self.end_unstarted("failed", f"labkernel: could not start the lab: {e}")
             return
         # The lab's own typing first, then what the learner typed while it started.
         if self.lab.foreground:
@@ -265,16 +266,6 @@ class LabSession(Session):
         if seq is not None:
             self._seqs[key] = seq
         return Accepted(self.output.end, False)
-
-    def _end_before_start(self, status: str, message: str) -> None:
-        """End a session whose program never ran, its output saying why."""
-        self.status = status
-        self.ended_at = time.time()
-        if message:
-            self.output.append(message.encode() + b"\r\n")
-        self.output.close()
-        if not self._closed.done():
-            self._closed.set_result(None)
 
     def adopt(self, rows: int, cols: int, lifetime: float) -> None:
         """Hand a pooled session to a learner: their size, and its lifetime starting now."""
@@ -365,18 +356,18 @@ class LabSession(Session):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._launch
         if self.status == "starting" and self._proc is None:
-            self._end_before_start(status, "")
+            self.end_unstarted(status, "")
             # A setup's background processes carry the session's marker.
             await asyncio.get_running_loop().run_in_executor(
                 None, kill_script, None, f"{MARKER_ENV}={self.id}\0".encode())
         else:
             await super().stop(status)
         await asyncio.sleep(0)  # let the close callback start the cleanup
-        if self._cleaned is not None:
-            await asyncio.shield(self._cleaned)
+        if self.cleaned is not None:
+            await asyncio.shield(self.cleaned)
 
     def _on_closed(self, _: Any) -> None:
-        self._cleaned = asyncio.ensure_future(self._cleanup())
+        self.cleaned = asyncio.ensure_future(self._cleanup())
 
     async def _cleanup(self) -> None:
         """Once the session has ended and its processes are gone, end what its setup

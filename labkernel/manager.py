@@ -216,7 +216,7 @@ class LabSessionManager(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, LabSession] = {}
         self._culler: PeriodicCallback | None = None
         self._scanner: LabScanner | None = None
         self._scan: asyncio.Future[None] | None = None
@@ -441,7 +441,7 @@ class LabSessionManager(LoggingConfigurable):
         await self.refresh_labs()
 
     def _idle_timeout(self, session: Session) -> float:
-        idle = getattr(session.lab, "idle_timeout", None)
+        idle = session.lab.idle_timeout
         return idle if idle is not None else self.cull_idle_timeout
 
     async def shutdown(self) -> None:
@@ -460,7 +460,9 @@ class LabSessionManager(LoggingConfigurable):
         for result in results:
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session at shutdown failed: %s", result)
-        # Their cgroups go once their last processes are reaped: give that a moment.
-        releases = [s.released for s in self._sessions.values() if s.released and not s.released.done()]
+        # Their cgroups go once their last processes are reaped, their scratch folders
+        # and setup leftovers once they have closed: give that a moment.
+        releases = [f for s in self._sessions.values() for f in (s.released, s.cleaned)
+                    if f is not None and not f.done()]
         if releases:
             await asyncio.wait(releases, timeout=self.kill_timeout)

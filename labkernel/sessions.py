@@ -209,13 +209,16 @@ class Session:
         self._watch_exit()
         self.status = "running"
 
-    def fail(self, reason: str) -> None:
-        """Mark a session whose program could not start; its output says why."""
-        self.status = "failed"
+    def end_unstarted(self, status: str, reason: str = "") -> None:
+        """End a session whose program never ran (``failed``, or stopped during its
+        setup); its output says why."""
+        self.status = status
         self.ended_at = time.time()
-        self.output.append(reason.encode() + b"\r\n")
+        if reason:
+            self.output.append(reason.encode() + b"\r\n")
         self.output.close()
-        self._closed.set_result(None)
+        if not self._closed.done():
+            self._closed.set_result(None)
 
     @property
     def closed(self) -> bool:
