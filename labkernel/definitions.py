@@ -201,11 +201,15 @@ def _env(table: _Table) -> tuple[EnvVar, ...]:
     return tuple(out)
 
 
-def _step(data: Any, index: int, folder: Path) -> Step:
-    prefix = f"steps[{index}]."
+def _array_entry(data: Any, array: str, index: int, folder: Path, keys: set[str]) -> _Table:
+    """Entry ``index`` of an array of tables (``[[steps]]``, ``[[assets]]``)."""
     if not isinstance(data, dict):
-        raise DefinitionError(f"steps[{index}]", f"must be a table ([[steps]]), not {_toml_type(data)}")
-    t = _Table(data, prefix, folder, _STEP_KEYS)
+        raise DefinitionError(f"{array}[{index}]", f"must be a table ([[{array}]]), not {_toml_type(data)}")
+    return _Table(data, f"{array}[{index}].", folder, keys)
+
+
+def _step(data: Any, index: int, folder: Path) -> Step:
+    t = _array_entry(data, "steps", index, folder, _STEP_KEYS)
     title = t.get("title", str)
     if not title:
         raise DefinitionError(t.name("title"), "is required")
@@ -216,10 +220,7 @@ def _step(data: Any, index: int, folder: Path) -> Step:
 
 
 def _asset(data: Any, index: int, folder: Path) -> Asset:
-    prefix = f"assets[{index}]."
-    if not isinstance(data, dict):
-        raise DefinitionError(f"assets[{index}]", f"must be a table ([[assets]]), not {_toml_type(data)}")
-    t = _Table(data, prefix, folder, _ASSET_KEYS)
+    t = _array_entry(data, "assets", index, folder, _ASSET_KEYS)
     source = t.get("source", str)
     if not source:
         raise DefinitionError(t.name("source"), "is required")
