@@ -101,6 +101,16 @@ def survivors(token: str) -> list[str]:
     return [f"{p.pid} {' '.join(p.info['cmdline'])}" for p in with_token(token)]
 
 
+def start_escapes_on(server: Any, sid: str, token: str, lines: dict[str, str]) -> None:
+    """Type the escapes into a subprocess server's session; wait until each one runs."""
+    for line in lines.values():
+        server.command(sid, line)
+    deadline = time.monotonic() + 30
+    while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
+        assert time.monotonic() < deadline, survivors(token)
+        time.sleep(0.1)
+
+
 def escapes(token: str, mode: str) -> dict[str, str]:
     """Command lines that try to outlive the session, by the sleep each one leaves running."""
     lines = {
@@ -218,12 +228,7 @@ def test_server_killed_with_sigkill_leaves_nothing_or_its_successor_cleans_up(tm
     server = ServerProcess(tmp_path / "first", config={"containment": mode})
     try:
         sid, offset = server.shell()
-        for line in lines.values():
-            server.command(sid, line)
-        deadline = time.monotonic() + 30
-        while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
-            assert time.monotonic() < deadline, survivors(token)
-            time.sleep(0.1)
+        start_escapes_on(server, sid, token, lines)
     finally:
         server.proc.kill()
         server.proc.wait()
@@ -341,12 +346,7 @@ def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_sam
         assert "ID=[65534:nobody]" in text
 
         lines = escapes(token, "pidns")
-        for line in lines.values():
-            server.command(sid, line)
-        deadline = time.monotonic() + 30
-        while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
-            assert time.monotonic() < deadline, survivors(token)
-            time.sleep(0.1)
+        start_escapes_on(server, sid, token, lines)
         assert server.ok("DELETE", "api", "labs", "session", sid)["unkilled"] == []
         assert survivors(token) == []
 
