@@ -1,4 +1,4 @@
-"""Output answers within a size: the JSON text of ``data``, never over a cap.
+"""Output answers within a size, built and sent a piece at a time.
 
 ``max`` counts bytes of output, but an answer's size is that of its JSON: base64
 grows by 4/3, and UTF-8 output decoded to text grows by its escaping, up to six
@@ -6,16 +6,23 @@ times for control bytes and for invalid bytes (each one U+FFFD, ``\\ufffd``).
 Binary output read as text therefore made 4 MiB answers of 15 MiB (issue 7:
 20 clients asking ``max=4194304`` of random bytes, +320 MiB and a stalled loop).
 Here an answer carries as much output as surely fits in ``cap`` characters of
-JSON, by an upper bound of its escaped size that costs no decoding. An answer
-within the cap is then sent in pieces (``pieces``), so that encoding it never
-holds the event loop for long.
+JSON, by an upper bound of its escaped size that costs no decoding.
+
+Building a large answer at once holds the event loop, every session's: for 2 MiB
+of ``yes`` output the read, the size bound and the decoding took 3 ms, the JSON
+escaping 8 ms, joining and encoding the text 4 ms (2-CPU benchmark machine). So an
+``Answer`` reads, sizes, decodes and escapes the output one ``PIECE`` at a time
+(about a quarter of a millisecond each), and the handler yields to the loop between
+pieces and sends them as they are, never joined. Escaping is per character and
+base64 per three bytes (``PIECE`` is a multiple of three), so the pieces joined are
+exactly the answer encoded at once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 from .output import Chunk
 
@@ -23,6 +30,10 @@ from .output import Chunk
 _PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 #: Bytes that become two characters (\\n, \\"); any other byte, at most six.
 _SHORT = b'"\\\n\r\t\b\f'
+
+#: Output bytes read and encoded per piece: 48 KiB (a multiple of 3, so that base64
+#: pieces join), about a quarter of a millisecond of escaping for dense text.
+PIECE = 48 * 1024
 
 
 def escaped_size_bound(data: bytes) -> int:
@@ -48,7 +59,7 @@ def fit(read: Callable[[int], Chunk], chunk: Chunk, cap: int, *, utf8: bool) -> 
     least one whole character). The answer is never empty when ``chunk`` is not.
     """
     if not utf8:
-        limit = raw_limit(cap, utf8=False)
+        limit = max(3, raw_limit(cap, utf8=False))
         if len(chunk.data) > limit:
             chunk = read(limit)
         return chunk, base64.b64encode(chunk.data).decode()
@@ -65,26 +76,50 @@ def fit(read: Callable[[int], Chunk], chunk: Chunk, cap: int, *, utf8: bool) -> 
     return chunk, chunk.data.decode("utf-8", "replace")
 
 
-#: Characters of ``data`` per piece of an answer sent in pieces: about half a
-#: millisecond of JSON escaping.
-PIECE = 64 * 1024
+class Answer:
+    """The ``data`` of one output answer, encoded a piece at a time.
 
-
-def pieces(fields: dict[str, Any], data: str, piece: int = PIECE) -> Iterator[str]:
-    """The JSON text of ``dict(fields, data=data)`` in pieces to send in order.
-
-    JSON-encoding a large answer holds the event loop, every session's, for its
-    whole length: ``json.dumps`` of 1 MiB of ``yes`` output took 5-10 ms on the
-    2-CPU benchmark machine, and answers under a flood were 600 KB-1 MiB (longest
-    loop callback during a flood 25-80 ms of CPU on main, 1.2-3 ms in pieces).
-    Capping answers small instead costs one HTTP request per piece, a millisecond
-    or two of Jupyter's handler stack each, and halved the rate a flood is carried
-    at (23-28 MB/s against 33-64). So the handler encodes a large answer piece by
-    piece, yielding to the loop in between, and sends it whole. Escaping is per
-    character, so the pieces joined are exactly the answer encoded at once.
+    ``read(offset, n)`` reads the log (at most ``n`` bytes from ``offset``, UTF-8
+    answers never cut inside a character); ``first`` is the first piece, already
+    read; the answer covers at most ``stop - first.offset`` bytes and ``cap``
+    characters of JSON. Call ``step()`` until it returns False; ``parts`` then holds
+    the JSON text of the data (without its quotes) as ASCII bytes, ``next_offset``
+    where the answer ends. It always carries something when ``first`` does.
     """
-    head = json.dumps(fields)
-    yield head[:-1] + (', "data": "' if fields else '"data": "')
-    for start in range(0, len(data), piece):
-        yield json.dumps(data[start:start + piece])[1:-1]
-    yield '"}'
+
+    def __init__(self, read: Callable[[int, int], Chunk], first: Chunk, stop: int, cap: int, *,
+                 utf8: bool, piece: int = PIECE):
+        self.offset = first.offset
+        self.truncated = first.truncated
+        self.next_offset = first.offset
+        self.size = 0  # characters of JSON in parts
+        self.parts: list[bytes] = []
+        self._read, self._chunk, self._stop, self._cap, self._utf8 = read, first, stop, cap, utf8
+        self._piece = piece
+
+    def step(self) -> bool:
+        """Encode the next piece; True while there is more to encode."""
+        chunk = self._chunk
+        if not chunk.data:
+            return False
+        if chunk.offset != self.next_offset:
+            return False  # the log dropped bytes meanwhile: end the answer before the gap
+        room = self._cap - self.size
+        chunk, text = fit(lambda n: self._read(chunk.offset, n), chunk, room, utf8=self._utf8)
+        piece = json.dumps(text)[1:-1] if self._utf8 else text
+        if self.parts and len(piece) > room:
+            return False  # full: this piece goes in the next answer
+        self.parts.append(piece.encode("ascii"))
+        self.size += len(piece)
+        self.next_offset = chunk.next_offset
+        want = min(self._piece, self._stop - self.next_offset)
+        if want <= 0 or self.size >= self._cap or (not self._utf8 and len(chunk.data) % 3):
+            # Done; or base64 pieces join only in whole groups of three bytes.
+            self._chunk = chunk._replace(data=b"")
+            return False
+        chunk = self._read(self.next_offset, want)
+        if chunk.next_offset > self._stop:
+            # One whole character past a small max: only the first piece may be.
+            chunk = chunk._replace(data=b"")
+        self._chunk = chunk
+        return bool(chunk.data)

@@ -18,6 +18,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
+from tornado.iostream import StreamClosedError
 
 from . import __version__, answers
 from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
@@ -323,7 +324,9 @@ class OutputHandler(LabHandler):
         cap = self.manager.max_answer_size
         max_bytes = min(max_bytes, answers.raw_limit(cap, utf8))
 
-        chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
+        # The first piece only: a large answer is read and encoded a piece at a time.
+        first = min(max_bytes, answers.PIECE)
+        chunk = session.read(offset, first, utf8=utf8, reader=reader)
         if not chunk.data and wait > 0 and session.status in ("starting", "running"):
             # Nothing complete past offset yet: wait for bytes past what exists now.
             stream = getattr(self.request.connection, "stream", None)
@@ -339,39 +342,45 @@ class OutputHandler(LabHandler):
                 return  # the client went away; there is no one to answer
             finally:
                 self._poll = None
-            chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
+            chunk = session.read(offset, first, utf8=utf8, reader=reader)
         elif self._streaming(session, chunk, max_bytes):
             # The program is writing fast and this reader has caught up with it:
             # let the answer gather a little more. Fewer, larger answers carry a
             # flood at a fraction of the per-request cost.
             await asyncio.sleep(self.manager.batch_delay)
-            chunk = session.read(offset, max_bytes, utf8=utf8, reader=reader)
-        chunk, data = answers.fit(lambda n: session.read(offset, n, utf8=utf8, reader=reader),
-                                  chunk, cap, utf8=utf8)
-        # A large answer is encoded piece by piece, with the loop free in between
-        # (see ``answers.pieces``), then sent whole, with its Content-Length.
-        large = len(data) > answers.PIECE
-        parts = []
-        for piece in answers.pieces({
-            "sessionId": session.id,
-            "offset": chunk.offset,
-            "nextOffset": chunk.next_offset,
-            "truncated": chunk.truncated,
-            "status": session.status,
-            "exitCode": session.exit_code,
-        }, data):
-            parts.append(piece)
-            if large:
-                await asyncio.sleep(0)
-                if self._gone:
-                    return  # the client went away meanwhile
-        self.finish("".join(parts))
+            chunk = session.read(offset, first, utf8=utf8, reader=reader)
+        answer = answers.Answer(lambda at, n: session.output.read(at, n, utf8=utf8), chunk,
+                                min(chunk.offset + max_bytes, session.output.end), cap, utf8=utf8)
+        while answer.step():
+            await asyncio.sleep(0)  # a piece encoded: let the other sessions run
+            if self._gone:
+                return  # the client went away meanwhile
+        head = json.dumps({"sessionId": session.id, "offset": answer.offset,
+                           "truncated": answer.truncated})
+        tail = json.dumps({"nextOffset": answer.next_offset, "status": session.status,
+                           "exitCode": session.exit_code})
+        head_bytes = (head[:-1] + ', "data": "').encode()
+        tail_bytes = ('", ' + tail[1:]).encode()
+        if len(answer.parts) <= 1:
+            self.finish(head_bytes + b"".join(answer.parts) + tail_bytes)
+            return
+        # Sent as the pieces are, never joined (see ``answers``), with its length.
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Content-Length", str(len(head_bytes) + answer.size + len(tail_bytes)))
+        self.write(head_bytes)
+        try:
+            for part in answer.parts:
+                self.write(part)
+                await self.flush()
+        except StreamClosedError:
+            return  # the client went away; there is no one to answer
+        self.finish(tail_bytes)
 
     def _streaming(self, session: Session, chunk: Any, max_bytes: int) -> bool:
+        waiting = session.output.end - chunk.offset
         return (
             self.manager.batch_delay > 0
-            and _BATCH_MIN <= len(chunk.data) < max_bytes // 2
-            and chunk.next_offset >= session.output.end - 4
+            and _BATCH_MIN <= waiting < max_bytes // 2
             and time.monotonic() - session.last_output < self.manager.batch_delay
             and session.running
         )
