@@ -931,7 +931,10 @@ def _flood(T, P, srv, attached: bool):
                loop_over_5ms=probe["over_5ms"], loop_over_5ms_cpu=probe["over_5ms_cpu"],
                loop_busy=probe["busy_fraction"], loop_busy_cpu=probe["busy_cpu_fraction"],
                loop_top=probe["top"][:3],
-               loop_max_cpu_what=probe["max_cpu_what"])
+               loop_max_cpu_what=probe["max_cpu_what"],
+               loop_max_cpu_nogc_ms=probe["max_cpu_nogc_ms"], gc_max_ms=probe["gc_max_ms"],
+               gc_max_generation=probe["gc_max_generation"],
+               gc_full_collections=probe["gc_collections"][2])
     if "MBps" in fres:
         out["flood_MBps"] = fres["MBps"]
     elif "error" in fres:
@@ -1180,6 +1183,10 @@ def details(results, names) -> str:
                     s += f", flood consumed at {rng(key, 'flood_MBps', 'MB/s')}"
                 if "ingest_MBps" in f:
                     s += f", server took {fmt(f['ingest_MBps'])} MB/s from the PTY"
+                if "gc_max_ms" in f:
+                    s += (f"; longest CPU without garbage collection {rng(key, 'loop_max_cpu_nogc_ms')}, "
+                          f"longest collection {rng(key, 'gc_max_ms')} "
+                          f"({fmt(f['gc_full_collections'])} full)")
                 if f.get("loop_top"):
                     t = f["loop_top"][0]
                     s += f"; longest was {t['what']}"

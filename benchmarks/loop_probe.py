@@ -8,10 +8,16 @@ thread's CPU time, and how many ran over 5 ms. Only time inside callbacks counts
 (the wait in ``epoll_wait`` and asyncio's own bookkeeping do not). Wall time
 includes the server being preempted by other processes (2 CPUs shared with the
 shells and the clients); CPU time does not.
+
+Python's cyclic garbage collector runs inside whichever callback happens to
+allocate when a generation fills up, so the window also reports the collections
+(``gc.callbacks``): their count per generation and the longest pause, and each
+callback's CPU time without the collections that ran inside it.
 """
 from __future__ import annotations
 
 import asyncio.events
+import gc
 import json
 import time
 
@@ -26,7 +32,30 @@ pc, tt = time.perf_counter, time.thread_time
 
 def _reset() -> None:
     _state.update(n=0, busy=0.0, busy_cpu=0.0, over5=0, over5_cpu=0, top=[], t0=pc(), max_cpu=0.0,
-                  max_cpu_what="")
+                  max_cpu_what="", max_cpu_nogc=0.0, gc_counts=[0, 0, 0], gc_max=0.0,
+                  gc_max_cpu=0.0, gc_max_gen=-1)
+
+
+_gc = {"cpu": 0.0, "start": None}  # CPU time spent collecting, in total
+
+
+def _on_gc(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc["start"] = (pc(), tt())
+        return
+    if _gc["start"] is None:
+        return
+    (w0, c0), _gc["start"] = _gc["start"], None
+    wall, cpu = pc() - w0, tt() - c0
+    _gc["cpu"] += cpu
+    s = _state
+    if s["on"]:
+        s["gc_counts"][info["generation"]] += 1
+        if wall > s["gc_max"]:
+            s["gc_max"], s["gc_max_cpu"], s["gc_max_gen"] = wall, cpu, info["generation"]
+
+
+gc.callbacks.append(_on_gc)
 
 
 def _what(handle) -> str:
@@ -37,12 +66,13 @@ def _what(handle) -> str:
 def _run(self):
     if not _state["on"]:
         return _orig_run(self)
-    w0, c0 = pc(), tt()
+    w0, c0, g0 = pc(), tt(), _gc["cpu"]
     try:
         return _orig_run(self)
     finally:
         wall, cpu = pc() - w0, tt() - c0
         s = _state
+        s["max_cpu_nogc"] = max(s["max_cpu_nogc"], cpu - (_gc["cpu"] - g0))
         s["n"] += 1
         s["busy"] += wall
         s["busy_cpu"] += cpu
@@ -76,6 +106,9 @@ class LoopProbe(APIHandler):
                    "max_ms": top[0][0] * 1e3 if top else 0.0,
                    "max_cpu_ms": s["max_cpu"] * 1e3, "max_cpu_what": s["max_cpu_what"],
                    "over_5ms": s["over5"], "over_5ms_cpu": s["over5_cpu"],
+                   "max_cpu_nogc_ms": s["max_cpu_nogc"] * 1e3,
+                   "gc_collections": s["gc_counts"], "gc_max_ms": s["gc_max"] * 1e3,
+                   "gc_max_cpu_ms": s["gc_max_cpu"] * 1e3, "gc_max_generation": s["gc_max_gen"],
                    "top": [{"ms": w * 1e3, "cpu_ms": c * 1e3, "what": x} for w, c, x in top]}
         _state["on"] = action == "start"
         if _state["on"]:

@@ -13,6 +13,7 @@ for the long-poll waiters, so that it can be property-tested on its own.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import NamedTuple
 
 
@@ -56,49 +57,96 @@ def incomplete_utf8_tail(data: bytes | bytearray, lo: int = 0, hi: int | None = 
     return 0
 
 
-class OutputLog:
-    """A bounded append-only byte stream with absolute offsets and long-poll waiters."""
+#: Bytes per block of an output log's storage.
+BLOCK = 64 * 1024
 
-    def __init__(self, limit: int):
+
+class OutputLog:
+    """A bounded append-only byte stream with absolute offsets and long-poll waiters.
+
+    The bytes are kept in blocks of ``block`` bytes (all full but the last), not in
+    one buffer: a 4 MiB bytearray whose window slides is reallocated and copied
+    whole every 512 KiB of output (its over-allocation), which cost 2-4 ms of CPU
+    inside one PTY read during a flood. Blocks are appended and dropped whole, and
+    the block holding an offset is found by arithmetic.
+    """
+
+    def __init__(self, limit: int, *, block: int = BLOCK):
         if limit < 1:
             raise ValueError("the output log needs room for at least one byte")
         self.limit = limit
         self.base = 0
         self.closed = False
-        self._buf = bytearray()
+        self._block = block
+        self._blocks: deque[bytearray] = deque()
+        self._start = 0  # offset of the first byte of _blocks[0] (<= base)
+        self._end = 0
         self._waiters: set[asyncio.Future[None]] = set()
 
     @property
     def end(self) -> int:
         """The offset one past the newest byte: the number of bytes ever appended."""
-        return self.base + len(self._buf)
+        return self._end
 
     def append(self, data: bytes) -> None:
         """Add output, dropping the oldest bytes beyond the limit, and wake waiters."""
         if not data:
             return
-        self._buf += data
-        excess = len(self._buf) - self.limit
-        if excess > 0:
-            # bytearray deletes from the front in amortised O(1): the window slides
-            del self._buf[:excess]
-            self.base += excess
+        blocks, size = self._blocks, self._block
+        with memoryview(data) as view:
+            at = 0
+            while at < len(view):
+                if not blocks or len(blocks[-1]) >= size:
+                    blocks.append(bytearray())
+                last = blocks[-1]
+                take = min(size - len(last), len(view) - at)
+                last += view[at:at + take]
+                at += take
+        self._end += len(data)
+        self._drop_before(self._end - self.limit)
         self._wake()
 
     def shrink(self, limit: int) -> None:
         """Keep only the newest ``limit`` bytes from now on; offsets are unchanged.
 
-        The kept bytes move to a buffer of their own size, so that the old one (a
-        bytearray keeps its allocation as its front is deleted) can be freed.
+        The kept bytes move to blocks of their own, so that no partly dropped block
+        holds memory for what was dropped.
         """
         if limit < 1:
             raise ValueError("the output log needs room for at least one byte")
         self.limit = limit
-        excess = max(0, len(self._buf) - limit)
-        with memoryview(self._buf) as view:
-            kept = bytearray(view[excess:])
-        self._buf = kept
-        self.base += excess
+        self._drop_before(self._end - limit)
+        kept = self._slice(self.base, self._end)
+        self._blocks.clear()
+        self._start = self._end = self.base
+        self.append(kept)  # wakes nobody new: the waiters were woken for these bytes
+
+    def _drop_before(self, offset: int) -> None:
+        if offset <= self.base:
+            return
+        self.base = offset
+        blocks = self._blocks
+        while blocks and self._start + len(blocks[0]) <= offset:
+            self._start += len(blocks.popleft())
+
+    def _slice(self, lo: int, hi: int) -> bytes:
+        """The bytes from offset ``lo`` to ``hi`` (both kept), copied once."""
+        if hi <= lo:
+            return b""
+        size, blocks = self._block, self._blocks
+        first = (lo - self._start) // size
+        at = (lo - self._start) % size
+        parts = []
+        want = hi - lo
+        index = first
+        while want > 0:
+            block = blocks[index]
+            with memoryview(block) as view:
+                part = view[at:at + want]
+                parts.append(bytes(part))
+                want -= len(part)
+            index, at = index + 1, 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
         """No more output will come: wake every waiter so long polls answer now."""
@@ -116,10 +164,9 @@ class OutputLog:
             raise ValueError(f"offset {offset} is outside the output (0 to {self.end})")
         start = max(offset, self.base)
         stop = min(start + max_bytes, self.end)
-        lo, hi = start - self.base, stop - self.base
-        if utf8 and hi > lo:
-            tail = incomplete_utf8_tail(self._buf, lo, hi)
-            if tail == hi - lo:
+        if utf8 and stop > start:
+            tail = incomplete_utf8_tail(self._slice(max(start, stop - 4), stop))
+            if tail == stop - start:
                 # The first character itself is cut: by max_bytes (return it whole),
                 # or by the end of a running session's output (return nothing yet).
                 stop = self._first_char_stop(start)
@@ -127,20 +174,16 @@ class OutputLog:
                 # Once the log is closed, a cut character at its very end is final
                 # and decodes as U+FFFD; otherwise the next read starts at it.
                 stop -= tail
-            hi = stop - self.base
-        # A memoryview copies once; it must not outlive the call, or appends would fail.
-        with memoryview(self._buf) as view:
-            data = bytes(view[lo:hi])
-        return Chunk(start, stop, data, start > offset)
+        return Chunk(start, stop, self._slice(start, stop), start > offset)
 
     def _first_char_stop(self, start: int) -> int:
         """Where the character at ``start`` ends, or ``start`` if it may still complete."""
-        buf, lo = self._buf, start - self.base
-        size = utf8_char_size(buf[lo])
+        buf = self._slice(start, min(start + 4, self._end))
+        size = utf8_char_size(buf[0])
         n = 1
-        while n < size and lo + n < len(buf) and buf[lo + n] & 0xC0 == 0x80:
+        while n < size and n < len(buf) and buf[n] & 0xC0 == 0x80:
             n += 1
-        if n == size or lo + n < len(buf) or self.closed:
+        if n == size or n < len(buf) or self.closed:
             # Complete, or broken by a byte that is no continuation (it decodes as
             # U+FFFD whatever comes next), or final.
             return start + n

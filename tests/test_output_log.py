@@ -72,21 +72,31 @@ class OutputLogMachine(RuleBasedStateMachine):
     the stream at the right place.
     """
 
-    @initialize(limit=st.integers(1, 64), utf8=st.booleans())
-    def setup(self, limit: int, utf8: bool) -> None:
-        self.log = OutputLog(limit)
+    @initialize(limit=st.integers(1, 64), utf8=st.booleans(), block=st.integers(1, 20))
+    def setup(self, limit: int, utf8: bool, block: int) -> None:
+        # Blocks far smaller than the server's, so that reads and drops cross them.
+        self.log = OutputLog(limit, block=block)
         self.limit = limit
         self.utf8 = utf8
         self.stream = b""  # everything ever appended
         self.pos = 0  # the follower's next offset
         self.seen = b""  # what the follower has read, concatenated
         self.lost = False  # the follower was told it missed bytes
-        note(f"limit={limit} utf8={utf8}")
+        self.base = 0  # the oldest byte the log must still hold
+        note(f"limit={limit} utf8={utf8} block={block}")
 
     @rule(data=st.binary(max_size=40))
     def append(self, data: bytes) -> None:
         self.log.append(data)
         self.stream += data
+        self.base = max(self.base, len(self.stream) - self.limit)
+
+    @rule(limit=st.integers(1, 64))
+    def shrink(self, limit: int) -> None:
+        """As an ended session keeps only its tail (or a drain widens the window)."""
+        self.log.shrink(limit)
+        self.limit = limit
+        self.base = max(self.base, len(self.stream) - limit)
 
     @rule(max_bytes=st.integers(1, 80))
     def follower_reads(self, max_bytes: int) -> None:
@@ -145,7 +155,7 @@ class OutputLogMachine(RuleBasedStateMachine):
         assert 0 <= self.log.end - self.log.base <= self.limit
         assert self.log.end == len(self.stream)
         # the window holds the newest bytes: nothing is dropped while there is room
-        assert self.log.base == max(0, len(self.stream) - self.limit)
+        assert self.log.base == self.base
 
     @invariant()
     def follower_saw_every_byte_once_in_order(self) -> None:
