@@ -42,6 +42,10 @@ ALLOWED_SIGNALS = {
 }
 
 _READ_SIZE = 65536
+#: A PTY read returns at most what the line discipline holds: 4095 bytes
+#: (N_TTY_BUF_SIZE - 1). A read that long may have left more behind; a shorter one
+#: drained it.
+_LDISC_FULL = 4095
 #: After the shell ends, how much longer than the kill's grace its terminal is read
 #: while some process still holds it open, in seconds.
 _DRAIN_EXTRA = 2.0
@@ -436,15 +440,16 @@ class Session:
     def _read_pty(self) -> None:
         """Read what the PTY holds, within a budget per loop turn (one read by default).
 
-        A PTY read returns at most what the line discipline holds (under 4 KiB), and
-        a read shorter than asked for means it is drained: the next bytes come with
-        a new edge (see ``poller``). Reading on in the same turn needs to know more
-        is there without reading an empty PTY (which waits for the tty's flush
-        worker): FIONREAD tells, but on Linux it takes the tty's termios lock for
-        writing and so waits for the flush worker pushing the next bytes. Under a
-        flood on a busy machine that stalled the loop, so the default budget
-        (``read_budget``, 4 KiB) is one read per turn, and FIONREAD is only asked
-        for with a larger budget.
+        A PTY read returns at most what the line discipline holds (4095 bytes), and
+        a shorter read means it is drained: the next bytes come with a new edge (see
+        ``poller``). Reading on in the same turn needs to know more is there without
+        reading an empty PTY (which waits for the tty's flush worker): FIONREAD
+        tells, but on Linux it takes the tty's termios lock for writing and so waits
+        for the flush worker pushing the next bytes. Under a flood on a busy machine
+        that stalled the loop, so the default budget (``read_budget``, 4 KiB) is one
+        read per turn, and FIONREAD is only asked after a full read with budget
+        left, that is with a larger budget. (It was once asked after every read
+        shorter than the budget: every read, by default.)
 
         Measured (benchmarks/bench.py, one server, alternating, 3 rounds, 2 CPUs
         under other load): echo in a quiet session while another floods, its reader
@@ -482,12 +487,14 @@ class Session:
                 break
             chunks.append(data)
             got += len(data)
-            if got >= budget:
+            if len(data) < _LDISC_FULL:
+                break  # the line discipline is drained: more bytes bring a new edge
+            if budget - got < _LDISC_FULL:
                 # Maybe more waiting, for which no edge will come: next turn (where
                 # a full window pauses the program).
                 self._loop.add_callback(self._read_pty)
                 break
-            if len(data) < size and not _bytes_waiting(self._fd):
+            if not _bytes_waiting(self._fd):
                 break
         if chunks:
             self.output.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
