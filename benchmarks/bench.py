@@ -1199,6 +1199,20 @@ def details(results, names) -> str:
     return "\n".join(out)
 
 
+def reachability(rows, ref) -> str:
+    """Whether the throughput target is reachable at all on this machine, this run:
+    no terminal transport can carry output faster than the PTY gives it."""
+    ceiling = (ref.get("pty_ceiling") or {}).get("MBps")
+    term = next((r["values"].get("terminado") for r in rows if r["id"] == "throughput_MBps"), None)
+    factor = next(f for label, rid, _, f, _ in TARGETS if rid == "throughput_MBps")
+    if not ceiling or not term:
+        return ""
+    need = factor * term
+    verdict = "above" if need > ceiling else "below"
+    return (f"(throughput target: {factor:g}x terminado's is {fmt(need)} MB/s, {verdict} the raw "
+            f"PTY ceiling of this run, {fmt(ceiling)} MB/s)")
+
+
 def render_reference(ref, P) -> str:
     out = ["reference (no transport):"]
     pc_ = ref.get("pty_ceiling")
@@ -1436,6 +1450,7 @@ def main(argv=None) -> int:
     print()
     print("targets (same run; ratios: median of per-round ratios, with their range):")
     print(render_targets(targets))
+    print(reachability(rows, reference))
     print()
     if args.quick:
         print(f"(--quick: idle window {P['idle_s']:g} s, {P['rss_n']} sessions for RSS, "
