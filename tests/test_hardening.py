@@ -72,7 +72,7 @@ async def test_status_of_a_stopped_session_says_not_connected(api: Any) -> None:
 async def test_status_of_an_exited_session_says_not_connected(api: Any) -> None:
     sid, _ = await api.shell()
     await api.command(sid, "exit 4")
-    await api.read_until(sid, "$^")  # until the session ends
+    await api.read_to_end(sid)
     status = await api.status(sid)
     assert (status["connected"], status["status"], status["exitCode"]) == (False, "exited", 4)
 
