@@ -282,6 +282,19 @@ class LabSessionManager(LoggingConfigurable):
         self._refill_soon()
         return session
 
+    async def find_lab(self, lab_id: str) -> Lab:
+        """The lab with this id, from a catalog at most ``lab_scan_interval`` old;
+        raises LabNotFound.
+
+        An id that catalog does not know gets one more scan, begun after this call,
+        before the answer is no: the lab may have been added a moment ago.
+        """
+        asked = time.monotonic()
+        catalog = await self.refresh_labs()
+        if lab_id not in catalog:
+            catalog = await self.refresh_labs(since=asked)
+        return catalog.get(lab_id)
+
     def _lifetime(self, lab: Lab) -> float:
         return lab.lifetime if lab.lifetime is not None else self.lifetime
 

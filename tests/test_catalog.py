@@ -69,6 +69,25 @@ async def test_an_idle_server_does_not_walk_its_labs(api: Any, manager: Any, lab
     assert manager.scan_count == scans + 1
 
 
+@server(lab_scan_interval=3600.0)
+async def test_a_lab_added_a_moment_ago_is_found_by_its_start_and_then_listed(
+        api: Any, manager: Any, labs: Path) -> None:
+    assert "late" not in lab_ids(await catalog(api))
+    scans = manager.scan_count
+    await catalog(api)  # fresh: served as it is
+    assert manager.scan_count == scans
+    write_lab(labs, "late", "title = 'Late'")
+    # The catalog is fresh for an hour, but it does not know this id: a start looks again.
+    session = await api.start(labId="late")
+    assert (session["labId"], session["title"]) == ("late", "Late")
+    assert "late" in lab_ids(await catalog(api))
+    # An id that is nowhere: one more walk, then the answer is no.
+    scans = manager.scan_count
+    status, body = await api.call("POST", "api", "labs", "start", body={"labId": "nowhere"})
+    assert (status, body["error"]) == (404, "lab_not_found")
+    assert manager.scan_count == scans + 1
+
+
 @server(lab_scan_interval=0.5)
 async def test_labs_and_broken_definitions_added_later_are_listed_once_the_catalog_is_stale(
         api: Any, manager: Any, labs: Path) -> None:
@@ -93,6 +112,17 @@ async def test_concurrent_requests_share_one_walk(api: Any, manager: Any, labs: 
     answers = await asyncio.gather(*(catalog(api) for _ in range(10)))
     assert manager.scan_count == scans + 1
     assert all(answer == answers[0] for answer in answers)
+
+
+@server(lab_scan_interval=3600.0)
+async def test_concurrent_starts_of_a_lab_added_a_moment_ago_all_find_it(
+        api: Any, manager: Any, labs: Path) -> None:
+    await catalog(api)
+    write_lab(labs, "new", "title = 'New'")
+    # Each start waits for a walk begun after it asked (one at a time, shared by
+    # those that asked before it began): none may be answered from the old catalog.
+    sessions = await asyncio.gather(*(api.start(labId="new") for _ in range(8)))
+    assert {s["labId"] for s in sessions} == {"new"} and len({s["sessionId"] for s in sessions}) == 8
 
 
 @server(lab_scan_interval=0.05, cull_interval=0.05)
