@@ -196,7 +196,7 @@ class StartHandler(LabHandler):
         lab_id = _str_field(model, "labId") or "shell"
         rows = _int_field(model, "rows", 1, 1000)
         cols = _int_field(model, "cols", 1, 1000)
-        await self.manager.refresh_labs()
+        await self.manager.find_lab(lab_id)
         session = self.manager.start(lab_id, rows, cols)
         self.write_json(session.model(), status=201)
 

@@ -164,6 +164,9 @@ class LabCatalog:
         self._labs = {lab.id: lab for lab in labs}
         self._problems = list(problems)
 
+    def __contains__(self, lab_id: object) -> bool:
+        return lab_id in self._labs
+
     def get(self, lab_id: str) -> Lab:
         try:
             return self._labs[lab_id]

@@ -184,9 +184,12 @@ class LabSessionManager(LoggingConfigurable):
     ).tag(config=True)
 
     lab_scan_interval = Float(
-        2.0, help="""How old, in seconds, the catalog may be when it is asked for: older,
-        the search path is walked again (off the event loop) and changed definitions
-        are re-read. 0: on every request.""",
+        2.0, min=0.0, help="""How old, in seconds, the catalog may be when something asks
+        for it (the catalog, a start, a warm pool with room to fill): older, the search
+        path is walked again (off the event loop, one walk for all who ask meanwhile)
+        and changed definitions are re-read. A start of a lab the catalog does not
+        know always waits for a walk begun after it asked, so a lab added a moment ago
+        is found. Nothing is walked while nobody asks. 0: on every request.""",
     ).tag(config=True)
 
     pool_max = Int(
@@ -220,9 +223,13 @@ class LabSessionManager(LoggingConfigurable):
         self._culler: PeriodicCallback | None = None
         self._scanner: LabScanner | None = None
         self._scan: asyncio.Future[None] | None = None
+        #: When the last scan that finished began (monotonic): it saw the disk as of then.
         self._scanned_at: float | None = None
+        #: How many times the search path was walked (for tests and diagnostics).
+        self.scan_count = 0
         self._shutting_down = False
         self._refill_timer: asyncio.TimerHandle | None = None
+        self._refill: asyncio.Future[None] | None = None
         self.warm_pool = pool.WarmPool(self._create_pooled, self.log)
         # Probed once per process (a few ms), before the server answers requests.
         self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
@@ -275,6 +282,19 @@ class LabSessionManager(LoggingConfigurable):
         self._refill_soon()
         return session
 
+    async def find_lab(self, lab_id: str) -> Lab:
+        """The lab with this id, from a catalog at most ``lab_scan_interval`` old;
+        raises LabNotFound.
+
+        An id that catalog does not know gets one more scan, begun after this call,
+        before the answer is no: the lab may have been added a moment ago.
+        """
+        asked = time.monotonic()
+        catalog = await self.refresh_labs()
+        if lab_id not in catalog:
+            catalog = await self.refresh_labs(since=asked)
+        return catalog.get(lab_id)
+
     def _lifetime(self, lab: Lab) -> float:
         return lab.lifetime if lab.lifetime is not None else self.lifetime
 
@@ -305,8 +325,26 @@ class LabSessionManager(LoggingConfigurable):
         if self._refill_timer is None:
             def run() -> None:
                 self._refill_timer = None
-                self._refill_pool()
+                if self._refill is None or self._refill.done():
+                    self._refill = asyncio.ensure_future(self._keep_pools_full())
             self._refill_timer = asyncio.get_running_loop().call_later(0.05, run)
+
+    async def _keep_pools_full(self) -> None:
+        """Refill the warm pools, reading the definitions again first if they are older
+        than ``lab_scan_interval`` — only when there is something to start: pools that
+        are full (or have no room) need no definitions, and an idle server reads none.
+        """
+        if self._shutting_down:
+            return
+        try:
+            if not self.warm_pool.plan(self.labs.list(), self.live_count, self.max_sessions,
+                                       self.pool_max):
+                return
+        except Exception:
+            self.log.exception("labkernel: planning the warm pools failed")
+            return
+        await self.refresh_labs()  # a scan refills the pools itself when it ends
+        self._refill_pool()
 
     def _refill_pool(self) -> None:
         if self._shutting_down:
@@ -322,33 +360,40 @@ class LabSessionManager(LoggingConfigurable):
 
     # -- the catalog --------------------------------------------------------------
 
-    async def refresh_labs(self, force: bool = False) -> LabCatalog:
-        """The catalog, re-read from the search path (off the loop) if older than
-        ``lab_scan_interval``."""
-        fresh = (self._scanned_at is not None
-                 and time.monotonic() - self._scanned_at < self.lab_scan_interval)
-        if force or not fresh:
+    async def refresh_labs(self, since: float | None = None) -> LabCatalog:
+        """The catalog, as read by a scan begun at most ``lab_scan_interval`` ago, or at
+        or after ``since`` (``time.monotonic()``) when given.
+
+        The catalog is only ever read on demand: this is the one way to it. The scan
+        (a stat walk, see ``catalog``) runs in an executor, one at a time: whoever asks
+        while one is running waits for it, and for one more only if it began too early.
+        """
+        oldest = time.monotonic() - self.lab_scan_interval if since is None else since
+        while self._scanned_at is None or self._scanned_at < oldest:
             if self._scan is None:
                 self._scan = asyncio.ensure_future(self._rescan())
             await asyncio.shield(self._scan)
         return self.labs
 
     async def _rescan(self) -> None:
+        started = time.monotonic()
+        self.scan_count += 1
         try:
             if self._scanner is None:
                 self._scanner = LabScanner(self.root_dir, self.lab_path, self.log)
-            started = time.monotonic()
             result = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
-            self._scanned_at = time.monotonic()
             for problem in result.new_problems:
                 self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,
                                  problem.path, problem.field, problem.reason)
             self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
             self.log.debug("labkernel: %d labs found in %.0f ms", len(result.labs),
-                           (self._scanned_at - started) * 1000)
+                           (time.monotonic() - started) * 1000)
         except Exception:
             self.log.exception("labkernel: reading the lab definitions failed")
         finally:
+            # Also after a failure: those waiting get the catalog as it is, and the
+            # next one to ask tries again.
+            self._scanned_at = started
             self._scan = None
         self._refill_pool()
 
@@ -369,7 +414,7 @@ class LabSessionManager(LoggingConfigurable):
 
     async def warm_up(self) -> None:
         """Read the catalog and fill the warm pools, before any learner asks."""
-        await self.refresh_labs(force=True)
+        await self.refresh_labs(since=time.monotonic())
         self._start_culling()
 
     def _forget_oldest_ended(self, _closed: Session) -> None:
@@ -437,8 +482,9 @@ class LabSessionManager(LoggingConfigurable):
         for result in await asyncio.gather(*stops, return_exceptions=True):
             if isinstance(result, BaseException):
                 self.log.error("labkernel: stopping a session failed: %s", result)
-        # Changed definitions and freed slots: the pools follow.
-        await self.refresh_labs()
+        # Freed slots and pooled sessions that ended: the pools follow. Changed
+        # definitions are seen when the catalog is next asked for, not here.
+        await self._keep_pools_full()
 
     def _idle_timeout(self, session: Session) -> float:
         idle = session.lab.idle_timeout

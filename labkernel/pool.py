@@ -143,6 +143,12 @@ class WarmPool:
         sessions.remove(victim)
         self._stop(victim)
 
+    def plan(self, labs: list[Lab], live: int, max_sessions: int, cap: int) -> dict[str, int]:
+        """How many sessions ``refill`` would start now for each lab's pool."""
+        _, pooled = self.counts()
+        wanted = {lab.id: lab.pool for lab in labs if lab.pool and not self._broken(lab)}
+        return refill_plan(wanted, pooled, live, max_sessions, cap)
+
     def refill(self, labs: list[Lab], live: int, max_sessions: int, cap: int) -> None:
         """Stop pooled sessions of labs gone or changed, and start what the plan says."""
         current = {lab.id: lab for lab in labs}
@@ -152,9 +158,7 @@ class WarmPool:
             for s in stale:
                 sessions.remove(s)
                 self._stop(s)
-        _, pooled = self.counts()
-        wanted = {lab.id: lab.pool for lab in labs if lab.pool and not self._broken(lab)}
-        for lab_id, n in refill_plan(wanted, pooled, live, max_sessions, cap).items():
+        for lab_id, n in self.plan(labs, live, max_sessions, cap).items():
             for _ in range(n):
                 self._pools.setdefault(lab_id, []).append(self.create(current[lab_id]))
 

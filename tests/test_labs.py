@@ -113,8 +113,8 @@ async def test_the_scan_never_runs_on_the_event_loop(api: Any, labs: Path, manag
     original = manager._scanner.scan if manager._scanner else None
     assert original is not None  # the server read its labs at start
     manager._scanner.scan = lambda: (threads.append(threading.current_thread()), original())[1]
-    # The culler may have a scan in flight that started before the patch: the
-    # second request starts one of its own.
+    # A scan may be in flight that started before the patch (the first request's
+    # own, with lab_scan_interval 0): the second request starts one of its own.
     await catalog(api)
     await catalog(api)
     assert threads and all(t is not threading.main_thread() for t in threads)

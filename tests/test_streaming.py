@@ -54,10 +54,15 @@ class Reader:
 
     def __init__(self, api: Any, sid: str, offset: int, encoding: str = "base64"):
         self.api, self.sid, self.offset, self.encoding = api, sid, offset, encoding
+        #: The offset of the last poll: where flow control counts this reader to be.
+        #: The server cannot know that an answer arrived until the next poll (a lost
+        #: answer is asked for again), so it keeps the bytes from here on for it.
+        self.asked = offset
         self.status = "running"
 
     async def read(self, max_bytes: int, wait: float = 5) -> Any:
         """One poll; returns the data (bytes for base64, str for utf-8) and checks the answer."""
+        self.asked = self.offset
         answer = await self.api.output(self.sid, self.offset, wait=wait, max=max_bytes,
                                        encoding=self.encoding)
         assert answer["truncated"] is False, f"output lost at {self.offset}: {answer}"
@@ -94,6 +99,31 @@ async def eventually_status(api: Any, sid: str, status: str) -> None:
     while (await api.status(sid))["status"] != status:
         assert time.monotonic() < deadline, f"session never became {status}"
         await asyncio.sleep(0.05)
+
+
+async def held_back(log: Any, asked: int, manager: Any) -> None:
+    """Stay away, as a reader that last polled at ``asked``, until the program is held.
+
+    What flow control guarantees whatever the speed of the program and the server:
+    the output never runs more than the window (``buffer_size``) past the offset the
+    reader last asked for, and drops none of it; reading stops only once it is full,
+    and a paused program resumes only when a poll brings it under half the window.
+    So the output comes to rest more than half a window past ``asked`` (the
+    reader's ``nextOffset`` may be under that mark, by up to its last answer).
+    Returns once the output has been still for half a second above that mark; the
+    reader must be back before ``attach_timeout``, when it stops holding anything.
+    """
+    window = manager.buffer_size
+    still, end = 0, log.end
+    deadline = time.monotonic() + manager.attach_timeout - 2
+    while not (still >= 5 and end - asked > window // 2):
+        assert time.monotonic() < deadline, (
+            f"the output did not come to rest above half the window: {log.end - asked} bytes "
+            f"past the reader's last poll")
+        await asyncio.sleep(0.1)
+        assert log.end - asked <= window, "the output ran past the window of a lagging reader"
+        assert log.base <= asked, "bytes the reader had not had were dropped"
+        still, end = (still + 1, end) if log.end == end else (0, log.end)
 
 
 def log_tail(log: Any, size: int = 200) -> bytes:
@@ -231,9 +261,7 @@ async def test_reader_resuming_from_next_offset_gets_every_byte_exactly_once(api
         if pauses == 0 and len(received) > 3_000_000:
             # The reader is away with 5 MB still to come: the program must wait for it.
             pauses += 1
-            await asyncio.sleep(0.6)
-            assert manager.buffer_size // 2 < log.end - reader.offset <= manager.buffer_size
-            assert log.base <= reader.offset
+            await held_back(log, reader.asked, manager)
             assert b"==END==" not in log_tail(log)
         if received.find(b"\n==END==\n", len(received) - size - 16) >= 0:
             break

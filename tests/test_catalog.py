@@ -1,0 +1,143 @@
+"""The lab catalog on a running server: read when asked for, never in the background.
+
+The search path is walked (a stat of every lab folder's files, see
+``labkernel/catalog.py``) only when something needs the definitions: the catalog,
+a start, a warm pool with room to fill. ``manager.scan_count`` counts the walks.
+Each test has lab folders of its own under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import eventually
+from labhelpers import lab_config, write_lab
+
+
+def server(**settings: Any) -> Any:
+    """Run a test against a server whose LabSessionManager has these settings."""
+    name = ",".join(f"{key}={value}" for key, value in settings.items())
+    return pytest.mark.parametrize("labkernel_config", [settings], ids=[name], indirect=True)
+
+
+@pytest.fixture
+def labkernel_config(tmp_path: Path, request: Any) -> dict[str, Any]:
+    return lab_config(tmp_path, **getattr(request, "param", {}))
+
+
+@pytest.fixture
+def labs(tmp_path: Path) -> Path:
+    return tmp_path / "labs"
+
+
+async def catalog(api: Any) -> dict[str, Any]:
+    return await api.ok("GET", "api", "labs")
+
+
+async def stale_catalog(api: Any, manager: Any) -> dict[str, Any]:
+    """The catalog once what was written before this call is in it: a scan begun at
+    most ``lab_scan_interval`` before the request began after this call."""
+    await asyncio.sleep(manager.lab_scan_interval)
+    return await catalog(api)
+
+
+def lab_ids(body: dict[str, Any]) -> set[str]:
+    return {lab["id"] for lab in body["labs"]}
+
+
+async def pool_ready(manager: Any, lab_id: str, n: int = 1) -> None:
+    await eventually(lambda: manager.warm_pool.counts()[0].get(lab_id, 0) >= n, timeout=30)
+
+
+# A catalog older than 50 ms counts as stale, and the culler passes every 50 ms: a
+# server that walked its labs in the background would walk them all the time.
+@server(lab_scan_interval=0.05, cull_interval=0.05)
+async def test_an_idle_server_does_not_walk_its_labs(api: Any, manager: Any, labs: Path) -> None:
+    write_lab(labs, "warm", "pool = 1\nsetup = 'true'")
+    assert "warm" in lab_ids(await stale_catalog(api, manager))
+    await pool_ready(manager, "warm")
+    scans = manager.scan_count
+    await asyncio.sleep(1.0)  # some 20 culler passes, each with a stale catalog
+    assert manager.scan_count == scans
+    assert manager.warm_pool.counts() == ({"warm": 1}, {"warm": 1})  # the pool stays full
+    # The next one to ask gets a fresh catalog: one walk.
+    await catalog(api)
+    assert manager.scan_count == scans + 1
+
+
+@server(lab_scan_interval=3600.0)
+async def test_a_lab_added_a_moment_ago_is_found_by_its_start_and_then_listed(
+        api: Any, manager: Any, labs: Path) -> None:
+    assert "late" not in lab_ids(await catalog(api))
+    scans = manager.scan_count
+    await catalog(api)  # fresh: served as it is
+    assert manager.scan_count == scans
+    write_lab(labs, "late", "title = 'Late'")
+    # The catalog is fresh for an hour, but it does not know this id: a start looks again.
+    session = await api.start(labId="late")
+    assert (session["labId"], session["title"]) == ("late", "Late")
+    assert "late" in lab_ids(await catalog(api))
+    # An id that is nowhere: one more walk, then the answer is no.
+    scans = manager.scan_count
+    status, body = await api.call("POST", "api", "labs", "start", body={"labId": "nowhere"})
+    assert (status, body["error"]) == (404, "lab_not_found")
+    assert manager.scan_count == scans + 1
+
+
+@server(lab_scan_interval=0.5)
+async def test_labs_and_broken_definitions_added_later_are_listed_once_the_catalog_is_stale(
+        api: Any, manager: Any, labs: Path) -> None:
+    first = await catalog(api)
+    assert first["errors"] == [] and lab_ids(first) == {"shell"}
+    write_lab(labs, "good", "title = 'Good'")
+    write_lab(labs, "broken", "title = 'unclosed")
+    scans = manager.scan_count
+    body = await stale_catalog(api, manager)
+    assert manager.scan_count == scans + 1
+    assert lab_ids(body) == {"shell", "good"}
+    (error,) = body["errors"]
+    assert error["labId"] == "broken" and error["path"].endswith("broken/lab.toml")
+    assert error["field"] == "lab.toml" and "not valid TOML" in error["reason"]
+
+
+@server(lab_scan_interval=2.0)  # the default
+async def test_concurrent_requests_share_one_walk(api: Any, manager: Any, labs: Path) -> None:
+    await catalog(api)
+    await asyncio.sleep(manager.lab_scan_interval)  # stale now
+    scans = manager.scan_count
+    answers = await asyncio.gather(*(catalog(api) for _ in range(10)))
+    assert manager.scan_count == scans + 1
+    assert all(answer == answers[0] for answer in answers)
+
+
+@server(lab_scan_interval=3600.0)
+async def test_concurrent_starts_of_a_lab_added_a_moment_ago_all_find_it(
+        api: Any, manager: Any, labs: Path) -> None:
+    await catalog(api)
+    write_lab(labs, "new", "title = 'New'")
+    # Each start waits for a walk begun after it asked (one at a time, shared by
+    # those that asked before it began): none may be answered from the old catalog.
+    sessions = await asyncio.gather(*(api.start(labId="new") for _ in range(8)))
+    assert {s["labId"] for s in sessions} == {"new"} and len({s["sessionId"] for s in sessions}) == 8
+
+
+@server(lab_scan_interval=0.05, cull_interval=0.05)
+async def test_a_pool_refilled_with_nobody_asking_reads_the_changed_definition_first(
+        api: Any, manager: Any, labs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[str] = []
+    create = manager.warm_pool.create
+    monkeypatch.setattr(manager.warm_pool, "create", lambda lab: created.append(lab.title) or create(lab))
+    # A pooled session whose program ends after a second: the pool refills itself.
+    brief = "pool = 1\ncommand = ['sh', '-c', 'sleep 1']\ntitle = '{}'"
+    write_lab(labs, "brief", brief.format("One"))
+    await stale_catalog(api, manager)  # finds the lab, and starts its pool
+    await eventually(lambda: created == ["One"])
+    write_lab(labs, "brief", brief.format("Two, longer"))
+    # No client asks for anything: the culler finds the pool short, and since the
+    # catalog is stale it reads the definitions before starting the new session.
+    await eventually(lambda: "Two, longer" in created, timeout=30)
+    assert created[0] == "One" and set(created) == {"One", "Two, longer"}
