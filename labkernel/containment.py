@@ -334,6 +334,28 @@ shift
 exec "$@"
 """
 
+#: The first process of a hidden script (setup, check), its *reaper*: runs the script
+#: in the session's folder (``$1``; entering a mount namespace leaves one at its
+#: root) with nothing on its stdin, then reports the script's exit status on its own
+#: stdin, a socket the server holds, and waits there until the server lets it go
+#: (closes the socket). Until then it is the script's PR_SET_CHILD_SUBREAPER where the
+#: enclosure makes it one, so everything the script started, orphans included, is in
+#: its tree when the server kills that tree (or keeps it: a setup's services).
+SCRIPT_REAPER = """cd -- "$1" || exit 126
+shift
+"$@" </dev/null
+rc=$?
+exec >/dev/null 2>&1
+echo "$rc" >&0
+read -r _
+exit "$rc"
+"""
+
+
+def reaper_argv(argv: list[str], cwd: str) -> list[str]:
+    """``argv`` behind ``SCRIPT_REAPER``, in folder ``cwd``."""
+    return ["sh", "-c", SCRIPT_REAPER, "labkernel-script", cwd, *argv]
+
 
 # -- one session's enclosure ------------------------------------------------------------
 
@@ -368,16 +390,64 @@ class Enclosure:
                 self.log.warning("labkernel: no pids cgroup for session %s: %s", session_id, e)
                 _remove_cgroup(path)
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """What to spawn for ``argv``: the mode's wrapping, behind a cgroup join if any."""
+    def wrap(self, argv: list[str], cwd: str = "") -> list[str]:
+        """What to spawn for the session's program ``argv`` (started in ``cwd``): the
+        mode's wrapping, behind a cgroup join if any."""
+        return self._joined(self._wrap(argv, cwd))
+
+    def _joined(self, argv: list[str]) -> list[str]:
         joins = self._joins()
         if not joins:
-            return self._wrap(argv)
+            return argv
         return ["sh", "-c", _JOIN_SCRIPT, "labkernel-join",
-                *(os.path.join(path, "cgroup.procs") for path in joins), "--", *self._wrap(argv)]
+                *(os.path.join(path, "cgroup.procs") for path in joins), "--", *argv]
 
-    def _wrap(self, argv: list[str]) -> list[str]:
+    def _wrap(self, argv: list[str], cwd: str) -> list[str]:
         return argv
+
+    # -- hidden scripts (setup, checks): in the enclosure, each behind its reaper
+
+    #: Whether a script's reaper is made its PR_SET_CHILD_SUBREAPER: where the server
+    #: spawns the reaper itself (not where it is forked inside a PID namespace by
+    #: nsenter, nor in the scan mode, the mode of hosts without the prctl).
+    _script_subreaper = False
+
+    #: Whether the enclosure finds what a script started only through the script's
+    #: reaper (subreaper): then a reaper stays alive, and in the session's reach,
+    #: from its spawn until the session ends or the script's tree has been killed.
+    needs_reapers = False
+
+    async def prepare(self) -> None:
+        """Make sure scripts can run inside the enclosure, before the session's program
+        exists too (a PID namespace is made for them then). Raises OSError if they
+        cannot (the enclosure is gone: its session is ending)."""
+
+    def script(self, argv: list[str], cwd: str) -> list[str]:
+        """What to spawn for a hidden script ``argv``: its reaper (``SCRIPT_REAPER``),
+        inside the enclosure. Call ``prepare`` first."""
+        return self._joined(self._enter(reaper_argv(argv, cwd)))
+
+    def _enter(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the enclosure when spawned by the server."""
+        return argv
+
+    def script_preexec(self) -> None:
+        """Run in a script's child between fork and exec (see ``preexec``)."""
+        self.preexec()
+        if self._script_subreaper:
+            _set(_PR_SET_CHILD_SUBREAPER, 1)  # kept across exec: the reaper's sh
+
+    def reapers(self, pid: int) -> set[int]:
+        """The script's reaper spawned as ``pid`` and what stands between them (one small read)."""
+        return {pid}
+
+    def adopt(self, pid: int, close: Callable[[], None]) -> None:
+        """A script's reaper, from its spawn until ``disown``: where ``needs_reapers``
+        the session's end finds what the script started through it, and ``close``
+        (which lets it go) is called once the session has ended."""
+
+    def disown(self, pid: int) -> None:
+        """The script's tree has been killed, or its leftovers are held otherwise."""
 
     def _joins(self) -> list[str]:
         """The cgroups the session's first process joins."""
@@ -451,19 +521,24 @@ class Enclosure:
 class _Scanning(Enclosure):
     """Finds the session's processes by reading /proc; kills them stopped."""
 
-    _known: set[int] = set()
+    def __init__(self, session_id: str, **kwargs: Any):
+        super().__init__(session_id, **kwargs)
+        self._known: set[int] = set()
+        #: Scripts' reapers the session's end must find (see ``needs_reapers``), and
+        #: how to let each go once it is over.
+        self._reapers: dict[int, Callable[[], None]] = {}
 
     def _find(self) -> set[int]:
         procs, marked = read_procs(self.marker)
         # Once found, a process stays a root: when its parent dies it is reparented
         # out of the tree, and with setsid and no marker nothing else would find it.
-        found = members(procs, roots=[self.leader, *self._known], sid=self.leader, marked=marked)
+        # No session id before the program runs: session 0 is the kernel's threads.
+        roots = [self.leader, *self._reapers, *self._known]
+        found = members(procs, roots=roots, sid=self.leader or None, marked=marked)
         self._known = found
         return found
 
     async def end(self, grace: float, deadline: float) -> list[int]:
-        if not self.leader:
-            return []  # never spawned; and session id 0 is the kernel's threads
         pids = await self._run(self._find)
         signal_all(pids - self._spared(), signal.SIGHUP)
         signal_all(pids, signal.SIGCONT)  # a stopped job only sees SIGHUP once continued
@@ -471,7 +546,8 @@ class _Scanning(Enclosure):
         async def emptied() -> bool:
             nonlocal pids
             pids = await self._run(self._find)
-            return not pids
+            # Reapers wait to be let go: they are killed below, with what is left.
+            return not pids - set(self._reapers)
         await self._until(emptied, min(deadline, time.monotonic() + grace))
         while pids and time.monotonic() < deadline:
             # Stopped processes cannot fork: stop all, look again for children born
@@ -487,8 +563,15 @@ class _Scanning(Enclosure):
         return sorted(pids)
 
     def _spared(self) -> set[int]:
-        """Processes SIGHUP must not reach (the wrapper that kills the rest)."""
-        return set()
+        """Processes SIGHUP must not reach: the scripts' reapers (dead, they would
+        let their orphans go to init before these are found)."""
+        return set(self._reapers)
+
+    async def release(self) -> None:
+        reapers, self._reapers = self._reapers, {}
+        for close in reapers.values():
+            close()
+        await super().release()
 
 
 class ScanEnclosure(_Scanning):
@@ -521,21 +604,38 @@ exit $rc
 
 
 class SubreaperEnclosure(_Scanning):
-    mode = "subreaper"
+    """The program behind a subreaper ``sh``, and each hidden script behind its
+    reaper, a subreaper too: a setup's reaper stays, holding what the setup left
+    running, until the session ends."""
 
-    def _wrap(self, argv: list[str]) -> list[str]:
+    mode = "subreaper"
+    _script_subreaper = True
+    needs_reapers = True
+
+    def _wrap(self, argv: list[str], cwd: str) -> list[str]:
         return ["sh", "-c", _REAPER_SCRIPT, "labkernel-session", *argv]
 
     def preexec(self) -> None:
         super().preexec()
         _set(_PR_SET_CHILD_SUBREAPER, 1)  # kept across exec: the sh is the subreaper
 
+    def adopt(self, pid: int, close: Callable[[], None]) -> None:
+        self._reapers[pid] = close
+
+    def disown(self, pid: int) -> None:
+        self._reapers.pop(pid, None)
+
     def _spared(self) -> set[int]:
-        return {self.leader}
+        return {self.leader, *super()._spared()}
 
 
 class CgroupEnclosure(Enclosure):
+    """The session's cgroup is made with the enclosure, before any setup runs; the
+    program and every hidden script join it (a script's reaper is its subreaper,
+    so that the script's own end finds its orphans too)."""
+
     mode = "cgroup"
+    _script_subreaper = True
 
     def __init__(self, session_id: str, **kwargs: Any):
         super().__init__(session_id, **kwargs)
@@ -571,18 +671,115 @@ class CgroupEnclosure(Enclosure):
         return [self._cgroup, *super()._cgroups()]
 
 
+#: The program of a PID namespace made for a lab's hidden setup before the shell
+#: exists: it waits on its stdin, a pipe from the server, so it ends with the server
+#: (EOF), or with the SIGHUP that ends the session; the namespace ends with it.
+_HOLDER = ["sh", "-c", "read -r _", "labkernel-holder"]
+
+
+def _find_init(creator: int) -> int:
+    """The init of the PID namespace that ``creator`` made: its child in another
+    namespace than ours; 0 while there is none (one small read)."""
+    init = next(iter(_children(creator)), 0) if creator else 0
+    ns = _pid_namespace(init) if init else None
+    return init if ns and ns != _pid_namespace(os.getpid()) else 0
+
+
+def _open_namespace(pid: int) -> dict[str, int]:
+    """Open the user (if not ours), mount and PID namespaces of process ``pid`` as
+    files, if it is alive and stays so meanwhile (then no other process can have had
+    its pid). Take them from the namespace's program (its init's child), not from
+    the init: bwrap's init changes its mount namespace while it builds the sandbox,
+    and forks the program once that is done."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        files = _open_namespace_files(pid)
+        readable, _, _ = select.select([pidfd], [], [], 0)
+    finally:
+        os.close(pidfd)
+    if readable:
+        for fd in files.values():
+            os.close(fd)
+        raise OSError(3, f"process {pid} ended")
+    return files
+
+
+def _open_namespace_files(pid: int) -> dict[str, int]:
+    files: dict[str, int] = {}
+    try:
+        for kind in ("user", "mnt", "pid"):
+            path = f"/proc/{pid}/ns/{kind}"
+            if kind == "user" and os.readlink(path) == os.readlink("/proc/self/ns/user"):
+                continue  # entering one's own user namespace is an error
+            files[kind] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        for fd in files.values():
+            os.close(fd)
+        raise
+    return files
+
+
+def _nsenter_argv(nsenter: str, files: Mapping[str, int], argv: list[str]) -> list[str]:
+    """``argv`` run by nsenter in the namespaces this server holds open as ``files``.
+
+    nsenter opens them as ``/proc/<server>/fd/N``: no pid is named, so none can have
+    been reused by another process in between, and no descriptor is passed down to
+    the program. It forks after entering, so the program is inside the PID namespace.
+    """
+    server = os.getpid()
+    args = [nsenter]
+    if "user" in files:
+        # Without --preserve-credentials nsenter would become uid 0 in the namespace.
+        args += [f"--user=/proc/{server}/fd/{files['user']}", "--preserve-credentials"]
+    return [*args, f"--mount=/proc/{server}/fd/{files['mnt']}", f"--pid=/proc/{server}/fd/{files['pid']}",
+            "--", *argv]
+
+
+#: Enters a folder, then becomes the program: after nsenter, which leaves the
+#: process at the mount namespace's root.
+_CD_THEN_EXEC = 'cd -- "$0" || exit 126; exec "$@"'
+
+
 class PidNamespaceEnclosure(Enclosure):
+    """A PID namespace for the session, made by whichever of its processes comes first.
+
+    Its program makes it, as ``prefix`` (bwrap or unshare) in front of it; or, for a
+    lab whose hidden setup runs before the shell exists, ``prepare`` makes it with a
+    *holder* (``_HOLDER``) in the program's place, and the program enters it later.
+    Every hidden script enters it with nsenter (``_nsenter_argv``), so that a check
+    sees and signals the lab's processes, not the server's, and whatever a script
+    starts dies with the namespace. Within the namespace a script's reaper is not
+    a subreaper (nsenter forks it; a prctl needs a program of its own there): a
+    script's orphan is the namespace init's, and only the session's end (not the
+    script's own) takes one that also left the script's process session and dropped
+    its marker.
+    """
+
     mode = "pidns"
 
-    def __init__(self, session_id: str, *, prefix: list[str], **kwargs: Any):
+    def __init__(self, session_id: str, *, prefix: list[str], nsenter: str = "nsenter", **kwargs: Any):
         super().__init__(session_id, **kwargs)
         self._prefix = prefix
+        self._nsenter = nsenter
         self._init = 0  # the namespace's init, as the server sees it
         self._init_fd = -1  # its pidfd: readable once it has exited
         self._ns = ""
+        self._holder: subprocess.Popen[bytes] | None = None
+        self._ns_files: dict[str, int] = {}  # "user", "mnt", "pid" -> an open file
 
-    def _wrap(self, argv: list[str]) -> list[str]:
-        return [*self._prefix, *argv]
+    @property
+    def _creator(self) -> int:
+        """The process that made the namespace: the holder's leader, or the program's."""
+        return self._holder.pid if self._holder is not None else self.leader
+
+    def _wrap(self, argv: list[str], cwd: str) -> list[str]:
+        if self._holder is None:
+            return [*self._prefix, *argv]
+        return self._enter(["sh", "-c", _CD_THEN_EXEC, cwd or "/", *argv])
+
+    def _enter(self, argv: list[str]) -> list[str]:
+        assert self._ns_files, "prepare() first"
+        return _nsenter_argv(self._nsenter, self._ns_files, argv)
 
     def started(self, pid: int) -> None:
         super().started(pid)
@@ -591,24 +788,60 @@ class PidNamespaceEnclosure(Enclosure):
         self._look_for_init(tries=100)
 
     def _look_for_init(self, tries: int = 0) -> None:
-        if self._init_fd >= 0 or not self.leader:
+        if self._init_fd >= 0:
             return
-        init = next(iter(_children(self.leader)), 0)
-        ns = _pid_namespace(init) if init else None
-        if ns and ns != _pid_namespace(os.getpid()):
+        init = _find_init(self._creator)
+        if init:
             try:
                 self._init_fd = os.pidfd_open(init)
             except OSError:
                 return
-            self._init, self._ns = init, ns
+            self._init, self._ns = init, _pid_namespace(init) or ""
         elif tries > 0:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().call_later(0.02, self._look_for_init, tries - 1)
 
+    async def prepare(self) -> None:
+        if self._ns_files:
+            return
+        if not self.leader and self._holder is None:
+            self._spawn_holder()
+        # The namespace's program (see _open_namespace) runs once the init has built it.
+        deadline = time.monotonic() + 10
+        delay = 0.001
+        program = 0
+        while True:
+            self._look_for_init()
+            program = next(iter(_children(self._init)), 0) if self._init else 0
+            if program or not alive(self._creator) or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if not program:
+            raise OSError(3, "the session's PID namespace is gone")
+        files = _open_namespace(program)
+        if self._ns_files:  # another prepare() got there first
+            for fd in files.values():
+                os.close(fd)
+            return
+        self._ns_files = files
+
+    def _spawn_holder(self) -> None:
+        """Make the namespace with the holder in it (fork and exec on the loop, as a
+        session's spawn). Its environment is nearly empty: a lab can read its init's."""
+        env = {"PATH": os.environ.get("PATH", os.defpath), **self.env()}
+        self._holder = subprocess.Popen(
+            self.wrap(_HOLDER), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, cwd="/", preexec_fn=self.preexec, start_new_session=True)
+
+    def reapers(self, pid: int) -> set[int]:
+        # nsenter, and the reaper it forked into the namespace.
+        return {pid, *_children(pid)}
+
     def _namespace_alive(self) -> bool:
         """While the init lives, the namespace is not empty: it exits last (one poll, no scan)."""
         if self._init_fd < 0:
-            return alive(self.leader)
+            return alive(self._creator)
         readable, _, _ = select.select([self._init_fd], [], [], 0)
         return not readable
 
@@ -617,23 +850,34 @@ class PidNamespaceEnclosure(Enclosure):
         if not self._namespace_alive():
             return []
         pids = await self._run(namespace_members, self._ns) if self._ns else set()
-        # Not the init, nor the leader outside: either dying kills the rest without a SIGHUP.
+        # Not the init, nor the leader outside: either dying kills the rest without a
+        # SIGHUP. The holder (or the program) takes the namespace down as it dies.
         signal_all(pids - {self._init}, signal.SIGHUP)
         signal_all(pids - {self._init}, signal.SIGCONT)
         await self._until(lambda: not self._namespace_alive(), min(deadline, time.monotonic() + grace))
         if self._namespace_alive():
             # SIGKILL reaches a namespace's init from outside; the kernel kills the rest.
-            signal_all([self._init] if self._init else [self.leader], signal.SIGKILL)
+            signal_all([self._init] if self._init else [self._creator], signal.SIGKILL)
             await self._until(lambda: not self._namespace_alive(), deadline)
         if not self._namespace_alive():
             return []
         pids = await self._run(namespace_members, self._ns) if self._ns else set()
-        return sorted(pids | {self._init or self.leader})
+        return sorted(pids | {self._init or self._creator})
 
     async def release(self) -> None:
         if self._init_fd >= 0:
             os.close(self._init_fd)
             self._init_fd = -1
+        files, self._ns_files = self._ns_files, {}
+        for fd in files.values():
+            os.close(fd)
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            assert holder.stdin is not None
+            holder.stdin.close()  # its EOF: the holder ends if nothing else ended it
+            if not await self._until(lambda: holder.poll() is not None, time.monotonic() + 5):
+                holder.kill()  # the leader; bwrap's init and unshare's child die with it
+                await self._until(lambda: holder.poll() is not None, time.monotonic() + 5)
         await super().release()
 
 
@@ -681,10 +925,43 @@ def pidns_prefix(tool: str = "") -> tuple[str, ...] | None:
     return prefix if _works([*prefix, "true"]) else None
 
 
+@functools.cache
+def nsenter_path(tool: str = "") -> str | None:
+    """nsenter, if it enters a namespace made by ``tool``'s prefix here, for this
+    server's user (probed once per process: a holder namespace, entered to run ``true``)."""
+    prefix, path = pidns_prefix(tool), shutil.which("nsenter")
+    if prefix is None or path is None:
+        return None
+    try:
+        holder = subprocess.Popen([*prefix, *_HOLDER], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, cwd="/")
+    except OSError:
+        return None
+    try:
+        deadline = time.monotonic() + 10
+        while not (init := _find_init(holder.pid)) and holder.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # once, at start, before the server answers (as _works)
+        while init and not (program := next(iter(_children(init)), 0)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if not (init and program):
+            return None
+        files = _open_namespace(program)
+        try:
+            return path if _works(_nsenter_argv(path, files, ["true"])) else None
+        finally:
+            for fd in files.values():
+                os.close(fd)
+    except OSError:
+        return None
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def available(mode: str) -> bool:
     """Whether ``mode`` (or ``pidns-<tool>``) works on this host, for this server's user."""
     if mode.startswith("pidns"):
-        return pidns_prefix(mode.partition("-")[2]) is not None
+        return nsenter_path(mode.partition("-")[2]) is not None
     if mode == "cgroup":
         return cgroup_dirs().unified is not None
     if mode == "subreaper":
@@ -704,12 +981,15 @@ class Containment:
         self.max_processes = max_processes
         self.log = log
         self._prefix = pidns_prefix(tool) if self.mode == "pidns" else None
+        self._nsenter = nsenter_path(tool) if self.mode == "pidns" else None
         self.detail = os.path.basename(self._prefix[0]) if self._prefix else ""
 
     def enclose(self, session_id: str) -> Enclosure:
+        """The enclosure of a new session (a cgroup mode's cgroups are made now)."""
         kwargs: dict[str, Any] = {"max_processes": self.max_processes, "log": self.log}
         if self.mode == "pidns":
-            return PidNamespaceEnclosure(session_id, prefix=list(self._prefix or ()), **kwargs)
+            return PidNamespaceEnclosure(session_id, prefix=list(self._prefix or ()),
+                                         nsenter=self._nsenter or "nsenter", **kwargs)
         cls = {"cgroup": CgroupEnclosure, "subreaper": SubreaperEnclosure}.get(self.mode, ScanEnclosure)
         return cls(session_id, **kwargs)
 
