@@ -1,11 +1,18 @@
 """Running a lab's hidden scripts (setup, checks) apart from the terminal, and step progress.
 
-``run_script`` runs ``bash`` on a script's text in its own process session (so
-that it and everything it starts form one group, away from the learner's
-terminal), reads its output up to a limit while draining the rest (a check that
-prints megabytes neither fills the server's memory nor blocks on a full pipe),
-and kills the whole group after a deadline. Secrets are masked in what it
-returns, before truncation, so a secret cut at the limit cannot leak by half.
+``run_script`` runs ``bash`` on a script's text inside the session's enclosure
+(``containment.Enclosure.script``: its PID namespace, cgroup or subreaper), so that
+a check sees the lab's processes and whatever a script starts ends with the session
+at the latest. Within the enclosure the script keeps apart from the learner's
+terminal: it runs in a process session of its own behind its *reaper*, a small
+``sh`` that reports its exit status on a socket and then waits to be let go, with a
+marker of its own in its environment. Its own end (and a deadline) kills the
+script's tree, its process session and what carries its marker, never the
+learner's processes; the reaper last, since where it is the script's subreaper it
+holds the script's orphans. The output is read up to a limit while the rest is
+drained (a check that prints megabytes neither fills the server's memory nor
+blocks on a full pipe). Secrets are masked in what it returns, before truncation,
+so a secret cut at the limit cannot leak by half.
 
 ``StepProgress`` is the pure part: which steps passed, which is current, which
 step has just been entered (its setup and foreground are then due).
@@ -19,12 +26,13 @@ import os
 import re
 import secrets
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Collection, Iterable
 
-from .containment import members, read_procs
+from .containment import Enclosure, members, reaper_argv, read_procs, signal_all
 
 #: Set in a hidden script's environment, to find what it started when it is killed.
 SCRIPT_MARKER_ENV = "LABKERNEL_SCRIPT"
@@ -91,24 +99,35 @@ class ScriptResult:
         return self.exit_code == 0
 
 
-def kill_script(pgid: int | None, marker: bytes | None) -> None:
-    """SIGKILL a script's process session (``pgid``), and with ``marker`` the
-    processes whose environment holds it, those that left the session (setsid).
+def kill_script(pgid: int | None, marker: bytes | None, reapers: Collection[int] = ()) -> None:
+    """SIGKILL a script: the tree of its ``reapers``, its process session (``pgid``)
+    and, with ``marker``, the processes whose environment holds it (those that left
+    the session with setsid).
 
-    Blocking (a /proc scan): run it in an executor. Repeats while something is
-    left, since a process may fork while it is being killed.
+    Blocking (/proc scans): run it in an executor. What is found is stopped first,
+    and looked for again until nothing new turns up, so that nothing forks between
+    the scan and the kill; the reapers are killed last, since a subreaper's dying
+    would hand its orphans to init.
     """
-    if pgid is not None and pgid > 1:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    for _ in range(50):
+    sid = pgid if pgid is not None and pgid > 1 else None
+    reapers = set(reapers)
+    known: set[int] = set()
+    stopped: set[int] = set()
+    for _ in range(100):
         procs, marked = read_procs(marker)
-        pids = members(procs, sid=pgid if pgid is not None and pgid > 1 else None, marked=marked)
+        # Once found, a process stays a root: an orphan may have left the tree.
+        pids = members(procs, roots=[*reapers, *known], sid=sid, marked=marked)
+        known |= pids
         if not pids:
             return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        if pids <= reapers:  # the script left nothing: no need to stop anything
+            signal_all(pids, signal.SIGKILL)
+            return
+        if pids - stopped:
+            signal_all(pids - stopped, signal.SIGSTOP)
+            stopped |= pids
+            continue
+        signal_all((pids - reapers) or pids, signal.SIGKILL)
         time.sleep(0.01)  # in an executor thread, never on the loop
 
 
@@ -159,14 +178,16 @@ def _message(kept: bytes, total: int, limit: int, mask: Masker) -> str:
 
 
 async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: float, output_limit: int,
-                     mask: Masker | None = None, keep_background: bool = False) -> ScriptResult:
-    """Run ``script`` with bash in its own process session; see the module docstring.
+                     mask: Masker | None = None, keep_background: bool = False,
+                     enclosure: Enclosure | None = None) -> ScriptResult:
+    """Run ``script`` with bash inside ``enclosure`` (prepared; none: beside the
+    server), in its own process session behind its reaper; see the module docstring.
 
     With ``keep_background`` (setup scripts) processes the script leaves running
-    when it succeeds are kept — a setup may start a service for the lab — and
-    end with the session (give ``env`` the session's marker for that); otherwise
-    every process of the script ends when it does. A marker of the script's own
-    in its environment finds those that leave its process session (setsid).
+    when it succeeds are kept — a setup may start a service for the lab — and end
+    with the session's enclosure (where that needs the script's reaper, it keeps
+    it: ``Enclosure.needs_reapers``); otherwise every process of the script ends
+    when it does.
     """
     mask = mask or Masker()
     loop = asyncio.get_running_loop()
@@ -180,47 +201,99 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         argv = ["bash", script_file]
     else:
         argv = ["bash", "-c", script, "labkernel-script"]
+    argv = enclosure.script(argv, cwd) if enclosure is not None else reaper_argv(argv, cwd)
+    # The reaper reports on its stdin, and waits there to be let go.
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
     started = time.monotonic()
-    # Keep a little more than the limit: masking may shorten it, and a secret cut
-    # at the limit must be recognised whole to be masked.
-    transport, out = await loop.subprocess_exec(
-        lambda: _ScriptProtocol(output_limit + mask.longest), *argv, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
-        start_new_session=True)
-    pid = transport.get_pid()
-    timed_out = False
     try:
-        try:
-            await asyncio.wait_for(asyncio.shield(out.exited), timeout)
-        except asyncio.TimeoutError:
+        # Keep a little more than the limit: masking may shorten it, and a secret cut
+        # at the limit must be recognised whole to be masked.
+        transport, out = await loop.subprocess_exec(
+            lambda: _ScriptProtocol(output_limit + mask.longest), *argv, stdin=theirs.fileno(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
+            start_new_session=True, preexec_fn=enclosure.script_preexec if enclosure is not None else None)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    pid = transport.get_pid()
+
+    def let_go() -> None:
+        """End the reaper (the EOF it waits for), and its transport once it has exited
+        (closing a running one would kill it)."""
+        ours.close()
+        if out.exited.done():
+            transport.close()
+        else:
+            out.exited.add_done_callback(lambda _: transport.close())
+
+    def kill() -> Any:
+        reapers = enclosure.reapers(pid) if enclosure is not None else {pid}
+        return loop.run_in_executor(None, kill_script, pid, marker_bytes, reapers)
+
+    if enclosure is not None:
+        enclosure.adopt(pid, let_go)
+    status = asyncio.ensure_future(_read_status(loop, ours))
+    timed_out = kept = False
+    try:
+        done, _ = await asyncio.wait([status, out.exited], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
             timed_out = True
-            await loop.run_in_executor(None, kill_script, pid, marker_bytes)
+            await kill()
             await out.exited
+        elif status not in done or status.result() is None:
+            await out.exited  # the reaper ended without a word (it could not enter the folder)
         duration = time.monotonic() - started
-        code = transport.get_returncode()
+        if status.done() and status.result() is not None:
+            code = status.result()
+        else:
+            returncode = transport.get_returncode()
+            assert returncode is not None
+            code = returncode if returncode >= 0 else 128 - returncode
         failed = timed_out or code != 0
-        if not (keep_background and not failed):
-            # Jobs the script left behind end with it, and close the pipe; the
-            # marker finds those that left its session too.
-            await loop.run_in_executor(None, kill_script, pid, marker_bytes)
+        if not keep_background or failed:
+            # Jobs the script left behind end with it, and close the pipe.
+            await kill()
+        else:
+            # The setup's services stay: where only its reaper holds them, it stays too.
+            kept = enclosure is not None and enclosure.needs_reapers
         # Output still in the pipe; a service a setup left running may hold it open.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(out.eof), 2.0 if failed or not keep_background else 0.2)
     except asyncio.CancelledError:
-        # The session is stopping: take the script down with it, without waiting.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        loop.run_in_executor(None, kill_script, pid, marker_bytes)
+        # The session is stopping, and ends what is in its enclosure: where that needs
+        # the reaper, it stays for it; else the script is killed now, without waiting.
+        kept = enclosure is not None and enclosure.needs_reapers
+        if not kept:
+            kill()
         raise
     finally:
-        transport.close()
+        status.cancel()
+        if not kept:
+            if enclosure is not None:
+                enclosure.disown(pid)
+            let_go()
         if script_file is not None:
             with contextlib.suppress(OSError):
                 os.unlink(script_file)
-    assert code is not None
-    exit_code = None if timed_out else (code if code >= 0 else 128 - code)
-    return ScriptResult(exit_code, _message(bytes(out.kept), out.total, output_limit, mask), duration,
-                        timed_out, out.total)
+    return ScriptResult(None if timed_out else code, _message(bytes(out.kept), out.total, output_limit, mask),
+                        duration, timed_out, out.total)
+
+
+async def _read_status(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int | None:
+    """The exit status a script's reaper reports; None if it ends without one."""
+    data = b""
+    while not data.endswith(b"\n") and len(data) < 16:
+        chunk = await loop.sock_recv(sock, 16)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return int(data)
+    except ValueError:
+        return None
 
 
 def _write_and_close(fd: int, text: str) -> None:
