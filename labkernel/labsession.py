@@ -28,11 +28,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .checks import Masker, ScriptResult, StepProgress, kill_script, run_script
+from .checks import Masker, ScriptResult, StepProgress, run_script
 from .credentials import without_credentials
 from .errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
 from .labs import Asset, Lab
-from .containment import MARKER_ENV, Enclosure
+from .containment import Enclosure, ScanEnclosure
 from .sessions import Accepted, Session, SessionSettings
 
 #: The most messages held for a session whose setup still runs.
@@ -162,9 +162,15 @@ class LabSession(Session):
         return {**server_environment(self.lab_settings.root_dir, self.lab_settings.hidden_env), **self.lab_env}
 
     def launch(self) -> None:
-        """Start the lab: at once if nothing runs first, else in the background (``starting``)."""
+        """Start the lab: at once if nothing runs first, else in the background (``starting``).
+
+        The session's enclosure is made first: the hidden setup runs inside it, as
+        the shell and the checks do later (see ``_run``).
+        """
         try:
             self._prepare_folder()
+            self._enclosure = (self._enclose(self.id) if self._enclose is not None
+                               else ScanEnclosure(self.id, max_processes=0, log=self.log))
         except (OSError, ValueError) as e:
             self.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
             return
@@ -230,8 +236,7 @@ class LabSession(Session):
 
     def _spawn(self) -> None:
         try:
-            self.start(list(self.argv), self.environment(), self.cwd,
-                       self._enclose(self.id) if self._enclose is not None else None)
+            self.start(list(self.argv), self.environment(), self.cwd, self._enclosure)
         except Exception as e:
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
             self.end_unstarted("failed", f"labkernel: could not start the lab: {e}")
@@ -278,14 +283,20 @@ class LabSession(Session):
     # -- hidden scripts ----------------------------------------------------------
 
     async def _run(self, script: str, timeout: float, *, keep_background: bool = False) -> ScriptResult:
-        """Run a script of the lab apart from the terminal; stopping the session stops it."""
-        env = self.environment()
-        if keep_background:
-            # What a setup leaves running (a service for the lab) ends with the session.
-            env[MARKER_ENV] = self.id
+        """Run a script of the lab apart from the terminal but inside the session's
+        enclosure (its PID namespace, cgroup or subreaper; before the shell exists
+        too), so that whatever it starts ends with the session and a check sees the
+        lab's processes; stopping the session stops it."""
+        enclosure = self._enclosure
+        assert enclosure is not None
+        try:
+            await enclosure.prepare()
+        except OSError as e:
+            raise SessionEnded(f"This session's processes are gone ({e}); start a new one.") from None
+        env = {**self.environment(), **enclosure.env()}
         self._script = asyncio.ensure_future(run_script(
             script, env=env, cwd=self.cwd, timeout=timeout, output_limit=self.lab_settings.output_limit,
-            mask=self.mask, keep_background=keep_background))
+            mask=self.mask, keep_background=keep_background, enclosure=enclosure))
         try:
             await asyncio.wait([self._script])
         except asyncio.CancelledError:
@@ -356,10 +367,7 @@ class LabSession(Session):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._launch
         if self.status == "starting" and self._proc is None:
-            self.end_unstarted(status, "")
-            # A setup's background processes carry the session's marker.
-            await asyncio.get_running_loop().run_in_executor(
-                None, kill_script, None, f"{MARKER_ENV}={self.id}\0".encode())
+            self.end_unstarted(status, "")  # and ends what the setup started
         else:
             await super().stop(status)
         await asyncio.sleep(0)  # let the close callback start the cleanup
@@ -370,17 +378,11 @@ class LabSession(Session):
         self.cleaned = asyncio.ensure_future(self._cleanup())
 
     async def _cleanup(self) -> None:
-        """Once the session has ended and its processes are gone, end what its setup
-        scripts left running and remove its scratch folder."""
+        """Once the session has ended and its processes are gone (what its scripts
+        started among them: they ran in its enclosure), remove its scratch folder."""
         if self._stopping is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._stopping)
-        if self.lab.setup or any(step.setup for step in self.lab.steps):
-            # Setup runs beside the terminal, outside the session's enclosure (a PID
-            # namespace or cgroup holds only the shell): what it left behind carries
-            # the session's marker.
-            await asyncio.get_running_loop().run_in_executor(
-                None, kill_script, None, f"{MARKER_ENV}={self.id}\0".encode())
         if self.scratch:
             scratch, self.scratch = self.scratch, None
             await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, scratch, True)

@@ -183,20 +183,18 @@ class Session:
         """
         self._enclosure = enclosure = enclosure or ScanEnclosure(self.id, max_processes=0, log=self.log)
         env.update(enclosure.env())
-        argv, preexec = enclosure.wrap(argv), enclosure.preexec
+        argv, preexec = enclosure.wrap(argv, cwd), enclosure.preexec
 
         def prepare_child() -> None:
             _reset_signals()
             preexec()
 
-        try:
-            self._proc = _Spawn(
-                argv[0], argv[1:], env=env, cwd=cwd,
-                dimensions=(self.rows, self.cols), preexec_fn=prepare_child, encoding=None,
-            )
-        except BaseException:
-            self.released = asyncio.ensure_future(enclosure.release())
-            raise
+        # On failure the caller ends the session with ``end_unstarted``, which ends
+        # the enclosure too (what a lab's setup left in it).
+        self._proc = _Spawn(
+            argv[0], argv[1:], env=env, cwd=cwd,
+            dimensions=(self.rows, self.cols), preexec_fn=prepare_child, encoding=None,
+        )
         enclosure.started(self._proc.pid)
         # The environment is only needed to spawn; pexpect and ptyprocess keep it
         # (a dict and some 80 strings per session): let it go.
@@ -214,12 +212,15 @@ class Session:
 
     def end_unstarted(self, status: str, reason: str = "") -> None:
         """End a session whose program never ran (``failed``, or stopped during its
-        setup); its output says why."""
+        setup); its output says why. What its setup started in its enclosure is
+        ended in the background (``stop`` waits for that)."""
         self.status = status
         self.ended_at = time.time()
         if reason:
             self.output.append(reason.encode() + b"\r\n")
         self.output.close()
+        if self._enclosure is not None and self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._end_enclosure(time.monotonic() + self.settings.kill_timeout))
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -253,8 +254,18 @@ class Session:
         What could not be killed by then (stuck in the kernel, or not the server's
         to signal) is logged and kept in ``unkilled``.
         """
-        assert self._enclosure is not None
         deadline = time.monotonic() + self.settings.kill_timeout
+        await self._end_enclosure(deadline, release=False)
+        # The shell is dead (or will not die); the exit watcher reaps it and closes the session.
+        await self._closed_or_poll(deadline)
+        assert self._enclosure is not None
+        # Not awaited here: a stop answers once the processes are gone, not their cgroups.
+        self.released = asyncio.ensure_future(self._enclosure.release())
+
+    async def _end_enclosure(self, deadline: float, release: bool = True) -> None:
+        """End every process in the enclosure by ``deadline``; keep what would not die
+        in ``unkilled``. With ``release``, then release it in the background."""
+        assert self._enclosure is not None
         try:
             # The enclosure keeps the deadline itself; this only guards against a
             # /proc read that hangs in its executor.
@@ -265,10 +276,8 @@ class Session:
         if self.unkilled:
             self.log.warning("labkernel: session %s: could not kill pid(s) %s within %ss",
                              self.id, ", ".join(map(str, self.unkilled)), self.settings.kill_timeout)
-        # The shell is dead (or will not die); the exit watcher reaps it and closes the session.
-        await self._closed_or_poll(deadline)
-        # Not awaited here: a stop answers once the processes are gone, not their cgroups.
-        self.released = asyncio.ensure_future(self._enclosure.release())
+        if release:
+            self.released = asyncio.ensure_future(self._enclosure.release())
 
     async def _closed_or_poll(self, deadline: float) -> None:
         while not self._closed.done():

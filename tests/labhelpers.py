@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import textwrap
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 #: The settings of a server whose catalog is re-read on every request.
 FRESH = {"lab_scan_interval": 0.0, "cull_interval": 0.1, "kill_grace": 0.3}
@@ -42,3 +46,29 @@ async def wait_running(api: Any, sid: str, timeout: float = 30) -> dict[str, Any
             return session
         assert time.monotonic() < deadline, "the session is still starting"
         await api.output(sid, session["outputOffset"], wait=1)
+
+
+def new_token() -> str:
+    """A token to put in a process's command line (``sleep 300.TOKEN``), to find it by.
+
+    Hidden scripts run inside the session's enclosure, which may be a PID namespace
+    whose pids (``$!``) are not the server's: tests find their processes by token.
+    """
+    return str(secrets.randbelow(10**9)).zfill(9)
+
+
+def with_token(token: str) -> list[psutil.Process]:
+    """Live processes whose command line holds ``token``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if token in " ".join(proc.info["cmdline"] or ()) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def sleeping(token: str) -> list[psutil.Process]:
+    """The live ``sleep N.TOKEN`` processes (not the scripts whose text holds the token)."""
+    return [p for p in with_token(token) if os.path.basename((p.info["cmdline"] or [""])[0]) == "sleep"]

@@ -19,7 +19,7 @@ import pytest
 from conftest import PROMPT, eventually
 # Checks need `execute` on the terminals resource: the API tests' denying authorizer.
 from test_api_errors import DenyingAuthorizer, denied_actions, jp_server_config  # noqa: F401
-from labhelpers import check, lab_config, write_lab
+from labhelpers import check, lab_config, new_token, sleeping, with_token, write_lab
 
 REPO_LABS = Path(__file__).resolve().parent.parent / "labs"
 SECRET = "hunter2-but-longer-0815"
@@ -137,27 +137,27 @@ async def test_checking_an_ended_or_unknown_session_is_refused(api: Any, labs: P
 
 
 async def test_a_hanging_check_is_killed_with_its_children_and_reported_as_timed_out(
-        api: Any, labs: Path, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
+        api: Any, labs: Path) -> None:
+    token = new_token()
     write_lab(labs, "hangs", f"""
         [[steps]]
         title = "Hang"
         check = '''
         echo before the hang
-        sleep 600 & echo $! > {pids}
-        setsid sleep 600 & echo $! >> {pids}
-        sleep 600
+        sleep 600.{token} &
+        setsid sleep 601.{token} &
+        sleep 602.{token}
         '''
     """)
     sid, _ = await started(api, "hangs")
     begun = time.monotonic()
-    (result,) = (await check(api, sid, 1))["results"]
+    checking = asyncio.ensure_future(check(api, sid, 1))
+    await eventually(lambda: len(sleeping(token)) == 3)
+    (result,) = (await checking)["results"]
     assert 1.5 < time.monotonic() - begun < 15
     assert result["passed"] is False and result["timedOut"] is True
     assert "before the hang" in result["message"] and "did not finish within 2 s" in result["message"]
-    children = [int(p) for p in pids.read_text().split()]
-    assert len(children) == 2
-    await eventually(lambda: all(gone(p) for p in children))
+    await eventually(lambda: not with_token(token))
     # the session itself is untouched
     assert (await api.get(sid))["status"] == "running"
 
@@ -295,18 +295,18 @@ async def test_lab_client_check(api: Any, labs: Path, server_url: str, jp_server
 
 
 async def test_a_check_that_exits_leaving_a_job_behind_passes_and_the_job_ends(
-        api: Any, labs: Path, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
+        api: Any, labs: Path) -> None:
+    token = new_token()
     write_lab(labs, "leaves", f"""
         [[steps]]
         title = "Leave a job"
-        check = "sleep 300 & echo $! > {pid_file}; echo done"
+        check = "sleep 300.{token} & kill -0 $! && echo done"
     """)
     sid, _ = await started(api, "leaves")
     (result,) = (await check(api, sid, 1))["results"]
     assert (result["passed"], result["timedOut"]) == (True, False) and "done" in result["message"]
     assert result["durationMs"] < 1500  # not held until the 2 s timeout by the job's open stdout
-    await eventually(lambda: gone(int(pid_file.read_text())))
+    await eventually(lambda: not with_token(token))
 
 
 @pytest.mark.parametrize("denied_actions", [["execute"]])

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from conftest import PROMPT, eventually
-from labhelpers import lab_config, wait_running, write_lab
+from labhelpers import lab_config, new_token, sleeping, wait_running, with_token, write_lab
 
 SECRET = "s3cr3t-value-4711"
 
@@ -163,20 +162,14 @@ async def test_a_hanging_setup_is_stopped_after_the_setup_timeout(api: Any, labs
 
 
 async def test_stopping_a_starting_session_ends_its_setup_and_what_it_started(
-        api: Any, labs: Path, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
-    write_lab(labs, "slow", f"setup = 'sleep 300 & echo $! > {pids}; setsid sleep 300 & echo $! >> {pids}; wait'")
+        api: Any, labs: Path) -> None:
+    token = new_token()
+    write_lab(labs, "slow", f"setup = 'sleep 300.{token} & setsid sleep 301.{token} & wait'")
     sid = (await api.start(labId="slow"))["sessionId"]
-    await eventually(lambda: pids.exists() and len(pids.read_text().split()) == 2)
-    procs = [psutil.Process(int(p)) for p in pids.read_text().split()]
-    assert (await api.stop(sid))["status"] == "stopped"
-
-    def gone(p: psutil.Process) -> bool:
-        try:
-            return p.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-    await eventually(lambda: all(gone(p) for p in procs))
+    await eventually(lambda: len(sleeping(token)) == 2)
+    stopped = await api.stop(sid)
+    assert stopped["status"] == "stopped" and stopped["unkilled"] == []
+    assert with_token(token) == []  # the DELETE answering is the promise
 
 
 async def test_a_secret_never_appears_in_answers_and_is_masked_in_setup_output(
@@ -293,37 +286,28 @@ async def test_input_and_resize_sent_while_starting_are_applied_once_the_shell_r
 
 
 async def test_a_service_a_setup_leaves_running_lives_and_ends_with_the_session(
-        api: Any, labs: Path, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
+        api: Any, labs: Path) -> None:
+    token = new_token()
     # One service with its output redirected, one still holding the setup's pipe.
     write_lab(labs, "service", f"""
         setup = '''
-        setsid sleep 300 > /dev/null 2>&1 & echo $! > {pids}
-        sleep 301 & echo $! >> {pids}
+        setsid sleep 300.{token} > /dev/null 2>&1 &
+        sleep 301.{token} &
         echo set up
         '''
     """)
     sid = (await api.start(labId="service"))["sessionId"]
     await api.read_until(sid, re.escape(PROMPT))
-    services = [psutil.Process(int(p)) for p in pids.read_text().split()]
-    assert len(services) == 2 and all(p.is_running() for p in services)
+    assert len(sleeping(token)) == 2
     await api.stop(sid)
-
-    def gone(p: psutil.Process) -> bool:
-        try:
-            return p.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-    await eventually(lambda: all(gone(p) for p in services))
+    assert with_token(token) == []
 
 
-async def test_server_shutdown_ends_a_session_still_in_setup(api: Any, labs: Path, tmp_path: Path,
-                                                            manager: Any) -> None:
-    pid_file = tmp_path / "pid"
-    write_lab(labs, "slow", f"setup = 'sleep 300 & echo $! > {pid_file}; wait'")
+async def test_server_shutdown_ends_a_session_still_in_setup(api: Any, labs: Path, manager: Any) -> None:
+    token = new_token()
+    write_lab(labs, "slow", f"setup = 'sleep 300.{token} & wait'")
     sid = (await api.start(labId="slow"))["sessionId"]
-    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
-    job = psutil.Process(int(pid_file.read_text()))
+    await eventually(lambda: len(sleeping(token)) == 1)
     await manager.shutdown()
     assert manager.get(sid).status == "stopped"
-    assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
+    assert with_token(token) == []
