@@ -38,6 +38,15 @@ Every ``/proc`` scan runs in the loop's executor, never on the event loop.
 A per-session process limit comes with any mode: a pids cgroup where the server may
 create one (``pids.max``, the v2 controller or the v1 hierarchy), ``RLIMIT_NPROC``
 otherwise.
+
+A lab's hidden scripts (setup, checks) run inside the same enclosure
+(``Enclosure.script``), so that what they start ends with the session and a check
+sees the lab's processes. The enclosure exists before the shell does, since the
+setup runs first: a cgroup is made with the enclosure, and a PID namespace by a
+*holder* when a script needs it before the shell (``PidNamespaceEnclosure``). Each
+script runs behind its reaper (``SCRIPT_REAPER``), which is its subreaper where the
+server spawns it (cgroup, subreaper), so that the script's own end can kill what it
+started without touching the learner's processes.
 """
 
 from __future__ import annotations

@@ -146,13 +146,15 @@ class LabSessionManager(LoggingConfigurable):
         help="""How a session's processes are held so that all of them end with it
         (see labkernel/containment.py). "auto" takes the strongest that works here:
         "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
-        "pidns-unshare" names one; needs root or unprivileged user namespaces);
+        "pidns-unshare" names one; needs root or unprivileged user namespaces, and
+        nsenter for setup and checks to enter it);
         "cgroup", a cgroup v2 per session ended with cgroup.kill (needs a writable
         cgroup v2); "subreaper", a PR_SET_CHILD_SUBREAPER process in front of each
         session's program; "scan", the session id, an environment marker and
         descendants found in /proc (escapable by a double fork that also drops the
-        marker). A mode that does not work here falls back to the next. GET /health
-        says which is in force.""",
+        marker). A lab's setup and checks run inside the same containment. A mode
+        that does not work here falls back to the next. GET /health says which is
+        in force.""",
     ).tag(config=True)
 
     max_processes = Int(
