@@ -313,6 +313,12 @@ class LabSession(Session):
         if step is not None and not 1 <= step <= len(steps):
             raise BadRequest(f"Lab {self.lab.id!r} has steps 1 to {len(steps)}; there is no step {step}."
                              if steps else f"Lab {self.lab.id!r} has no steps to check.")
+        if self.status == "starting" and self._launch is not None:
+            # Asked right after the start (a notebook's next cell, a learner's first
+            # click): answer once the lab runs, or say why it did not. The launch
+            # itself is bounded by the setup's timeout, and is not ours to cancel.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._launch)
         async with self._check_lock:
             self._must_run()
             results = [await self._check_one(i) for i in ([step] if step else range(1, len(steps) + 1))]

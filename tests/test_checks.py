@@ -263,6 +263,38 @@ async def test_a_step_setup_running_at_start_comes_before_the_prompt(api: Any, l
     assert (await check(api, sid, 1))["results"][0]["passed"] is True
 
 
+async def test_a_check_asked_while_the_setup_runs_is_answered_once_the_lab_runs(
+        api: Any, labs: Path) -> None:
+    """As the welcome notebook does: start a lab, check in the next cell."""
+    write_lab(labs, "slow-setup", """
+        scratch = true
+        setup = "sleep 1; echo ready > ready.txt"
+        [[steps]]
+        title = "Look"
+        check = "test -f ready.txt"
+    """)
+    session = await api.start(labId="slow-setup")
+    assert session["status"] == "starting"
+    answer = await check(api, session["sessionId"], 1)
+    assert answer["results"][0]["passed"] is True
+    assert (await api.get(session["sessionId"]))["status"] == "running"
+
+
+async def test_a_check_asked_while_a_failing_setup_runs_says_the_session_failed(
+        api: Any, labs: Path) -> None:
+    write_lab(labs, "bad-setup", """
+        setup = "sleep 0.5; exit 3"
+        [[steps]]
+        title = "Look"
+        check = "true"
+    """)
+    session = await api.start(labId="bad-setup")
+    assert session["status"] == "starting"
+    status, body = await api.call("POST", "api", "labs", "session", session["sessionId"], "check", body={})
+    assert (status, body["error"]) == (409, "session_ended")
+    assert "failed" in body["message"]
+
+
 @pytest.mark.parametrize("lab_id", ["files-and-folders", "git-basics"])
 async def test_the_sample_labs_fail_before_each_solution_and_pass_after(
         api: Any, labs: Path, lab_id: str) -> None:
