@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from start_bench import free_port, pct  # this folder is on sys.path when run as a script
 
 BASE = "/checkbench/"
 PROMPT = "bench-prompt$ "
@@ -43,17 +44,6 @@ def log(msg: str) -> None:
     print(f"[check_bench] {msg}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 class Server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import textwrap
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 #: The settings of a server whose catalog is re-read on every request.
 FRESH = {"lab_scan_interval": 0.0, "cull_interval": 0.1, "kill_grace": 0.3}
@@ -72,3 +74,19 @@ def with_token(token: str) -> list[psutil.Process]:
 def sleeping(token: str) -> list[psutil.Process]:
     """The live ``sleep N.TOKEN`` processes (not the scripts whose text holds the token)."""
     return [p for p in with_token(token) if os.path.basename((p.info["cmdline"] or [""])[0]) == "sleep"]
+
+
+@pytest.fixture
+def token() -> str:
+    """A token for the command lines of a test's processes (see ``with_token``)."""
+    return str(secrets.randbelow(10**9)).zfill(9)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(token: str):
+    """Whatever a failing (or xfailing) test leaves behind, it does not outlive the test
+    (autouse in the modules that import it, with ``token``)."""
+    yield
+    for proc in with_token(token):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()

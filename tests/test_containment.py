@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import psutil
 import pytest
 
 from conftest import eventually
+from labhelpers import _no_leftovers, token, with_token  # noqa: F401 (fixtures)
 from labkernel import containment
 from test_sessions import FAST, ServerProcess, run, wait_ended
 
@@ -69,32 +69,6 @@ def mode(request: pytest.FixtureRequest) -> str:
 def labkernel_config(mode: str) -> dict[str, Any]:
     return {**FAST, "containment": mode, "cull_idle_timeout": 3600.0, "kill_timeout": 15.0,
             "max_processes": MAX_PROCESSES}
-
-
-@pytest.fixture
-def token() -> str:
-    return str(secrets.randbelow(10**9)).zfill(9)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftovers(token: str):
-    """Whatever a failing test leaves behind, it does not outlive the test."""
-    yield
-    for proc in with_token(token):
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-
-
-def with_token(token: str) -> list[psutil.Process]:
-    """Live processes whose command line holds ``token``."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if token in " ".join(proc.info["cmdline"] or ()) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def survivors(token: str) -> list[str]:

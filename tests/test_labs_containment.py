@@ -25,7 +25,6 @@ PID namespace the pids a script prints are not the server's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import subprocess
@@ -37,7 +36,7 @@ import psutil
 import pytest
 
 from conftest import PROMPT, eventually
-from labhelpers import check, lab_config, write_lab
+from labhelpers import _no_leftovers, check, lab_config, token, write_lab  # noqa: F401 (fixtures)
 from test_containment import (DOUBLE_FORK, SETSID_ENV, WITH_UNSHARE, assert_none_left, escapes, nobody_server,
                               survivors, with_token)
 from test_sessions import ServerProcess, run, wait_ended
@@ -63,21 +62,6 @@ def labkernel_config(tmp_path: Path, mode: str) -> dict[str, Any]:
 @pytest.fixture
 def labs(tmp_path: Path) -> Path:
     return tmp_path / "labs"
-
-
-@pytest.fixture
-def token() -> str:
-    import secrets
-    return str(secrets.randbelow(10**9)).zfill(9)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftovers(token: str):
-    """Whatever a failing (or xfailing) test leaves behind, it does not outlive the test."""
-    yield
-    for proc in with_token(token):
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
 
 
 def kind(mode: str) -> str:
