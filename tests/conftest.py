@@ -122,18 +122,6 @@ class Api:
                 assert re.search(pattern, text), f"session ended before {pattern!r}: {text[-500:]!r}"
         return text, offset
 
-    async def read_to_end(self, sid: str, offset: int = 0, *, timeout: float = 30) -> tuple[str, int]:
-        """Long-poll from ``offset`` until the session has ended and all its output is read."""
-        text, deadline = "", time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for the session to end; got {text[-500:]!r}"
-            answer = await self.output(sid, offset, wait=min(left, 5))
-            text += answer["data"]
-            offset = answer["nextOffset"]
-            if answer["status"] not in ("starting", "running") and not answer["data"]:
-                return text, offset
-
     async def shell(self, **body: Any) -> tuple[str, int]:
         """Start a session and wait for its first prompt; returns (sessionId, offset)."""
         session = await self.start(**body)

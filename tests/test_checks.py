@@ -290,8 +290,8 @@ async def test_a_check_asked_while_a_failing_setup_runs_says_the_session_failed(
     """)
     session = await api.start(labId="bad-setup")
     assert session["status"] == "starting"
-    status, body = await api.call("POST", "api", "labs", "session", session["sessionId"], "check", body={})
-    assert (status, body["error"]) == (409, "session_ended")
+    body = await check(api, session["sessionId"], expect=409)
+    assert body["error"] == "session_ended"
     assert "failed" in body["message"]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import PROMPT, eventually
 from serverproc import ServerProcess
+from test_sessions import wait_ended
 
 
 def assert_error(answer: tuple[int, Any], status: int, code: str) -> str:
@@ -72,7 +73,7 @@ async def test_status_of_a_stopped_session_says_not_connected(api: Any) -> None:
 async def test_status_of_an_exited_session_says_not_connected(api: Any) -> None:
     sid, _ = await api.shell()
     await api.command(sid, "exit 4")
-    await api.read_to_end(sid)
+    await wait_ended(api, sid)
     status = await api.status(sid)
     assert (status["connected"], status["status"], status["exitCode"]) == (False, "exited", 4)
 
