@@ -349,6 +349,8 @@ class OutputHandler(LabHandler):
             # flood at a fraction of the per-request cost.
             await asyncio.sleep(self.manager.batch_delay)
             chunk = session.read(offset, first, utf8=utf8, reader=reader)
+        # The pieces after the first read the log itself: flow control counts this
+        # reader at the offset it asked for (the answer may yet be lost), not beyond.
         answer = answers.Answer(lambda at, n: session.output.read(at, n, utf8=utf8), chunk,
                                 min(chunk.offset + max_bytes, session.output.end), cap, utf8=utf8)
         while answer.step():
