@@ -21,8 +21,8 @@ import sys
 import time
 
 from labkernel import containment
-from labkernel.labs import Lab
-from labkernel.sessions import Session, SessionSettings
+from labkernel.labs.model import Lab
+from labkernel.session import Session, SessionSettings
 
 SETTINGS = SessionSettings(buffer_size=1 << 20, read_budget=256 * 1024, attach_timeout=35.0,
                            kill_grace=1.0, kill_timeout=5.0, input_limit=1 << 20, max_clients=64)

@@ -24,7 +24,10 @@ def _jupyter_server_extension_points():
 def _load_jupyter_server_extension(serverapp) -> None:
     managers = []
     for v in json.loads(os.environ.get("LABKERNEL_BENCH_VARIANTS", "[]")):
-        handlers = importlib.import_module(f"{v['package']}.handlers")
+        try:  # the package's layout since the restructuring, else the flat one before
+            handlers = importlib.import_module(f"{v['package']}.server.handlers")
+        except ModuleNotFoundError:
+            handlers = importlib.import_module(f"{v['package']}.handlers")
         manager_mod = importlib.import_module(f"{v['package']}.manager")
         manager = manager_mod.LabSessionManager(
             parent=serverapp, root_dir=serverapp.root_dir, log=serverapp.log, **v["config"])

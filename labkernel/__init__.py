@@ -10,13 +10,13 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # Imported on first use: the server extension must not pull in ipywidgets.
     if name == "Terminal":
-        from .widget import Terminal
+        from .clients.widget import Terminal
 
         return Terminal
     raise AttributeError(f"module 'labkernel' has no attribute {name!r}")
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import LabKernelApp
+    from .server.app import LabKernelApp
 
-    return [{"module": "labkernel.app", "app": LabKernelApp}]
+    return [{"module": "labkernel.server.app", "app": LabKernelApp}]

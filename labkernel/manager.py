@@ -15,14 +15,14 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import CaselessStrEnum, Float, Instance, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from . import pool
-from .catalog import LabScanner
+from .labs import pool
+from .labs.catalog import LabCatalog, LabScanner
 from .containment import MODES, Containment, choose, clean_leftovers
 from .credentials import CREDENTIAL_ENV, without_credentials
 from .errors import SessionNotFound, TooManySessions
-from .labs import Lab, LabCatalog, LabProblem
-from .labsession import LabSession, LabSettings
-from .sessions import Session, SessionSettings
+from .labs.model import Lab, LabProblem
+from .labs.labsession import LabSession, LabSettings
+from .session import Session, SessionSettings
 
 
 class LabSessionManager(LoggingConfigurable):
@@ -144,7 +144,7 @@ class LabSessionManager(LoggingConfigurable):
     containment = CaselessStrEnum(
         ("auto", *MODES, "pidns-bwrap", "pidns-unshare"), default_value="auto",
         help="""How a session's processes are held so that all of them end with it
-        (see labkernel/containment.py). "auto" takes the strongest that works here:
+        (see labkernel/containment/). "auto" takes the strongest that works here:
         "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
         "pidns-unshare" names one; needs root or unprivileged user namespaces, and
         nsenter for setup and checks to enter it);

@@ -9,8 +9,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labkernel.answers import Answer, escaped_size_bound
-from labkernel.output import OutputLog
+from labkernel.server.answers import Answer, escaped_size_bound
+from labkernel.session.output import OutputLog
 
 #: Terminal-like bytes: text, escapes, control characters, UTF-8 and invalid bytes.
 OUTPUT = st.lists(st.one_of(

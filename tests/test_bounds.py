@@ -7,8 +7,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labkernel.answers import escaped_size_bound, fit, raw_limit
-from labkernel.output import OutputLog
+from labkernel.server.answers import escaped_size_bound, fit, raw_limit
+from labkernel.session.output import OutputLog
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,7 +1,7 @@
 """The lab catalog on a running server: read when asked for, never in the background.
 
 The search path is walked (a stat of every lab folder's files, see
-``labkernel/catalog.py``) only when something needs the definitions: the catalog,
+``labkernel/labs/catalog.py``) only when something needs the definitions: the catalog,
 a start, a warm pool with room to fill. ``manager.scan_count`` counts the walks.
 Each test has lab folders of its own under ``tmp_path``.
 """

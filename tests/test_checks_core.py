@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkernel.checks import MASK, Masker, StepProgress, _message
+from labkernel.labs.checks import MASK, Masker, StepProgress, _message
 
 #: Secrets and the rest of the output are written with different characters, so
 #: that any secret character in a message is a leak.

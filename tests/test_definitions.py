@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labkernel.catalog import LabScanner, find_lab_folders
-from labkernel.definitions import load_lab_toml
-from labkernel.labs import DefinitionError
+from labkernel.labs.catalog import LabScanner, find_lab_folders
+from labkernel.labs.labtoml import load_lab_toml
+from labkernel.labs.model import DefinitionError
 
 REPO_LABS = Path(__file__).resolve().parent.parent / "labs"
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkernel.killercoda import find_actions, load_scenario, solution_commands
-from labkernel.labs import DefinitionError
+from labkernel.labs.killercoda import find_actions, load_scenario, solution_commands
+from labkernel.labs.model import DefinitionError
 
 
 def write(folder: Path, files: dict[str, Any]) -> Path:

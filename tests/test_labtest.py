@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from labkernel.cli import main
+from labkernel.clients.cli import main
 from labkernel.client import LabClient, LabError
-from labkernel.labtest import (FAILED, PASSED, SKIPPED, LabResult, LabTester, LocalServer, NoChecksApi,
+from labkernel.clients.labtest import (FAILED, PASSED, SKIPPED, LabResult, LabTester, LocalServer, NoChecksApi,
                                ServerFailed, StepResult, format_report, format_step, junit_xml, plan,
                                strip_ansi)
 

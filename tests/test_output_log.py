@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from labkernel.output import OutputLog
+from labkernel.session.output import OutputLog
 
 #: Enough examples to find edge cases, few enough to keep the file quick.
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

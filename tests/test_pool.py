@@ -1,6 +1,6 @@
 """Warm pools: the accounting (property-tested against the rule) and pooled starts on a server.
 
-The rule (``labkernel/pool.py``): learners' sessions plus pooled ones never exceed
+The rule (``labkernel/labs/pool.py``): learners' sessions plus pooled ones never exceed
 ``max_sessions``; pooled ones never exceed ``pool_max`` nor a lab's ``pool``; a
 start takes a ready pooled session of its lab when there is one, and is refused
 only when learners' own sessions fill the limit.
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from conftest import PROMPT, eventually
 from labhelpers import lab_config, write_lab
-from labkernel.pool import admit, pool_sizes, refill_plan
+from labkernel.labs.pool import admit, pool_sizes, refill_plan
 
 LABS = ["a", "b", "c"]
 

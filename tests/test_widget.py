@@ -15,7 +15,7 @@ import pytest
 
 from labkernel import Terminal
 from labkernel.client import LabClient, LabError
-from labkernel.widget import _kernel_client
+from labkernel.clients.widget import _kernel_client
 
 
 @pytest.fixture

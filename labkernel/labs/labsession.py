@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .checks import Masker, ScriptResult, StepProgress, run_script
-from .credentials import without_credentials
-from .errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
-from .labs import Asset, Lab
-from .containment import Enclosure, ScanEnclosure
-from .sessions import Accepted, Session, SessionSettings
+from ..credentials import without_credentials
+from ..errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
+from .model import Asset, Lab
+from ..containment import Enclosure, ScanEnclosure
+from ..session import Accepted, Session, SessionSettings
 
 #: The most messages held for a session whose setup still runs.
 _MAX_HELD = 1000

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .labs import Asset, DefinitionError, Lab, Step
+from .model import Asset, DefinitionError, Lab, Step
 
 #: The file that makes a folder a Killercoda/Katacoda scenario.
 INDEX = "index.json"

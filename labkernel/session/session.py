@@ -29,9 +29,9 @@ import pexpect
 import ptyprocess
 from tornado.ioloop import IOLoop
 
-from . import memory
-from .containment import Enclosure, ScanEnclosure
-from .errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
+from .. import memory
+from ..containment import Enclosure, ScanEnclosure
+from ..errors import BadRequest, PayloadTooLarge, SessionEnded, SignalRefused
 from .output import Chunk, OutputLog
 from .poller import edge_poller
 

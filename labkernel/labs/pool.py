@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .labs import Lab
+from .model import Lab
 
 
 @dataclass(frozen=True)

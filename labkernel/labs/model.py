@@ -1,9 +1,9 @@
-"""Lab definitions: what a session runs, and the catalog clients choose from.
+"""The data model of lab definitions: what a session runs.
 
 A ``Lab`` is the parsed, validated form of a definition, whatever its source: the
 built-in ``shell`` lab, a folder with a ``lab.toml``, or a Killercoda/Katacoda
 scenario (a folder with an ``index.json``). Loaders turn files into ``Lab``s; the
-manager only ever calls ``LabCatalog.get`` and ``LabCatalog.list``.
+catalog (``catalog.LabCatalog``) holds them.
 
 Scripts (setup, foreground, checks) are kept as their text, read when the
 definition is loaded, so that a session runs what the catalog showed even if the
@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LabNotFound
 
 
 @dataclass(frozen=True)
@@ -147,36 +146,3 @@ class LabProblem:
 
     def model(self) -> dict[str, Any]:
         return {"path": self.path, "field": self.field, "reason": self.reason, "labId": self.lab_id}
-
-
-class LabCatalog:
-    """The labs this server offers, looked up by id, and the definitions that failed.
-
-    A snapshot: the manager replaces its contents after each scan of the search
-    path (``update``), so that lookups never touch the filesystem.
-    """
-
-    def __init__(self, labs: list[Lab] | None = None, problems: list[LabProblem] | None = None):
-        self.update(labs if labs is not None else [SHELL], problems or [])
-
-    def update(self, labs: list[Lab], problems: list[LabProblem]) -> None:
-        """Replace the catalog's contents (after a scan)."""
-        self._labs = {lab.id: lab for lab in labs}
-        self._problems = list(problems)
-
-    def __contains__(self, lab_id: object) -> bool:
-        return lab_id in self._labs
-
-    def get(self, lab_id: str) -> Lab:
-        try:
-            return self._labs[lab_id]
-        except KeyError:
-            known = ", ".join(sorted(self._labs)) or "none"
-            raise LabNotFound(f"There is no lab {lab_id!r}; the labs here are: {known}.") from None
-
-    def list(self) -> list[Lab]:
-        return list(self._labs.values())
-
-    def problems(self) -> list[LabProblem]:
-        """Definitions that could not be read, with the reason."""
-        return list(self._problems)

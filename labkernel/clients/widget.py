@@ -26,7 +26,7 @@ from .client import LabClient
 
 __all__ = ["Terminal"]
 
-_STATIC = Path(__file__).parent / "static"
+_STATIC = Path(__file__).parent.parent / "static"
 _BUNDLE = _STATIC / "widget.js"
 
 if not _BUNDLE.is_file():  # pragma: no cover - a packaging error, not a runtime one

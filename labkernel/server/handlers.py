@@ -20,10 +20,11 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import __version__, answers
-from .errors import BadRequest, Forbidden, LabError, PayloadTooLarge
-from .manager import LabSessionManager
-from .sessions import Session
+from .. import __version__
+from . import answers
+from ..errors import BadRequest, Forbidden, LabError, PayloadTooLarge
+from ..manager import LabSessionManager
+from ..session import Session
 
 #: Error codes for the statuses Tornado and Jupyter raise themselves.
 _STATUS_CODES = {

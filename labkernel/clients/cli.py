@@ -101,5 +101,5 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if any(r.failed for r in results) else 0
 
 
-if __name__ == "__main__":  # python -m labkernel.cli
+if __name__ == "__main__":  # python -m labkernel.clients.cli
     sys.exit(main())

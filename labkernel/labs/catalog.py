@@ -1,4 +1,5 @@
-"""Finding lab folders on the search path and loading them, with what went wrong.
+"""The lab catalog: finding lab folders on the search path, loading them, and the
+snapshot (``LabCatalog``) the manager looks labs up in.
 
 ``scan`` is plain blocking code — a walk of a few folders and a ``stat`` of their
 files — meant to run in an executor, never on the event loop. It keeps what it
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
-from .definitions import check_lab_id
-from .labs import SHELL, DefinitionError, Lab, LabProblem
+from ..errors import LabNotFound
+from .killercoda import load_scenario
+from .labtoml import check_lab_id, load_lab_toml
+from .model import SHELL, DefinitionError, Lab, LabProblem
 
 #: The files that make a folder a lab, in order of precedence.
 DEFINITION_FILES = ("lab.toml", "index.json")
@@ -30,23 +33,8 @@ Fingerprint = tuple
 Loaded = Union[Lab, LabProblem]
 
 
-def _load_scenario(folder: Path, default_id: str) -> Lab:
-    # The Killercoda loader lives in its own module, written in parallel; a server
-    # without it still serves every lab.toml lab.
-    try:
-        from .killercoda import load_scenario
-    except ImportError:
-        raise DefinitionError("index.json", "Killercoda scenarios are not supported by this "
-                                            "version of labkernel") from None
-    return load_scenario(folder, default_id)
-
-
-def _load_toml(folder: Path, default_id: str) -> Lab:
-    from .definitions import load_lab_toml
-    return load_lab_toml(folder, default_id)
-
-
-LOADERS: dict[str, Callable[[Path, str], Lab]] = {"lab.toml": _load_toml, "index.json": _load_scenario}
+#: How each kind of definition file is read into a ``Lab``.
+LOADERS: dict[str, Callable[[Path, str], Lab]] = {"lab.toml": load_lab_toml, "index.json": load_scenario}
 
 
 def definition_file(folder: Path) -> str | None:
@@ -217,3 +205,36 @@ def _guess_id(folder: Path) -> str:
 def _with_note(lab: Lab, note: str) -> Lab:
     from dataclasses import replace
     return replace(lab, notes=lab.notes + (note,))
+
+
+class LabCatalog:
+    """The labs this server offers, looked up by id, and the definitions that failed.
+
+    A snapshot: the manager replaces its contents after each scan of the search
+    path (``update``), so that lookups never touch the filesystem.
+    """
+
+    def __init__(self, labs: list[Lab] | None = None, problems: list[LabProblem] | None = None):
+        self.update(labs if labs is not None else [SHELL], problems or [])
+
+    def update(self, labs: list[Lab], problems: list[LabProblem]) -> None:
+        """Replace the catalog's contents (after a scan)."""
+        self._labs = {lab.id: lab for lab in labs}
+        self._problems = list(problems)
+
+    def __contains__(self, lab_id: object) -> bool:
+        return lab_id in self._labs
+
+    def get(self, lab_id: str) -> Lab:
+        try:
+            return self._labs[lab_id]
+        except KeyError:
+            known = ", ".join(sorted(self._labs)) or "none"
+            raise LabNotFound(f"There is no lab {lab_id!r}; the labs here are: {known}.") from None
+
+    def list(self) -> list[Lab]:
+        return list(self._labs.values())
+
+    def problems(self) -> list[LabProblem]:
+        """Definitions that could not be read, with the reason."""
+        return list(self._problems)

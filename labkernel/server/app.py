@@ -9,7 +9,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Type
 
 from . import handlers, pages
-from .manager import LabSessionManager
+from ..manager import LabSessionManager
 
 #: Where kernels started by this server find it (see ``labkernel.client``).
 URL_ENV = "LABKERNEL_URL"
@@ -22,7 +22,7 @@ class LabKernelApp(ExtensionApp):
     name = "labkernel"
 
     # The browser bundle (widget and lab page), built from js/ into the package.
-    static_paths = [str(Path(__file__).parent / "static")]
+    static_paths = [str(Path(__file__).parent.parent / "static")]
 
     manager_class = Type(
         default_value=LabSessionManager, klass=LabSessionManager,

@@ -24,7 +24,7 @@ import base64
 import json
 from typing import Callable
 
-from .output import Chunk
+from ..session.output import Chunk
 
 #: Bytes that JSON (ensure_ascii, as json.dumps writes it) keeps as one character.
 _PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')

@@ -49,7 +49,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
-from .labs import Asset, DefinitionError, EnvVar, Lab, Step
+from .model import Asset, DefinitionError, EnvVar, Lab, Step
 
 #: What a lab id may look like: it appears in URLs, logs and folder names.
 LAB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")

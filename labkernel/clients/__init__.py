@@ -1,0 +1,2 @@
+"""Clients of the REST API: ``LabClient``, the notebook ``Terminal`` widget, the
+``labkernel`` command and ``labkernel test``."""

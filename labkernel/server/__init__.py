@@ -1,0 +1,5 @@
+"""The web layer: the Jupyter server extension, its REST handlers and pages.
+
+Everything about HTTP lives here: routes, request bodies, long polls, answer
+building and the contract's JSON errors. Below it, the manager knows nothing of HTTP.
+"""
