@@ -12,7 +12,7 @@ import asyncio
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
@@ -21,10 +21,13 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import __version__
-from . import answers
 from ..errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from ..manager import LabSessionManager
 from ..session import Session
+from . import answers
+
+if TYPE_CHECKING:
+    from .app import LabKernelApp
 
 #: Error codes for the statuses Tornado and Jupyter raise themselves.
 _STATUS_CODES = {
@@ -83,6 +86,15 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
     @property
     def manager(self) -> LabSessionManager:
         return self.settings["labkernel_manager"]
+
+    @property
+    def extensionapp(self) -> LabKernelApp:
+        """The labkernel app, and with it every HTTP limit (``max_body_size``, ``max_wait``…).
+
+        Always the server's labkernel extension (by the handler's ``name``), even for
+        handlers bound to another manager, as the benchmark's variants are.
+        """
+        return cast("LabKernelApp", self.settings[self.name])
 
     def compute_etag(self) -> None:
         # Answers describe a live session and are never cached: skip hashing them.
@@ -313,7 +325,7 @@ class OutputHandler(LabHandler):
     async def get(self, session_id: str) -> None:
         session = self.manager.get(session_id)
         offset = self._number("offset", 0, integer=True)
-        wait = self.manager.clamp_wait(self._number("wait", 0.0, integer=False))
+        wait = min(self._number("wait", 0.0, integer=False), self.extensionapp.max_wait)
         max_bytes = self._number("max", 1024 * 1024, integer=True)
         if max_bytes < 1:
             raise BadRequest("max must be 1 or more.")
@@ -322,7 +334,7 @@ class OutputHandler(LabHandler):
             raise BadRequest(f"encoding must be utf-8 or base64 (got {encoding!r}).")
         reader = _client_id(self.get_query_argument("clientId", None)) or ""
         utf8 = encoding == "utf-8"
-        cap = self.manager.max_answer_size
+        cap = self.extensionapp.max_answer_size
         max_bytes = min(max_bytes, answers.raw_limit(cap, utf8))
 
         # The first piece only: a large answer is read and encoded a piece at a time.
@@ -348,7 +360,7 @@ class OutputHandler(LabHandler):
             # The program is writing fast and this reader has caught up with it:
             # let the answer gather a little more. Fewer, larger answers carry a
             # flood at a fraction of the per-request cost.
-            await asyncio.sleep(self.manager.batch_delay)
+            await asyncio.sleep(self.extensionapp.batch_delay)
             chunk = session.read(offset, first, utf8=utf8, reader=reader)
         # The pieces after the first read the log itself: flow control counts this
         # reader at the offset it asked for (the answer may yet be lost), not beyond.
@@ -380,11 +392,12 @@ class OutputHandler(LabHandler):
         self.finish(tail_bytes)
 
     def _streaming(self, session: Session, chunk: Any, max_bytes: int) -> bool:
+        batch_delay = self.extensionapp.batch_delay
         waiting = session.output.end - chunk.offset
         return (
-            self.manager.batch_delay > 0
+            batch_delay > 0
             and _BATCH_MIN <= waiting < max_bytes // 2
-            and time.monotonic() - session.last_output < self.manager.batch_delay
+            and time.monotonic() - session.last_output < batch_delay
             and session.running
         )
 
