@@ -19,8 +19,8 @@ from tornado import web
 from .. import __version__
 from ..errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from ..manager import LabSessionManager
-from . import longpoll
-from .fields import client_id, encode_input, int_field, str_field
+from . import longpoll, messages
+from .fields import int_field, str_field
 
 if TYPE_CHECKING:
     from .app import LabKernelApp
@@ -229,31 +229,7 @@ class MessageHandler(LabHandler):
     def post(self) -> None:
         model = self.json_body()
         session = self.manager.get(str_field(model, "sessionId", required=True) or "")
-        seq = int_field(model, "seq", 0, 2**63 - 1)
-        client = client_id(str_field(model, "clientId"))
-        kind = model.get("type")
-        if kind in ("resize", "signal") and ("command" in model or "data" in model):
-            # Applying one half of such a message would drop the other silently.
-            raise BadRequest(f"A {kind} message carries no command or data; send the input "
-                             "in a message of its own.")
-        if kind == "resize":
-            rows, cols = int_field(model, "rows", 1, 1000), int_field(model, "cols", 1, 1000)
-            if rows is None or cols is None:
-                raise BadRequest("A resize message needs rows and cols, each from 1 to 1000.")
-            accepted = session.resize(rows, cols, client=client, seq=seq)
-        elif kind == "signal":
-            name = str_field(model, "signal", required=True) or ""
-            accepted = session.signal(name, client=client, seq=seq)
-        elif kind is not None:
-            raise BadRequest(f"Unknown message type {kind!r}; use resize or signal, or send data.")
-        elif ("command" in model) == ("data" in model):
-            raise BadRequest("A message carries either command (a line to run) or data (keystrokes).")
-        elif "command" in model:
-            line = str_field(model, "command", required=True) or ""
-            accepted = session.write(encode_input(line + "\r"), client=client, seq=seq)
-        else:
-            data = str_field(model, "data", required=True) or ""
-            accepted = session.write(encode_input(data), client=client, seq=seq)
+        accepted = messages.apply(session, model)
         self.write_json({"accepted": True, "offset": accepted.offset, "duplicate": accepted.duplicate})
 
 
