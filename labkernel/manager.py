@@ -230,13 +230,15 @@ class LabSessionManager(LoggingConfigurable):
 
     # -- sessions ---------------------------------------------------------------
 
-    def start(self, lab_id: str = "shell", rows: int | None = None, cols: int | None = None) -> Session:
+    async def start(self, lab_id: str = "shell", rows: int | None = None,
+                    cols: int | None = None) -> LabSession:
         """Start a session of a lab; raises LabNotFound or TooManySessions.
 
+        The lab is looked up as ``find_lab`` does: a lab added a moment ago is found.
         A lab with a setup answers at once with a ``starting`` session; a lab with a
         warm pool hands out a pooled session whose setup has run (see ``pool``).
         """
-        lab = self.labs.get(lab_id)
+        lab = await self.find_lab(lab_id)
         rows, cols = rows or self.default_rows, cols or self.default_cols
         ready, pooled = self.warm_pool.counts()
         admission = pool.admit(lab.id, ready, pooled, self.live_count, self.max_sessions)

@@ -1,5 +1,6 @@
-"""HTTP policy at the edge: the limits of HTTP are ``LabKernelApp``'s, and their old
-names on ``LabSessionManager`` still work (with a warning).
+"""HTTP policy at the edge: the limits of HTTP are ``LabKernelApp``'s, their old names
+on ``LabSessionManager`` still work (with a warning), and the manager starts a lab in
+one async call.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 from conftest import PROMPT
 from jupyter_server.utils import url_path_join
-from labhelpers import lab_config
+from labhelpers import lab_config, write_lab
 from traitlets.config import Config
 
+from labkernel.errors import LabNotFound
 from labkernel.manager import LabSessionManager
 from labkernel.server import handlers
 from labkernel.server.app import LabKernelApp
@@ -160,3 +162,17 @@ async def test_handlers_bound_to_another_manager_obey_the_apps_limits(
         assert answer["data"] == "" and time.monotonic() - began < 2.5
     finally:
         await other.shutdown()
+
+
+@pytest.mark.parametrize("labkernel_config", ["labs"], indirect=True)
+async def test_the_managers_start_finds_a_lab_added_a_moment_ago_and_refuses_an_unknown_one(
+        manager: Any, tmp_path: Path) -> None:
+    await manager.refresh_labs()
+    write_lab(tmp_path / "labs", "late", "title = 'Late'")
+    session = await manager.start("late", 30, 100)
+    assert (session.lab.id, session.rows, session.cols) == ("late", 30, 100)
+    scans = manager.scan_count
+    with pytest.raises(LabNotFound):
+        await manager.start("nowhere")
+    assert manager.scan_count == scans + 1
+    await manager.stop(session.id)

@@ -172,8 +172,7 @@ class StartHandler(LabHandler):
         lab_id = str_field(model, "labId") or "shell"
         rows = int_field(model, "rows", 1, 1000)
         cols = int_field(model, "cols", 1, 1000)
-        await self.manager.find_lab(lab_id)
-        session = self.manager.start(lab_id, rows, cols)
+        session = await self.manager.start(lab_id, rows, cols)
         self.write_json(session.model(), status=201)
 
 
