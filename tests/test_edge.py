@@ -6,6 +6,7 @@ one async call.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,9 @@ async def test_the_managers_start_finds_a_lab_added_a_moment_ago_and_refuses_an_
         await manager.start("nowhere")
     assert manager.scan_count == scans + 1
     await manager.stop(session.id)
+
+
+async def test_the_page_title_is_escaped(jp_fetch: Any) -> None:
+    page = await jp_fetch("labkernel", "labs", "<b>&")
+    html = page.body.decode()
+    assert re.search(r"<title>&lt;b&gt;&amp; · labkernel</title>", html), html[:400]

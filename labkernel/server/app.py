@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.extension.application import ExtensionApp, ExtensionAppJinjaMixin
 from jupyter_server.serverapp import ServerApp
-from traitlets import Float, Int, TraitError, Type, validate
+from traitlets import Float, Int, TraitError, Type, default, validate
 from traitlets.config import Config
 from traitlets.config.loader import DeferredConfig
 
@@ -24,7 +24,7 @@ TOKEN_ENV = "LABKERNEL_TOKEN"
 MOVED_FROM_MANAGER = ("max_wait", "batch_delay", "max_answer_size")
 
 
-class LabKernelApp(ExtensionApp):
+class LabKernelApp(ExtensionAppJinjaMixin, ExtensionApp):
     """Serves lab sessions over the REST API of ``openapi.yaml``.
 
     Its traits are the limits of HTTP (bodies, long polls, answers); the manager's
@@ -33,8 +33,14 @@ class LabKernelApp(ExtensionApp):
 
     name = "labkernel"
 
-    # The browser bundle (widget and lab page), built from js/ into the package.
-    static_paths = [str(Path(__file__).parent.parent / "static")]
+    @default("static_paths")
+    def _default_static_paths(self) -> list[str]:
+        # The browser bundle (widget and lab page), built from js/ into the package.
+        return [str(Path(__file__).parent.parent / "static")]
+
+    @default("template_paths")
+    def _default_template_paths(self) -> list[str]:
+        return [str(Path(__file__).parent / "templates")]
 
     manager_class = Type(
         default_value=LabSessionManager, klass=LabSessionManager,
@@ -115,7 +121,7 @@ class LabKernelApp(ExtensionApp):
         return config
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(pages.handlers)
+        self.handlers.extend(pages.page_handlers)
         if not self.server.terminals_enabled:
             # A lab session is a shell: where terminals are off, labs are off too.
             self.log.info("labkernel: terminals are disabled on this server, so lab sessions are too")
