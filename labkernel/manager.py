@@ -406,7 +406,7 @@ class LabSessionManager(LoggingConfigurable):
             for session in sorted(ended, key=lambda s: s.ended_at or 0.0)[:excess]:
                 del self._sessions[session.id]
 
-    def get(self, session_id: str) -> Session:
+    def get(self, session_id: str) -> LabSession:
         """The session with this id; raises SessionNotFound."""
         session = self._sessions.get(session_id)
         if session is None:
@@ -414,7 +414,7 @@ class LabSessionManager(LoggingConfigurable):
                 "There is no such lab session; it may have ended a while ago. Start a new one.")
         return session
 
-    def list(self) -> list[Session]:
+    def list(self) -> list[LabSession]:
         return list(self._sessions.values())
 
     @property

@@ -119,6 +119,7 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one place where errors become the contract's JSON body."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        message: str | None
         if isinstance(exc, LabError):
             status_code, code, message = exc.status, exc.code, exc.message
             self.set_status(status_code)
