@@ -12,16 +12,16 @@ import time
 from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import CaselessStrEnum, Float, Instance, Int, List, TraitError, Unicode, default, validate
+from traitlets import CaselessStrEnum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .containment import MODES, Containment, choose, clean_leftovers
+from .credentials import CREDENTIAL_ENV
+from .errors import SessionNotFound, TooManySessions
 from .labs import pool
 from .labs.catalog import LabCatalog, LabScanner
-from .containment import MODES, Containment, choose, clean_leftovers
-from .credentials import CREDENTIAL_ENV, without_credentials
-from .errors import SessionNotFound, TooManySessions
-from .labs.model import Lab, LabProblem
 from .labs.labsession import LabSession, LabSettings
+from .labs.model import Lab, LabProblem
 from .session import Session, SessionSettings
 
 
@@ -68,33 +68,10 @@ class LabSessionManager(LoggingConfigurable):
         latency while one floods (see Session._read_pty).""",
     ).tag(config=True)
 
-    max_wait = Float(
-        25.0, help="""The longest a long poll is held, in seconds; longer `wait`s are
-        capped. Keep it under the idle timeout of proxies in front of the server.""",
-    ).tag(config=True)
-
-    batch_delay = Float(
-        0.008, help="""While a program floods its terminal, how long, in seconds, a poll
-        that finds output waiting may hold its answer to gather more: fewer, larger
-        answers leave the server time for the other sessions. Half a display frame
-        by default; small output such as typing is never held. 0 disables batching.""",
-    ).tag(config=True)
-
-    max_answer_size = Int(
-        2 * 1024 * 1024, help="""The largest output answer, in characters of its JSON
-        `data`: a larger `max` is clamped, and binary output read as UTF-8 text (which
-        escapes to up to six times its size) comes in smaller answers.""",
-    ).tag(config=True)
-
-    @validate("max_answer_size")
-    def _valid_answer_size(self, proposal: Any) -> int:
-        if proposal["value"] < 1024:
-            raise TraitError("max_answer_size must be at least 1024")
-        return proposal["value"]
-
     attach_timeout = Float(
         35.0, help="""A client counts as attached (and holds back the program when it
-        lags) while it has polled within this many seconds; keep it above max_wait.""",
+        lags) while it has polled within this many seconds; keep it above
+        LabKernelApp.max_wait.""",
     ).tag(config=True)
 
     lifetime = Float(3600.0, help="How long a session may run, in seconds.").tag(config=True)
@@ -253,13 +230,15 @@ class LabSessionManager(LoggingConfigurable):
 
     # -- sessions ---------------------------------------------------------------
 
-    def start(self, lab_id: str = "shell", rows: int | None = None, cols: int | None = None) -> Session:
+    async def start(self, lab_id: str = "shell", rows: int | None = None,
+                    cols: int | None = None) -> LabSession:
         """Start a session of a lab; raises LabNotFound or TooManySessions.
 
+        The lab is looked up as ``find_lab`` does: a lab added a moment ago is found.
         A lab with a setup answers at once with a ``starting`` session; a lab with a
         warm pool hands out a pooled session whose setup has run (see ``pool``).
         """
-        lab = self.labs.get(lab_id)
+        lab = await self.find_lab(lab_id)
         rows, cols = rows or self.default_rows, cols or self.default_cols
         ready, pooled = self.warm_pool.counts()
         admission = pool.admit(lab.id, ready, pooled, self.live_count, self.max_sessions)
@@ -427,7 +406,7 @@ class LabSessionManager(LoggingConfigurable):
             for session in sorted(ended, key=lambda s: s.ended_at or 0.0)[:excess]:
                 del self._sessions[session.id]
 
-    def get(self, session_id: str) -> Session:
+    def get(self, session_id: str) -> LabSession:
         """The session with this id; raises SessionNotFound."""
         session = self._sessions.get(session_id)
         if session is None:
@@ -435,7 +414,7 @@ class LabSessionManager(LoggingConfigurable):
                 "There is no such lab session; it may have ended a while ago. Start a new one.")
         return session
 
-    def list(self) -> list[Session]:
+    def list(self) -> list[LabSession]:
         return list(self._sessions.values())
 
     @property
@@ -453,10 +432,6 @@ class LabSessionManager(LoggingConfigurable):
         session = self.get(session_id)
         await session.stop(status)
         return session
-
-    def clamp_wait(self, wait: float) -> float:
-        """A long poll's wait, capped by ``max_wait``."""
-        return min(wait, self.max_wait)
 
     # -- culling and shutdown -----------------------------------------------------
 

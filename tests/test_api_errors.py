@@ -513,7 +513,7 @@ async def test_denied_write_refuses_start_and_stop(api: Any, manager: Any) -> No
     assert_error(await post_start(api, body={}), 403, "forbidden")
     assert manager.list() == []
     # a session started another way (the manager itself) cannot be stopped either
-    session = manager.start()
+    session = await manager.start()
     assert_error(await api.call("DELETE", "api", "labs", "session", session.id), 403, "forbidden")
     assert (await api.get(session.id))["status"] == "running"
     await api.read_until(session.id, re.escape(PROMPT))

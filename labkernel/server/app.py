@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from jupyter_server.extension.application import ExtensionApp
-from traitlets import Int, Type
+from jupyter_server.extension.application import ExtensionApp, ExtensionAppJinjaMixin
+from jupyter_server.serverapp import ServerApp
+from traitlets import Float, Int, TraitError, Type, default, validate
+from traitlets.config import Config
+from traitlets.config.loader import DeferredConfig
 
-from . import handlers, pages
 from ..manager import LabSessionManager
+from . import handlers, pages
 
 #: Where kernels started by this server find it (see ``labkernel.client``).
 URL_ENV = "LABKERNEL_URL"
 TOKEN_ENV = "LABKERNEL_TOKEN"
 
+#: HTTP limits that were ``LabSessionManager``'s until they joined the others here;
+#: the old names still work, with a warning (see ``_config_moved_from_manager``).
+MOVED_FROM_MANAGER = ("max_wait", "batch_delay", "max_answer_size")
 
-class LabKernelApp(ExtensionApp):
-    """Serves lab sessions over the REST API of ``openapi.yaml``."""
+
+class LabKernelApp(ExtensionAppJinjaMixin, ExtensionApp):
+    """Serves lab sessions over the REST API of ``openapi.yaml``.
+
+    Its traits are the limits of HTTP (bodies, long polls, answers); the manager's
+    are those of sessions and labs.
+    """
 
     name = "labkernel"
 
-    # The browser bundle (widget and lab page), built from js/ into the package.
-    static_paths = [str(Path(__file__).parent.parent / "static")]
+    @default("static_paths")
+    def _default_static_paths(self) -> list[str]:
+        # The browser bundle (widget and lab page), built from js/ into the package.
+        return [str(Path(__file__).parent.parent / "static")]
+
+    @default("template_paths")
+    def _default_template_paths(self) -> list[str]:
+        return [str(Path(__file__).parent / "templates")]
 
     manager_class = Type(
         default_value=LabSessionManager, klass=LabSessionManager,
@@ -33,18 +51,78 @@ class LabKernelApp(ExtensionApp):
         64 * 1024, help="The largest request body accepted, in bytes; larger answers 413.",
     ).tag(config=True)
 
+    max_wait = Float(
+        25.0, help="""The longest a long poll is held, in seconds; longer `wait`s are
+        capped. Keep it under the idle timeout of proxies in front of the server.""",
+    ).tag(config=True)
+
+    batch_delay = Float(
+        0.008, help="""While a program floods its terminal, how long, in seconds, a poll
+        that finds output waiting may hold its answer to gather more: fewer, larger
+        answers leave the server time for the other sessions. Half a display frame
+        by default; small output such as typing is never held. 0 disables batching.""",
+    ).tag(config=True)
+
+    max_answer_size = Int(
+        2 * 1024 * 1024, help="""The largest output answer, in characters of its JSON
+        `data`: a larger `max` is clamped, and binary output read as UTF-8 text (which
+        escapes to up to six times its size) comes in smaller answers.""",
+    ).tag(config=True)
+
+    @validate("max_answer_size")
+    def _valid_answer_size(self, proposal: Any) -> int:
+        if proposal["value"] < 1024:
+            raise TraitError("max_answer_size must be at least 1024")
+        return int(proposal["value"])
+
+    @property
+    def server(self) -> ServerApp:
+        """The Jupyter server this extension runs in (set once it is linked)."""
+        assert self.serverapp is not None
+        return self.serverapp
+
     def initialize_settings(self) -> None:
-        self.manager = self.manager_class(parent=self.serverapp, root_dir=self.serverapp.root_dir,
-                                          log=self.log)
+        server = self.server
+        self.manager = self.manager_class(parent=server, config=self._config_moved_from_manager(),
+                                          root_dir=server.root_dir, log=self.log)
         self.settings["labkernel_manager"] = self.manager
         # The port is only final once the server has bound it, when the loop runs.
-        self.serverapp.io_loop.add_callback(self._export_credentials)
+        server.io_loop.add_callback(self._export_credentials)
         # Find the labs and fill their warm pools before the first learner asks.
-        self.serverapp.io_loop.add_callback(self.manager.warm_up)
+        server.io_loop.add_callback(self.manager.warm_up)
+
+    def _config_moved_from_manager(self) -> Config:
+        """The server's config for the manager, with the limits that moved here taken.
+
+        ``LabSessionManager.max_wait`` (and ``batch_delay``, ``max_answer_size``), in a
+        deployer's config from before, still take effect, with a deprecation warning,
+        unless ``LabKernelApp``'s own is set too. The manager gets the config without
+        them: it would log them as options it does not recognize.
+        """
+        config = self.server.config
+        moved = [name for name in MOVED_FROM_MANAGER if f"LabSessionManager.{name}" in config]
+        if not moved:
+            return config
+        old = config["LabSessionManager"]
+        for name in moved:
+            if any(f"{cls.__name__}.{name}" in self.config for cls in type(self).mro()
+                   if issubclass(cls, LabKernelApp)):
+                self.log.warning("labkernel: LabSessionManager.%s is deprecated and ignored, as "
+                                 "LabKernelApp.%s is set too; remove the old one", name, name)
+                continue
+            value = old[name]
+            if isinstance(value, DeferredConfig):  # from the command line, still a string
+                value = value.get_value(self.traits()[name])
+            setattr(self, name, value)
+            self.log.warning("labkernel: LabSessionManager.%s is deprecated: set LabKernelApp.%s "
+                             "instead (%r taken meanwhile)", name, name, getattr(self, name))
+        config = Config(config)  # a shallow copy: only the manager's section changes
+        config["LabSessionManager"] = Config({k: v for k, v in old.items() if k not in moved})
+        return config
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(pages.handlers)
-        if not self.serverapp.terminals_enabled:
+        self.handlers.extend(pages.page_handlers)
+        if not self.server.terminals_enabled:
             # A lab session is a shell: where terminals are off, labs are off too.
             self.log.info("labkernel: terminals are disabled on this server, so lab sessions are too")
             self.handlers.extend(handlers.disabled_handlers)
@@ -53,8 +131,8 @@ class LabKernelApp(ExtensionApp):
 
     def _export_credentials(self) -> None:
         """Let kernels this server starts find it: ``LabClient()`` needs no arguments."""
-        os.environ[URL_ENV] = self.serverapp.connection_url
-        token = self.serverapp.identity_provider.token
+        os.environ[URL_ENV] = self.server.connection_url
+        token = self.server.identity_provider.token
         if token:
             os.environ[TOKEN_ENV] = token
         else:

@@ -10,40 +10,24 @@ so it works where a proxy allows none, and it makes a plain link for a workshop.
 
 from __future__ import annotations
 
-import html
-import json
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.extension.handler import (
+    ExtensionHandlerJinjaMixin,
+    ExtensionHandlerMixin,
+)
 from tornado import web
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<link rel="stylesheet" href="{css}">
-<style>
-  html, body {{ height: 100%; margin: 0; }}
-  body {{ display: flex; flex-direction: column; background: #111; }}
-  @media (prefers-color-scheme: light) {{ body {{ background: #fff; }} }}
-  #labkernel-page {{ flex: 1 1 auto; min-height: 0; padding: 6px; box-sizing: border-box; }}
-</style>
-<script id="jupyter-config-data" type="application/json">{config}</script>
-<script type="module" src="{js}"></script>
-</head>
-<body>
-<div id="labkernel-page"></div>
-<noscript>This lab page needs JavaScript.</noscript>
-</body>
-</html>
-"""
 
+class PageHandler(ExtensionHandlerJinjaMixin, ExtensionHandlerMixin, JupyterHandler):
+    """Base of the two pages: ``templates/lab.html``, configured for a lab or a session.
 
-class LabPageHandler(ExtensionHandlerMixin, JupyterHandler):
-    """``GET labkernel/labs/{labId}`` and ``labkernel/sessions/{sessionId}``."""
+    The template is rendered by the extension's Jinja environment, which escapes
+    every value (see ``LabKernelApp``); its namespace is Jupyter's (``static_url``
+    is this extension's, ``base_url`` the server's) and the page's ``title`` and
+    ``page_config``.
+    """
 
     def compute_etag(self) -> None:
         return None
@@ -51,24 +35,13 @@ class LabPageHandler(ExtensionHandlerMixin, JupyterHandler):
     def _page(self, *, lab_id: str = "", session_id: str = "") -> None:
         # Reading xsrf_token sets the _xsrf cookie that the page's POSTs send back.
         self.xsrf_token  # noqa: B018
-        config = {
-            "baseUrl": self.base_url,
-            "labId": lab_id,
-            "sessionId": session_id,
-            "title": lab_id or "Lab session",
-        }
-        # In a <script> element only "</" can end it early.
-        text = json.dumps(config).replace("</", "<\\/")
+        title = lab_id or "Lab session"
+        page_config = {"baseUrl": self.base_url, "labId": lab_id, "sessionId": session_id, "title": title}
         self.set_header("Cache-Control", "no-store")
-        self.finish(_PAGE.format(
-            title=html.escape(f"{lab_id or 'Lab session'} · labkernel"),
-            css=html.escape(self.static_url("page.css")),
-            js=html.escape(self.static_url("page.js")),
-            config=text,
-        ))
+        self.finish(self.render_template("lab.html", title=title, page_config=page_config))
 
 
-class LabPage(LabPageHandler):
+class LabPage(PageHandler):
     """Starts a session of a lab (or attaches to the one this browser started)."""
 
     @web.authenticated
@@ -76,7 +49,7 @@ class LabPage(LabPageHandler):
         self._page(lab_id=lab_id)
 
 
-class SessionPage(LabPageHandler):
+class SessionPage(PageHandler):
     """Attaches to a running session."""
 
     @web.authenticated
@@ -84,7 +57,7 @@ class SessionPage(LabPageHandler):
         self._page(session_id=session_id)
 
 
-handlers: list[tuple[str, Any]] = [
+page_handlers: list[tuple[str, Any]] = [
     (r"/labkernel/labs/([^/]+)", LabPage),
     (r"/labkernel/sessions/([^/]+)", SessionPage),
 ]
