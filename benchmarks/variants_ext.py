@@ -17,6 +17,20 @@ import os
 from jupyter_server.utils import url_path_join
 
 
+#: LabKernelApp's settings a variant may override for its own routes.
+HTTP_LIMITS = ("max_wait", "batch_delay", "max_answer_size", "max_body_size")
+
+
+class _AppWithLimits:
+    """The server's labkernel app as a variant's handlers see it: its own limits first."""
+
+    def __init__(self, app, limits):
+        self._app, self._limits = app, limits
+
+    def __getattr__(self, name):
+        return self._limits[name] if name in self._limits else getattr(self._app, name)
+
+
 def _jupyter_server_extension_points():
     return [{"module": "variants_ext"}]
 
@@ -29,13 +43,24 @@ def _load_jupyter_server_extension(serverapp) -> None:
         except ModuleNotFoundError:
             handlers = importlib.import_module(f"{v['package']}.handlers")
         manager_mod = importlib.import_module(f"{v['package']}.manager")
+        # The HTTP limits (max_wait, batch_delay, max_answer_size) are the app's since
+        # the restructuring: a variant's own go to its handlers' app below, the rest to
+        # its manager. A variant of the flat layout still has them on its manager.
+        app_limits = {}
+        if hasattr(importlib.import_module(v["package"]), "server"):
+            app_limits = {k: v["config"][k] for k in HTTP_LIMITS if k in v["config"]}
+        manager_config = {k: val for k, val in v["config"].items() if k not in app_limits}
         manager = manager_mod.LabSessionManager(
-            parent=serverapp, root_dir=serverapp.root_dir, log=serverapp.log, **v["config"])
+            parent=serverapp, root_dir=serverapp.root_dir, log=serverapp.log, **manager_config)
         managers.append(manager)
         base = url_path_join(serverapp.base_url, "v", v["name"])
         specs = []
         for pattern, cls in handlers.default_handlers:
-            bound = type(cls.__name__, (cls,), {"manager": property(lambda self, m=manager: m)})
+            members = {"manager": property(lambda self, m=manager: m)}
+            if app_limits:
+                members["extensionapp"] = property(
+                    lambda self, limits=app_limits: _AppWithLimits(self.settings["labkernel"], limits))
+            bound = type(cls.__name__, (cls,), members)
             specs.append((url_path_join(base, pattern), bound, {"name": "labkernel"}))
         serverapp.web_app.add_handlers(".*$", specs)
         serverapp.log.info("bench variant %s (%s, %s) at %s", v["name"], v["package"],
