@@ -212,7 +212,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         transport, out = await loop.subprocess_exec(
             lambda: _ScriptProtocol(output_limit + mask.longest), *argv, stdin=theirs.fileno(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
-            start_new_session=True)  # no preexec_fn: a vfork (see containment._PRCTL_EXEC)
+            start_new_session=True)  # no preexec_fn: a vfork (see containment.scripts.PRCTL_EXEC)
     except BaseException:
         ours.close()
         raise
