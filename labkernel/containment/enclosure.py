@@ -160,13 +160,13 @@ class Enclosure:
         """The script's reaper spawned as ``pid`` and what stands between them (one small read)."""
         return {pid}
 
-    def adopt(self, pid: int, let_go: Callable[[], None]) -> None:
-        """Register a script's reaper, spawned as ``pid``, until ``disown``:
+    def track_reaper(self, pid: int, let_go: Callable[[], None]) -> None:
+        """Register a script's reaper, spawned as ``pid``, until ``forget_reaper``:
         where ``needs_reapers`` the session's end finds what the script started
         through it, and calls ``let_go`` (which lets the reaper exit) once the
         session has ended."""
 
-    def disown(self, pid: int) -> None:
+    def forget_reaper(self, pid: int) -> None:
         """The script's tree has been killed, or its leftovers are held otherwise."""
 
     def _joins(self) -> list[str]:
@@ -338,10 +338,10 @@ class SubreaperEnclosure(_Scanning):
         super().preexec()
         _set(_PR_SET_CHILD_SUBREAPER, 1)  # kept across exec: the sh is the subreaper
 
-    def adopt(self, pid: int, let_go: Callable[[], None]) -> None:
+    def track_reaper(self, pid: int, let_go: Callable[[], None]) -> None:
         self._reapers[pid] = let_go
 
-    def disown(self, pid: int) -> None:
+    def forget_reaper(self, pid: int) -> None:
         self._reapers.pop(pid, None)
 
     def _spared(self) -> set[int]:

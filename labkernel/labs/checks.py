@@ -234,7 +234,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         return loop.run_in_executor(None, kill_script, pid, marker_bytes, reapers)
 
     if enclosure is not None:
-        enclosure.adopt(pid, let_go)
+        enclosure.track_reaper(pid, let_go)
     status = asyncio.ensure_future(_read_status(loop, ours))
     timed_out = kept = False
     try:
@@ -273,7 +273,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         status.cancel()
         if not kept:
             if enclosure is not None:
-                enclosure.disown(pid)
+                enclosure.forget_reaper(pid)
             let_go()
         if script_file is not None:
             with contextlib.suppress(OSError):
