@@ -39,7 +39,6 @@ class CgroupDirs(NamedTuple):
 
     unified: str | None  # a writable v2 directory that has cgroup.kill
     pids: str | None  # a writable directory whose children get pids.max
-    pids_v2: bool
 
 
 def _mounts() -> list[tuple[str, str, str, str]]:
@@ -84,7 +83,6 @@ def cgroup_dirs() -> CgroupDirs:
             for name in controllers.split(",") if controllers else [""]:
                 own[name] = path
     unified = pids = None
-    pids_v2 = False
     for root, point, fstype, options in _mounts():
         if fstype == "cgroup2" and "" in own and unified is None:
             path = own[""]
@@ -95,14 +93,14 @@ def cgroup_dirs() -> CgroupDirs:
                 unified = candidate
                 with contextlib.suppress(OSError), open(os.path.join(candidate, "cgroup.subtree_control")) as s:
                     if "pids" in s.read().split():
-                        pids, pids_v2 = candidate, True
+                        pids = candidate
         elif fstype == "cgroup" and "pids" in options.split(",") and "pids" in own and pids is None:
             path = own["pids"]
             rel = path[len(root):] if root != "/" and path.startswith(root) else path
             candidate = os.path.normpath(point + rel)
             if _writable_child(candidate):
                 pids = candidate
-    return CgroupDirs(unified, pids, pids_v2)
+    return CgroupDirs(unified, pids)
 
 
 def _write(path: str, text: str) -> None:

@@ -325,10 +325,7 @@ class SubreaperEnclosure(_Scanning):
 
     @classmethod
     def probe(cls, variant: str = "") -> Support | None:
-        try:
-            works = _prctl is not None and os.path.exists("/proc/self/task") and bool(shutil.which("sh"))
-        except OSError:
-            return None
+        works = _prctl is not None and os.path.exists("/proc/self/task") and bool(shutil.which("sh"))
         return Support({}) if works else None
 
     def _wrap(self, argv: list[str], cwd: str) -> list[str]:
