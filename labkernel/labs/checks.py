@@ -212,7 +212,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         transport, out = await loop.subprocess_exec(
             lambda: _ScriptProtocol(output_limit + mask.longest), *argv, stdin=theirs.fileno(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
-            start_new_session=True)  # no preexec_fn: a vfork (see containment._PRCTL_EXEC)
+            start_new_session=True)  # no preexec_fn: a vfork (see containment.scripts.PRCTL_EXEC)
     except BaseException:
         ours.close()
         raise
@@ -234,7 +234,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         return loop.run_in_executor(None, kill_script, pid, marker_bytes, reapers)
 
     if enclosure is not None:
-        enclosure.adopt(pid, let_go)
+        enclosure.track_reaper(pid, let_go)
     status = asyncio.ensure_future(_read_status(loop, ours))
     timed_out = kept = False
     try:
@@ -273,7 +273,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
         status.cancel()
         if not kept:
             if enclosure is not None:
-                enclosure.disown(pid)
+                enclosure.forget_reaper(pid)
             let_go()
         if script_file is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,108 @@
+"""Choosing a mode: which modes exist, which work here, and the one in force.
+
+``ENCLOSURES`` is the table of modes, strongest first: the order in which ``auto``
+tries them. A new mode is one more ``Enclosure`` subclass (its ``mode`` name, its
+``probe``, its ``variants``) put in the table where its strength ranks it;
+``MODES``, ``CHOICES`` (what may be configured), ``available`` and ``choose``
+follow from the table.
+
+At start a server also kills what dead servers left behind (``clean_leftovers``).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from .cgroups import cgroup_dirs, kill_stale_cgroups
+from .enclosure import CgroupEnclosure, Enclosure, ScanEnclosure, SubreaperEnclosure
+from .pidns import PidNamespaceEnclosure
+from .procfs import signal_all, stale_processes
+
+#: The modes' enclosures, strongest first.
+ENCLOSURES: tuple[type[Enclosure], ...] = (PidNamespaceEnclosure, CgroupEnclosure, SubreaperEnclosure,
+                                           ScanEnclosure)
+_BY_MODE = {cls.mode: cls for cls in ENCLOSURES}
+
+#: The modes, strongest first.
+MODES = tuple(_BY_MODE)
+
+#: What a server may be configured with: "auto", a mode, or a mode's variant
+#: (``pidns-bwrap``: the mode made one way).
+CHOICES = ("auto", *MODES, *(f"{cls.mode}-{variant}" for cls in ENCLOSURES for variant in cls.variants))
+
+
+def available(mode: str) -> bool:
+    """Whether ``mode`` (or ``<mode>-<variant>``) works on this host, for this server's user."""
+    name, _, variant = mode.partition("-")
+    cls = _BY_MODE.get(name)
+    return cls is not None and variant in ("", *cls.variants) and cls.probe(variant) is not None
+
+
+class Containment:
+    """The containment mode in force on a server; makes each session's ``Enclosure``."""
+
+    def __init__(self, mode: str, *, max_processes: int, log: Any):
+        """``mode`` is one of ``MODES``, or ``<mode>-<variant>`` (``pidns-bwrap``,
+        ``pidns-unshare``) for one variant. Raises ValueError if it does not work here."""
+        self.mode, _, variant = mode.partition("-")
+        self.max_processes = max_processes
+        self.log = log
+        self._enclosure = _BY_MODE[self.mode]
+        support = self._enclosure.probe(variant)
+        if support is None:
+            raise ValueError(f"containment {mode!r} does not work here")
+        self._options = support.options
+        self.detail = support.detail
+
+    def enclose(self, session_id: str) -> Enclosure:
+        """The enclosure of a new session (a cgroup mode's cgroups are made now)."""
+        return self._enclosure(session_id, max_processes=self.max_processes, log=self.log, **self._options)
+
+    def describe(self) -> str:
+        limit = "none"
+        if self.max_processes > 0:
+            limit = (f"pids.max {self.max_processes}" if cgroup_dirs().pids
+                     else f"RLIMIT_NPROC {self.max_processes}")
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.mode}{detail}, process limit: {limit}"
+
+
+def choose(wanted: str, *, max_processes: int, log: Any) -> Containment:
+    """The mode ``wanted`` ("auto": the strongest that works), or the next that works.
+
+    ``<mode>-<variant>`` (``pidns-bwrap``, ``pidns-unshare``) asks for one variant
+    of a mode; where it does not work, the next mode is taken, not another variant.
+    """
+    name, _, variant = wanted.partition("-")
+    if variant and available(wanted):
+        return Containment(wanted, max_processes=max_processes, log=log)
+    start = 0 if wanted == "auto" else MODES.index(name)
+    for mode in MODES[start:]:
+        if available(mode) and not (variant and mode == name):
+            if wanted not in ("auto", mode):
+                log.warning("labkernel: containment %r is not available here; using %r", wanted, mode)
+            return Containment(mode, max_processes=max_processes, log=log)
+    raise RuntimeError("no containment mode works here (no /proc?)")
+
+
+def clean_leftovers(log: Any) -> list[int]:
+    """Kill and remove what servers that died without cleaning up left behind.
+
+    Their cgroups (named ``labkernel-<pid>-...``, the pid no longer running) and the
+    processes that still carry a dead server's pid in their environment. Returns
+    the pids signalled. A whole-/proc scan: run it in an executor.
+    """
+    killed = kill_stale_cgroups(log)
+    for _ in range(50):  # a leftover loop may fork between rounds: until none is left
+        found = stale_processes()
+        if not found:
+            break
+        signal_all(found, signal.SIGSTOP)
+        signal_all(found, signal.SIGKILL)
+        killed += found
+        time.sleep(0.02)
+    if killed:
+        log.info("labkernel: killed %d process(es) a dead server left behind", len(set(killed)))
+    return sorted(set(killed))
