@@ -15,7 +15,8 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import CaselessStrEnum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .containment import MODES, Containment, choose, clean_leftovers
+from .containment import Containment, choose, clean_leftovers
+from .containment.modes import CHOICES
 from .credentials import CREDENTIAL_ENV
 from .errors import SessionNotFound, TooManySessions
 from .labs import pool
@@ -119,7 +120,7 @@ class LabSessionManager(LoggingConfigurable):
     ).tag(config=True)
 
     containment = CaselessStrEnum(
-        ("auto", *MODES, "pidns-bwrap", "pidns-unshare"), default_value="auto",
+        CHOICES, default_value="auto",
         help="""How a session's processes are held so that all of them end with it
         (see labkernel/containment/). "auto" takes the strongest that works here:
         "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
