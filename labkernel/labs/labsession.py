@@ -3,8 +3,7 @@
 ``LabSession`` is a ``Session`` (the PTY, output, input and process cleanup stay
 there) with what a lab definition adds around it:
 
-- before the shell starts: the working folder (the lab's ``workdir`` under the
-  server's root, or a scratch folder removed with the session), assets copied in,
+- before the shell starts: the working folder and files (see ``workspace``),
   the hidden setup and the first step's setup — the session is ``starting``
   meanwhile, and ``failed`` with the setup's output and a clear last line if one
   fails;
@@ -19,50 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import shutil
-import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .checks import Masker, ScriptResult, StepProgress, run_script
-from ..credentials import without_credentials
-from ..errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
-from .model import Asset, Lab
 from ..containment import Enclosure, ScanEnclosure
+from ..errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
 from ..session import Accepted, Session, SessionSettings
+from .checks import ScriptResult, StepProgress, run_script
+from .model import Lab
+from .workspace import copy_assets, expand_env, prepare_folder, server_environment
 
 #: The most messages held for a session whose setup still runs.
 _MAX_HELD = 1000
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def server_environment(root_dir: str, hidden: tuple[str, ...] = ()) -> dict[str, str]:
-    """The environment every session starts from: the server's, less its credentials
-    (see ``credentials``) and the ``hidden`` names."""
-    env = without_credentials(os.environ, hidden)
-    env.update(TERM="xterm-256color", JUPYTER_SERVER_ROOT=root_dir)
-    return env
-
-
-def expand_env(lab: Lab, log: Any = None) -> tuple[dict[str, str], Masker]:
-    """The lab's variables with ``${NAME}`` taken from the server's environment, and a
-    masker for the secret ones."""
-    values, secret_values = {}, []
-    for var in lab.env:
-        def take(m: re.Match[str]) -> str:
-            if m[1] not in os.environ and log is not None:
-                log.warning("labkernel: lab %s: ${%s} in env.%s is not set on the server; "
-                            "it is empty in the session", lab.id, m[1], var.name)
-            return os.environ.get(m[1], "")
-        values[var.name] = _VAR.sub(take, var.value)
-        if var.secret:
-            secret_values.append(values[var.name])
-    return values, Masker(secret_values)
 
 
 def needs_launch(lab: Lab) -> bool:
@@ -82,55 +51,6 @@ class LabSettings:
     scratch_dir: str = ""
     #: Names (fnmatch patterns) withheld from labs besides the credentials.
     hidden_env: tuple[str, ...] = ()
-
-
-#: chmod's symbolic permission bits, by who and what.
-_BITS = {(w, p): getattr(stat, f"S_I{p.upper()}{who}") for w, who in (("u", "USR"), ("g", "GRP"), ("o", "OTH"))
-         for p in "rwx"}
-
-
-def _chmod(path: str, mode: str) -> None:
-    """Apply a mode given as octal (``0755``) or symbolically (``+x``, ``u+rw``)."""
-    if not mode:
-        return
-    if mode.isdigit():
-        os.chmod(path, int(mode, 8))
-        return
-    match = re.fullmatch(r"([ugoa]*)([+-])([rwx]+)", mode)
-    if match is None:
-        raise ValueError(f"{mode!r} is not a mode")
-    who, op, perms = match.groups()
-    who = who.replace("a", "ugo") or "ugo"
-    bits = 0
-    for w in who:
-        for p in perms:
-            bits |= _BITS[w, p]
-    current = stat.S_IMODE(os.stat(path).st_mode)
-    os.chmod(path, current | bits if op == "+" else current & ~bits)
-
-
-def copy_assets(assets: tuple[Asset, ...], cwd: str) -> None:
-    """Copy a lab's files into place (blocking: run it in an executor).
-
-    A target is taken relative to the session's folder, or to the home folder with
-    ``~``; one ending in ``/`` or naming a folder receives the source inside it.
-    Symlinks in a copied folder are copied as links, never followed.
-    """
-    for asset in assets:
-        target = os.path.expanduser(asset.target)
-        if not os.path.isabs(target):
-            target = os.path.join(cwd, target)
-        if asset.target.endswith("/") or os.path.isdir(target):
-            target = os.path.join(target, os.path.basename(asset.source.rstrip("/")))
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        if os.path.isdir(asset.source):
-            shutil.copytree(asset.source, target, symlinks=True, dirs_exist_ok=True)
-            for dirpath, _dirs, files in os.walk(target):
-                for name in files:
-                    _chmod(os.path.join(dirpath, name), asset.mode)
-        else:
-            shutil.copy2(asset.source, target)
-            _chmod(target, asset.mode)
 
 
 class LabSession(Session):
@@ -168,7 +88,8 @@ class LabSession(Session):
         the shell and the checks do later (see ``_run``).
         """
         try:
-            self._prepare_folder()
+            self.cwd, self.scratch = prepare_folder(self.lab, self.lab_settings.root_dir,
+                                                    self.lab_settings.scratch_dir)
             self._enclosure = (self._enclose(self.id) if self._enclose is not None
                                else ScanEnclosure(self.id, max_processes=0, log=self.log))
         except (OSError, ValueError) as e:
@@ -178,21 +99,6 @@ class LabSession(Session):
             self._launch = asyncio.ensure_future(self._launch_in_background())
         else:
             self._spawn()
-
-    def _prepare_folder(self) -> None:
-        root = os.path.realpath(self.lab_settings.root_dir)
-        if self.lab.scratch:
-            base = self.lab_settings.scratch_dir or None
-            self.scratch = self.cwd = tempfile.mkdtemp(prefix=f"labkernel-{self.lab.id}-", dir=base)
-            return
-        if not self.lab.workdir:
-            self.cwd = root
-            return
-        cwd = os.path.realpath(os.path.join(root, self.lab.workdir))
-        if cwd != root and not cwd.startswith(root + os.sep):
-            raise ValueError(f"its workdir {self.lab.workdir!r} leads out of the server's root folder")
-        os.makedirs(cwd, exist_ok=True)
-        self.cwd = cwd
 
     async def _launch_in_background(self) -> None:
         loop = asyncio.get_running_loop()
