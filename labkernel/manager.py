@@ -1,6 +1,6 @@
 """The session manager: creates, finds, culls and stops lab sessions.
 
-It knows nothing of HTTP: it raises ``LabError``s and returns ``Session``s.
+It knows nothing of HTTP: it raises ``LabError``s and returns ``LabSession``s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .labs import pool
 from .labs.catalog import LabCatalog, LabScanner
 from .labs.labsession import LabSession, LabSettings
 from .labs.model import Lab, LabProblem
-from .session import Session, SessionSettings
+from .session import SessionSettings
 
 
 class LabSessionManager(LoggingConfigurable):
@@ -66,7 +66,7 @@ class LabSessionManager(LoggingConfigurable):
         one read (a PTY read returns under 4 KiB): the best isolation measured; a
         larger budget (e.g. 262144) reads on within a turn and carries an
         uncontended flood about 3x faster, at the cost of the other sessions'
-        latency while one floods (see Session._read_pty).""",
+        latency while one floods (see PtyReader._read_pty).""",
     ).tag(config=True)
 
     attach_timeout = Float(
@@ -245,7 +245,7 @@ class LabSessionManager(LoggingConfigurable):
         admission = pool.admit(lab.id, ready, pooled, self.live_count, self.max_sessions)
         session = self.warm_pool.take(lab) if admission.take else None
         if session is not None:
-            session.adopt(rows, cols, self._lifetime(lab))
+            session.hand_out(rows, cols, self._lifetime(lab))
             self.log.info("labkernel: handed out pooled session %s of lab %s", session.id, lab.id)
         else:
             if admission.take:  # the ready one was of an older definition
@@ -399,7 +399,7 @@ class LabSessionManager(LoggingConfigurable):
         await self.refresh_labs(since=time.monotonic())
         self._start_culling()
 
-    def _forget_oldest_ended(self, _closed: Session) -> None:
+    def _forget_oldest_ended(self, _closed: LabSession) -> None:
         """Keep at most ``max_ended_sessions`` ended sessions, dropping the oldest."""
         ended = [s for s in self._sessions.values() if s.closed]
         excess = len(ended) - self.max_ended_sessions
@@ -428,7 +428,7 @@ class LabSessionManager(LoggingConfigurable):
         """Sessions handed out that have not ended, those still in setup included."""
         return sum(s.status in ("starting", "running") for s in self._sessions.values())
 
-    async def stop(self, session_id: str, status: str = "stopped") -> Session:
+    async def stop(self, session_id: str, status: str = "stopped") -> LabSession:
         """Stop a session; every process it started is gone when this returns."""
         session = self.get(session_id)
         await session.stop(status)
@@ -464,7 +464,7 @@ class LabSessionManager(LoggingConfigurable):
         # definitions are seen when the catalog is next asked for, not here.
         await self._keep_pools_full()
 
-    def _idle_timeout(self, session: Session) -> float:
+    def _idle_timeout(self, session: LabSession) -> float:
         idle = session.lab.idle_timeout
         return idle if idle is not None else self.cull_idle_timeout
 

@@ -1,16 +1,24 @@
 """A session of a defined lab: its folder, environment, setup, steps and checks.
 
-``LabSession`` is a ``Session`` (the PTY, output, input and process cleanup stay
-there) with what a lab definition adds around it:
+``LabSession`` holds a ``Session`` (``.session``: the PTY, output, input and the
+ending of processes stay there) and adds what a lab definition brings around it:
 
-- before the shell starts: the working folder (the lab's ``workdir`` under the
-  server's root, or a scratch folder removed with the session), assets copied in,
-  the hidden setup and the first step's setup — the session is ``starting``
-  meanwhile, and ``failed`` with the setup's output and a clear last line if one
-  fails;
+- before the program starts: the working folder and files (see ``workspace``),
+  the hidden setup and the first step's setup, run in the session's enclosure —
+  the session is ``starting`` meanwhile (what the learner sends is held by the
+  session, see ``Session.release_input``), and ``failed`` with the setup's output
+  and a clear last line if one fails;
 - after: the foreground scripts typed into the terminal, step progress, checks
   run one at a time apart from the terminal, and the next step's setup and
   foreground when a step passes.
+
+Why it holds a session rather than being one: the lab layer needs a few moments
+of the session's life (an enclosure before the program, the program started
+late, held input let go after the lab's own typing, the close) and nothing of how
+the PTY is read or the processes ended; as a subclass it reached into those
+privates and kept a drifted copy of the input rules. The session's side is the
+set of hooks ``Session`` documents; the manager and the handlers see a
+``LabSession`` and call the same methods on it as on a session (forwarded below).
 
 Secret values of the lab's environment are masked in everything it reports.
 """
@@ -19,50 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import shutil
-import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .checks import Masker, ScriptResult, StepProgress, run_script
-from ..credentials import without_credentials
-from ..errors import BadRequest, LabError, PayloadTooLarge, SessionEnded
-from .model import Asset, Lab
-from ..containment import Enclosure, ScanEnclosure
+from ..containment import Enclosure
+from ..errors import BadRequest, SessionEnded
 from ..session import Accepted, Session, SessionSettings
-
-#: The most messages held for a session whose setup still runs.
-_MAX_HELD = 1000
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def server_environment(root_dir: str, hidden: tuple[str, ...] = ()) -> dict[str, str]:
-    """The environment every session starts from: the server's, less its credentials
-    (see ``credentials``) and the ``hidden`` names."""
-    env = without_credentials(os.environ, hidden)
-    env.update(TERM="xterm-256color", JUPYTER_SERVER_ROOT=root_dir)
-    return env
-
-
-def expand_env(lab: Lab, log: Any = None) -> tuple[dict[str, str], Masker]:
-    """The lab's variables with ``${NAME}`` taken from the server's environment, and a
-    masker for the secret ones."""
-    values, secret_values = {}, []
-    for var in lab.env:
-        def take(m: re.Match[str]) -> str:
-            if m[1] not in os.environ and log is not None:
-                log.warning("labkernel: lab %s: ${%s} in env.%s is not set on the server; "
-                            "it is empty in the session", lab.id, m[1], var.name)
-            return os.environ.get(m[1], "")
-        values[var.name] = _VAR.sub(take, var.value)
-        if var.secret:
-            secret_values.append(values[var.name])
-    return values, Masker(secret_values)
+from ..session.input import DEFAULT_CLIENT
+from ..session.output import Chunk, OutputLog
+from .checks import ScriptResult, StepProgress, run_script
+from .model import Lab
+from .workspace import copy_assets, expand_env, prepare_folder, server_environment
 
 
 def needs_launch(lab: Lab) -> bool:
@@ -84,64 +61,19 @@ class LabSettings:
     hidden_env: tuple[str, ...] = ()
 
 
-#: chmod's symbolic permission bits, by who and what.
-_BITS = {(w, p): getattr(stat, f"S_I{p.upper()}{who}") for w, who in (("u", "USR"), ("g", "GRP"), ("o", "OTH"))
-         for p in "rwx"}
-
-
-def _chmod(path: str, mode: str) -> None:
-    """Apply a mode given as octal (``0755``) or symbolically (``+x``, ``u+rw``)."""
-    if not mode:
-        return
-    if mode.isdigit():
-        os.chmod(path, int(mode, 8))
-        return
-    match = re.fullmatch(r"([ugoa]*)([+-])([rwx]+)", mode)
-    if match is None:
-        raise ValueError(f"{mode!r} is not a mode")
-    who, op, perms = match.groups()
-    who = who.replace("a", "ugo") or "ugo"
-    bits = 0
-    for w in who:
-        for p in perms:
-            bits |= _BITS[w, p]
-    current = stat.S_IMODE(os.stat(path).st_mode)
-    os.chmod(path, current | bits if op == "+" else current & ~bits)
-
-
-def copy_assets(assets: tuple[Asset, ...], cwd: str) -> None:
-    """Copy a lab's files into place (blocking: run it in an executor).
-
-    A target is taken relative to the session's folder, or to the home folder with
-    ``~``; one ending in ``/`` or naming a folder receives the source inside it.
-    Symlinks in a copied folder are copied as links, never followed.
-    """
-    for asset in assets:
-        target = os.path.expanduser(asset.target)
-        if not os.path.isabs(target):
-            target = os.path.join(cwd, target)
-        if asset.target.endswith("/") or os.path.isdir(target):
-            target = os.path.join(target, os.path.basename(asset.source.rstrip("/")))
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        if os.path.isdir(asset.source):
-            shutil.copytree(asset.source, target, symlinks=True, dirs_exist_ok=True)
-            for dirpath, _dirs, files in os.walk(target):
-                for name in files:
-                    _chmod(os.path.join(dirpath, name), asset.mode)
-        else:
-            shutil.copy2(asset.source, target)
-            _chmod(target, asset.mode)
-
-
-class LabSession(Session):
+class LabSession:
     """A session of a lab definition; see the module docstring."""
 
     def __init__(self, lab: Lab, *, rows: int, cols: int, lifetime: float, settings: SessionSettings,
                  log: Any, lab_settings: LabSettings, argv: list[str],
                  enclose: Callable[[str], Enclosure] | None = None):
-        super().__init__(lab, rows=rows, cols=cols, lifetime=lifetime, settings=settings, log=log)
+        self.session = Session(lab, rows=rows, cols=cols, lifetime=lifetime, settings=settings, log=log)
+        self.id = self.session.id
+        self.lab = lab
+        self.output: OutputLog = self.session.output
+        self.log = log
         self.lab_settings = lab_settings
-        #: Makes the enclosure (see ``containment``) that holds the shell's processes.
+        #: Makes the enclosure (see ``containment``) that holds the session's processes.
         self._enclose = enclose
         self.argv = argv
         self.lab_env, self.mask = expand_env(lab, log)
@@ -153,8 +85,88 @@ class LabSession(Session):
         self._check_lock = asyncio.Lock()
         #: Done once the session's leftovers and scratch folder are gone (after it closes).
         self.cleaned: asyncio.Task[None] | None = None
-        self._held: list[Any] = []
-        self._closed.add_done_callback(self._on_closed)
+        self.session.on_close(self._on_closed)
+
+    # -- the session, as the manager and handlers see it --------------------------
+
+    @property
+    def status(self) -> str:
+        return self.session.status
+
+    @property
+    def running(self) -> bool:
+        return self.session.running
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    @property
+    def pid(self) -> int:
+        return self.session.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.session.exit_code
+
+    @property
+    def unkilled(self) -> list[int]:
+        return self.session.unkilled
+
+    @property
+    def released(self) -> asyncio.Future[None] | None:
+        return self.session.released
+
+    @property
+    def ended_at(self) -> float | None:
+        return self.session.ended_at
+
+    @property
+    def last_output(self) -> float:
+        return self.session.last_output
+
+    @property
+    def expires_at(self) -> float:
+        return self.session.expires_at
+
+    @expires_at.setter
+    def expires_at(self, when: float) -> None:
+        self.session.expires_at = when
+
+    @property
+    def last_activity(self) -> float:
+        return self.session.last_activity
+
+    @last_activity.setter
+    def last_activity(self, when: float) -> None:
+        self.session.last_activity = when
+
+    def read(self, offset: int, max_bytes: int, *, utf8: bool, reader: str = DEFAULT_CLIENT) -> Chunk:
+        return self.session.read(offset, max_bytes, utf8=utf8, reader=reader)
+
+    def write(self, data: bytes, *, client: str | None = None, seq: int | None = None) -> Accepted:
+        return self.session.write(data, client=client, seq=seq)
+
+    def resize(self, rows: int, cols: int, *, client: str | None = None, seq: int | None = None) -> Accepted:
+        return self.session.resize(rows, cols, client=client, seq=seq)
+
+    def signal(self, name: str, *, client: str | None = None, seq: int | None = None) -> Accepted:
+        return self.session.signal(name, client=client, seq=seq)
+
+    def on_close(self, callback: Callable[[LabSession], None]) -> None:
+        """Call ``callback(lab_session)`` once the session has closed (soon, if it has)."""
+        self.session.on_close(lambda _: callback(self))
+
+    def status_model(self) -> dict[str, Any]:
+        return self.session.status_model()
+
+    def model(self) -> dict[str, Any]:
+        """The session object of the contract, with the lab's steps."""
+        return {**self.session.model(), **self._progress_model()}
+
+    def _progress_model(self) -> dict[str, Any]:
+        return {"currentStep": self.progress.current,
+                "steps": self.progress.model([s.title for s in self.lab.steps])}
 
     # -- starting ----------------------------------------------------------------
 
@@ -168,31 +180,16 @@ class LabSession(Session):
         the shell and the checks do later (see ``_run``).
         """
         try:
-            self._prepare_folder()
-            self._enclosure = (self._enclose(self.id) if self._enclose is not None
-                               else ScanEnclosure(self.id, max_processes=0, log=self.log))
+            self.cwd, self.scratch = prepare_folder(self.lab, self.lab_settings.root_dir,
+                                                    self.lab_settings.scratch_dir)
+            self.session.enclose(self._enclose(self.id) if self._enclose is not None else None)
         except (OSError, ValueError) as e:
-            self.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
+            self.session.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
             return
         if needs_launch(self.lab):
             self._launch = asyncio.ensure_future(self._launch_in_background())
         else:
             self._spawn()
-
-    def _prepare_folder(self) -> None:
-        root = os.path.realpath(self.lab_settings.root_dir)
-        if self.lab.scratch:
-            base = self.lab_settings.scratch_dir or None
-            self.scratch = self.cwd = tempfile.mkdtemp(prefix=f"labkernel-{self.lab.id}-", dir=base)
-            return
-        if not self.lab.workdir:
-            self.cwd = root
-            return
-        cwd = os.path.realpath(os.path.join(root, self.lab.workdir))
-        if cwd != root and not cwd.startswith(root + os.sep):
-            raise ValueError(f"its workdir {self.lab.workdir!r} leads out of the server's root folder")
-        os.makedirs(cwd, exist_ok=True)
-        self.cwd = cwd
 
     async def _launch_in_background(self) -> None:
         loop = asyncio.get_running_loop()
@@ -208,9 +205,10 @@ class LabSession(Session):
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the session fails saying so
             self.log.error("labkernel: lab %s could not start: %s", self.lab.id, self.mask(str(e)))
-            self.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} could not start: {self.mask(str(e))}")
+            self.session.end_unstarted(
+                "failed", f"labkernel: lab {self.lab.id!r} could not start: {self.mask(str(e))}")
             return
         if self.status == "starting":
             self._spawn()
@@ -230,16 +228,16 @@ class LabSession(Session):
         output = result.output.replace("\r\n", "\n").replace("\n", "\r\n")
         if output and not output.endswith("\r\n"):
             output += "\r\n"
-        self.end_unstarted("failed", f"{output}labkernel: the {what} of lab {self.lab.id!r} {why}; "
-                                         "the lab cannot start. Its output is above.")
+        self.session.end_unstarted("failed", f"{output}labkernel: the {what} of lab {self.lab.id!r} {why}; "
+                                             "the lab cannot start. Its output is above.")
         return False
 
     def _spawn(self) -> None:
         try:
-            self.start(list(self.argv), self.environment(), self.cwd, self._enclosure)
-        except Exception as e:
+            self.session.start(list(self.argv), self.environment(), self.cwd)
+        except Exception as e:  # noqa: BLE001 - whatever the spawn raised, the session fails saying so
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
-            self.end_unstarted("failed", f"labkernel: could not start the lab: {e}")
+            self.session.end_unstarted("failed", f"labkernel: could not start the lab: {e}")
             return
         # The lab's own typing first, then what the learner typed while it started.
         if self.lab.foreground:
@@ -247,38 +245,19 @@ class LabSession(Session):
         self.progress.enter_current()  # step 1, unless its setup already entered it
         if 1 in self.progress.entered and self.lab.steps[0].foreground:
             self._type(self.lab.steps[0].foreground)
-        held, self._held = self._held, []
-        for apply in held:
-            with contextlib.suppress(LabError):
-                apply()
+        self.session.release_input()
 
     def _type(self, script: str) -> None:
         with contextlib.suppress(SessionEnded, BadRequest):
-            self.write((script if script.endswith("\n") else script + "\n").encode())
+            self.session.write((script if script.endswith("\n") else script + "\n").encode())
 
-    def _deliver(self, client: str | None, seq: int | None, apply: Any) -> Accepted:
-        """While the setup runs there is no terminal yet: messages (keys, a resize)
-        are held and applied in order once the shell has started, as keys typed
-        before a program reads them wait in a terminal."""
-        if self.status != "starting":
-            return super()._deliver(client, seq, apply)
-        key = "" if client is None else client
-        if seq is not None and self._seqs.get(key, -1) >= seq:
-            return Accepted(self.output.end, True)
-        if len(self._held) >= _MAX_HELD:
-            raise PayloadTooLarge("This session is still starting and holds too much input already.")
-        self._held.append(apply)
-        if seq is not None:
-            self._seqs[key] = seq
-        return Accepted(self.output.end, False)
-
-    def adopt(self, rows: int, cols: int, lifetime: float) -> None:
-        """Hand a pooled session to a learner: their size, and its lifetime starting now."""
-        now = time.time()
-        self.created_at, self.expires_at, self.last_activity = now, now + lifetime, now
-        if (rows, cols) != (self.rows, self.cols) and self._proc is not None:
-            self._proc.setwinsize(rows, cols)
-            self.rows, self.cols = rows, cols
+    def hand_out(self, rows: int, cols: int, lifetime: float) -> None:
+        """Give a pooled session to a learner: their terminal size, and its lifetime
+        (and idle time) counted from now."""
+        session, now = self.session, time.time()
+        session.created_at, session.expires_at, session.last_activity = now, now + lifetime, now
+        if (rows, cols) != (session.rows, session.cols):
+            session.resize(rows, cols)
 
     # -- hidden scripts ----------------------------------------------------------
 
@@ -287,7 +266,7 @@ class LabSession(Session):
         enclosure (its PID namespace, cgroup or subreaper; before the shell exists
         too), so that whatever it starts ends with the session and a check sees the
         lab's processes; stopping the session stops it."""
-        enclosure = self._enclosure
+        enclosure = self.session.enclosure
         assert enclosure is not None
         try:
             await enclosure.prepare()
@@ -366,38 +345,27 @@ class LabSession(Session):
     # -- ending ------------------------------------------------------------------
 
     async def stop(self, status: str = "stopped") -> None:
+        """End the lab's scripts, then the session (a session still in its setup ends
+        there, with what the setup started); return once its folder is cleaned."""
         if self._script is not None:
             self._script.cancel()
         if self._launch is not None and not self._launch.done():
             self._launch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._launch
-        if self.status == "starting" and self._proc is None:
-            self.end_unstarted(status, "")  # and ends what the setup started
-        else:
-            await super().stop(status)
+        await self.session.stop(status)
         await asyncio.sleep(0)  # let the close callback start the cleanup
         if self.cleaned is not None:
             await asyncio.shield(self.cleaned)
 
-    def _on_closed(self, _: Any) -> None:
+    def _on_closed(self, _: Session) -> None:
         self.cleaned = asyncio.ensure_future(self._cleanup())
 
     async def _cleanup(self) -> None:
         """Once the session has ended and its processes are gone (what its scripts
         started among them: they ran in its enclosure), remove its scratch folder."""
-        if self._stopping is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._stopping)
+        with contextlib.suppress(Exception):
+            await self.session.processes_ended()
         if self.scratch:
             scratch, self.scratch = self.scratch, None
             await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, scratch, True)
-
-    # -- views -------------------------------------------------------------------
-
-    def _progress_model(self) -> dict[str, Any]:
-        return {"currentStep": self.progress.current,
-                "steps": self.progress.model([s.title for s in self.lab.steps])}
-
-    def model(self) -> dict[str, Any]:
-        return {**super().model(), **self._progress_model()}

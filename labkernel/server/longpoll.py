@@ -28,7 +28,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..errors import BadRequest
-from ..session import Session
+from ..labs.labsession import LabSession
 from ..session.output import Chunk
 from . import answers
 from .fields import client_id, query_number
@@ -99,7 +99,7 @@ class OutputPoll:
         if self._wait is not None:
             self._wait.cancel()
 
-    async def run(self, session: Session, limits: Limits) -> None:
+    async def run(self, session: LabSession, limits: Limits) -> None:
         """Answer with ``session``'s output as the query asks; raises BadRequest."""
         query = OutputQuery.parse(self._handler, limits)
         chunk = await self._first_piece(session, query, limits.batch_delay)
@@ -117,7 +117,7 @@ class OutputPoll:
                 return  # the client went away meanwhile
         await self._send(session, answer)
 
-    async def _first_piece(self, session: Session, query: OutputQuery, batch_delay: float) -> Chunk | None:
+    async def _first_piece(self, session: LabSession, query: OutputQuery, batch_delay: float) -> Chunk | None:
         """The answer's first piece, read through the session (None: the client is gone).
 
         Only the first piece: a large answer is read and encoded a piece at a time.
@@ -148,7 +148,7 @@ class OutputPoll:
             chunk = session.read(offset, first, utf8=utf8, reader=reader)
         return chunk
 
-    async def _send(self, session: Session, answer: answers.Answer) -> None:
+    async def _send(self, session: LabSession, answer: answers.Answer) -> None:
         """The answer's JSON: its fields around the data's pieces, as they are."""
         handler = self._handler
         head = json.dumps({"sessionId": session.id, "offset": answer.offset,
@@ -173,7 +173,7 @@ class OutputPoll:
         handler.finish(tail_bytes)
 
 
-def _streaming(session: Session, chunk: Chunk, max_bytes: int, batch_delay: float) -> bool:
+def _streaming(session: LabSession, chunk: Chunk, max_bytes: int, batch_delay: float) -> bool:
     """Is a program flooding, with this reader caught up: worth a batching pause?"""
     waiting = session.output.end - chunk.offset
     return (

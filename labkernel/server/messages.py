@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from ..session import Accepted, Session
+from ..labs.labsession import LabSession
+from ..session import Accepted
 from .fields import client_id, encode_input, int_field, str_field
 
 
-def apply(session: Session, model: dict[str, Any]) -> Accepted:
+def apply(session: LabSession, model: dict[str, Any]) -> Accepted:
     """Apply the message ``model`` to ``session``; raises a LabError (bad request, ended
     session, refused signal)."""
     seq = int_field(model, "seq", 0, 2**63 - 1)

@@ -1,5 +1,7 @@
 """One lab session: a program on a PTY, its output log, its input, its processes."""
 
-from .session import Accepted, Session, SessionSettings, isoformat
+from .input import Accepted
+from .session import Session, isoformat
+from .settings import SessionSettings
 
 __all__ = ["Accepted", "Session", "SessionSettings", "isoformat"]

@@ -23,7 +23,7 @@ from tornado.log import app_log
 
 Handler = Callable[[int, int], None]
 
-_pollers: weakref.WeakKeyDictionary[IOLoop, "EdgePoller"] = weakref.WeakKeyDictionary()
+_pollers: weakref.WeakKeyDictionary[IOLoop, EdgePoller] = weakref.WeakKeyDictionary()
 
 
 class EdgePoller:
@@ -57,7 +57,7 @@ class EdgePoller:
                 io_events |= IOLoop.WRITE
             try:
                 handler(ready, io_events)
-            except Exception:
+            except Exception:  # noqa: BLE001 - logged below
                 # An edge is reported once: one failing handler must not swallow
                 # the events of the others in this batch.
                 app_log.exception("labkernel: handling PTY %d failed", ready)
