@@ -10,6 +10,7 @@ are re-read without a restart, at the cost of a stat walk per rescan.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 from dataclasses import dataclass, field
@@ -232,9 +233,10 @@ class LabCatalog:
             known = ", ".join(sorted(self._labs)) or "none"
             raise LabNotFound(f"There is no lab {lab_id!r}; the labs here are: {known}.") from None
 
-    def list(self) -> list[Lab]:
+    # ``list`` below names the method inside the class: the annotations say builtins.list.
+    def list(self) -> builtins.list[Lab]:
         return list(self._labs.values())
 
-    def problems(self) -> list[LabProblem]:
+    def problems(self) -> builtins.list[LabProblem]:
         """Definitions that could not be read, with the reason."""
         return list(self._problems)

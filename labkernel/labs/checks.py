@@ -238,7 +238,8 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
     status = asyncio.ensure_future(_read_status(loop, ours))
     timed_out = kept = False
     try:
-        done, _ = await asyncio.wait([status, out.exited], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [status, out.exited]
+        done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not done:
             timed_out = True
             await kill()
