@@ -106,6 +106,14 @@ class LabSession:
         return self.session.pid
 
     @property
+    def rows(self) -> int:
+        return self.session.rows
+
+    @property
+    def cols(self) -> int:
+        return self.session.cols
+
+    @property
     def exit_code(self) -> int | None:
         return self.session.exit_code
 
