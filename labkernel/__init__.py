@@ -6,6 +6,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: Names of ``labkernel.clients.lab`` importable from ``labkernel`` itself.
+_LAB_NAMES = ("Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy",
+              "LabEnded", "IncompleteCommand")
+
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: the server extension must not pull in ipywidgets.
@@ -13,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from .clients.widget import Terminal
 
         return Terminal
+    if name in _LAB_NAMES:
+        from .clients import lab
+
+        return getattr(lab, name)
     raise AttributeError(f"module 'labkernel' has no attribute {name!r}")
 
 

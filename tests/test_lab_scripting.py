@@ -1,0 +1,320 @@
+"""``Lab``: scripting a lab session from Python (``run``, ``send``, ``expect``, ``check``,
+``stop``, the ``*_async`` twins), against the real server and real bash shells.
+
+The server runs on the test's event loop and ``Lab``'s calls block (urllib), so the
+tests use the ``*_async`` variants or a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from labkernel import CheckReport, CommandFailed, IncompleteCommand, Lab, LabBusy, LabEnded, LabTimeout
+from labkernel.client import LabClient, LabError
+from labkernel.clients.lab import RunResult, _cursor_column, _keys, clean
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+GREET = """\
+title = "Greeting"
+description = "Leave a greeting."
+scratch = true
+
+[[steps]]
+title = "Write hello.txt"
+text = "Put the word hello into `hello.txt`."
+check = "grep -qs hello hello.txt || { echo 'no hello in hello.txt yet'; exit 1; }"
+solution = ["echo hello > hello.txt"]
+
+[[steps]]
+title = "Say goodbye"
+text = "Put the word bye into `bye.txt`."
+foreground = "echo step two begins; sleep 1; echo step two ready"
+check = "grep -qs bye bye.txt"
+"""
+
+
+@pytest.fixture
+def labkernel_config(tmp_path: Path) -> dict[str, Any]:
+    """A server whose lab path holds one lab with a check, ``greet``, besides ``shell``."""
+    labs = tmp_path / "labs"
+    (labs / "greet").mkdir(parents=True)
+    (labs / "greet" / "lab.toml").write_text(GREET)
+    return {"lab_path": [str(labs)], "lab_scan_interval": 0}
+
+
+@pytest.fixture
+def client(server_url: str, jp_serverapp: Any) -> Iterator[LabClient]:
+    with LabClient(server_url, token=jp_serverapp.identity_provider.token) as lab_client:
+        yield lab_client
+
+
+
+
+async def raw_output(api: Any, sid: str) -> str:
+    """Everything the session's terminal received, as the browser gets it."""
+    return (await api.output(sid, 0))["data"]
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+async def test_run_returns_the_output_and_status_and_the_terminal_shows_the_command(
+        client: LabClient, api: Any) -> None:
+    lab = await Lab.create_async(client=client)
+    result = await lab.run_async("echo $((6*7)); printf '\\033[1;31mred\\033[0m\\n'")
+    assert (result.output, result.exit_status, result.ok) == ("42\nred\n", 0, True)
+    assert repr(result) == ("RunResult(\"echo $((6*7)); printf '\\\\033[1;31mred\\\\033[0m\\\\n'\", "
+                            "exit_status=0, output='42\\nred\\n')")
+    # In the learner's terminal the command appears as typed, after the prompt,
+    # and the setup line erased its echo and left the shell's history.
+    shown = clean(await raw_output(api, lab.session_id))
+    assert "lab-prompt$ echo $((6*7)); printf" in shown
+    history = await lab.run_async("history")
+    assert "__lk_" not in history.output and "echo $((6*7))" in history.output
+
+
+async def test_a_non_zero_status_is_reported_and_check_raises(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    result = await lab.run_async("ls /no/such/place")
+    assert result.exit_status == 2 and not result.ok
+    assert "No such file or directory" in result.output
+    with pytest.raises(CommandFailed) as failed:
+        result.check_returncode()
+    assert (failed.value.returncode, failed.value.exit_status, failed.value.cmd) == (2, 2, "ls /no/such/place")
+    assert "exited with status 2" in str(failed.value) and "No such file" in str(failed.value)
+    with pytest.raises(CommandFailed) as failed:
+        await lab.run_async("(exit 3)", check=True)
+    assert failed.value.returncode == 3
+    assert (await lab.run_async("true", check=True)).ok
+
+
+async def test_output_that_looks_like_a_marker_does_not_end_the_command(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    await lab.run_async("true")  # the markers are installed: the nonce is known
+    nonce = lab._nonce
+    result = await lab.run_async(
+        # A marker with another nonce, and this Lab's nonce as plain text (as its
+        # echo shows it), then more output after a pause.
+        f"printf '\\033]7701;0123456789abcdef;0\\007\\033]7701;0123456789abcdef;s\\007'; "
+        f"echo ']7701;{nonce};0' '\\e]7701;{nonce};1\\a'; sleep 0.5; echo after; (exit 4)")
+    assert result.exit_status == 4
+    assert result.output == f"]7701;{nonce};0 \\e]7701;{nonce};1\\a\nafter\n"
+
+
+async def test_lines_are_typed_one_by_one_so_loops_and_here_documents_work(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    result = await lab.run_async(textwrap.dedent("""\
+        for i in 1 2
+        do echo n$i
+        done
+        cat <<EOF
+        first
+
+        # not a comment here
+        EOF
+        echo	tab"""))
+    assert result.output == "n1\nn2\nfirst\n\n# not a comment here\ntab\n"
+    assert result.exit_status == 0
+    syntax = await lab.run_async("echo )")
+    assert syntax.exit_status == 2 and "syntax error" in syntax.output and "echo )" not in syntax.output
+
+
+async def test_an_unfinished_command_is_cancelled_and_says_so(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    with pytest.raises(IncompleteCommand, match="cancelled with Ctrl-C"):
+        await lab.run_async("echo 'no closing quote", timeout=10)
+    assert (await lab.run_async("echo usable")).output == "usable\n"
+
+
+async def test_a_command_waiting_for_input_times_out_and_the_terminal_stays_usable(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    started = time.monotonic()
+    with pytest.raises(LabTimeout) as timeout:
+        await lab.run_async("echo your name please; read name", timeout=1.5)
+    assert time.monotonic() - started < 10
+    assert isinstance(timeout.value, TimeoutError)
+    assert timeout.value.interrupted and timeout.value.output == "your name please\n"
+    assert "did not end within 1.5 s" in str(timeout.value)
+    assert "your name please" in str(timeout.value) and "Ctrl-C" in str(timeout.value)
+    # Ctrl-C ended `read`: the next command is not taken as its input.
+    after = await lab.run_async("echo still here; echo ${name:-unset}")
+    assert (after.output, after.exit_status) == ("still here\nunset\n", 0)
+
+
+async def test_a_program_deaf_to_ctrl_c_keeps_the_terminal_busy_and_run_says_so(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    lab.interrupt_timeout = 1
+    with pytest.raises(LabTimeout) as timeout:
+        await lab.run_async("bash -c \"trap '' INT; echo deaf; sleep 60\"", timeout=1)
+    assert not timeout.value.interrupted and "still busy" in str(timeout.value)
+    with pytest.raises(LabBusy, match="a program has been running in it for the last 1 s"):
+        await lab.run_async("echo never typed", timeout=1)
+    await lab.stop_async()
+
+
+async def test_run_does_not_type_into_a_program_the_learner_runs(client: LabClient, api: Any) -> None:
+    lab = await Lab.create_async(client=client)
+    await lab.run_async("true")
+    await api.command(lab.session_id, "sleep 60")  # the learner, in the terminal
+    await api.read_until(lab.session_id, re.escape(f";{lab._nonce};s\x07"))
+    with pytest.raises(LabBusy, match="a program has been running"):
+        await lab.run_async("echo hi", timeout=1)
+    await lab.send_async("\x03")  # Ctrl-C, as the learner would
+    assert (await lab.run_async("echo free")).output == "free\n"
+    # A program that ends soon is waited for, as a person at the keyboard would.
+    await lab.send_async("sleep 1; echo learner done\r")
+    result = await lab.run_async("echo mine")
+    assert result.output == "mine\n"
+    assert "learner done" in clean(await raw_output(api, lab.session_id))
+
+
+async def test_run_clears_a_line_the_learner_half_typed(client: LabClient, api: Any) -> None:
+    lab = await Lab.create_async(client=client)
+    await lab.run_async("true")
+    await api.send(lab.session_id, "rm -rf ")  # typed, not entered
+    await api.read_until(lab.session_id, "rm -rf ")
+    result = await lab.run_async("echo safe")
+    assert (result.output, result.exit_status) == ("safe\n", 0)
+
+
+async def test_run_on_an_ended_session_raises_a_clear_error(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    await lab.stop_async()
+    with pytest.raises(LabEnded) as ended:
+        await lab.run_async("echo hi")
+    assert ended.value.code == "session_ended"
+    assert f"The session {lab.session_id} of lab 'shell' has ended (stopped" in str(ended.value)
+    assert "Lab('shell')" in str(ended.value)
+    with pytest.raises(LabEnded):
+        await lab.send_async("x")
+
+
+async def test_a_command_that_ends_the_session_says_so(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    with pytest.raises(LabEnded, match=r"has ended \(exited, exit code 3\)"):
+        await lab.run_async("exit 3")
+
+
+async def test_an_unknown_lab_lists_the_labs_there(client: LabClient) -> None:
+    with pytest.raises(LabError) as error:
+        await Lab.create_async("nope", client=client)
+    assert (error.value.status, error.value.code) == (404, "lab_not_found")
+    assert "There is no lab 'nope'" in error.value.message
+    assert "the labs there: greet, shell." in error.value.message
+
+
+async def test_a_lab_attaches_to_a_running_session(api: Any, client: LabClient) -> None:
+    sid, _ = await api.shell()
+    lab = await Lab.create_async(session_id=sid, client=client)
+    assert (lab.session_id, lab.lab_id) == (sid, "shell")
+    assert (await lab.run_async("echo attached")).output == "attached\n"
+    assert len((await api.ok("GET", "api", "labs", "sessions"))["sessions"]) == 1
+    with pytest.raises(LabError, match="There is no session 'no-such-session'"):
+        await Lab.create_async(session_id="no-such-session", client=client)
+
+
+# -- send, expect, check --------------------------------------------------------------
+
+
+async def test_expect_matches_output_new_since_the_last_expect_or_run(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    await lab.run_async("true")
+    # al''pha: the echo of the typed line does not hold the word, its output does.
+    await lab.send_async("echo al''pha; sleep 0.3; echo be''ta\r")
+    first = await lab.expect_async(r"(?m)^alpha$")
+    assert first.group() == "alpha"
+    assert (await lab.expect_async(r"beta\n")).group() == "beta\n"
+    with pytest.raises(LabTimeout, match="did not appear within 0.5 s"):
+        await lab.expect_async("alpha", timeout=0.5)
+    await lab.expect_async(r"lab-prompt\$ $")
+    assert (await lab.run_async("echo after expect")).output == "after expect\n"
+
+
+async def test_check_runs_the_labs_checks(client: LabClient, api: Any) -> None:
+    lab = await Lab.create_async("greet", client=client)
+    report = await lab.check_async()
+    assert isinstance(report, CheckReport) and not report.passed
+    assert [r["step"] for r in report.failed] == [1, 2] and report.current_step == 1
+    assert str(report) == "✗ 1 Write hello.txt: no hello in hello.txt yet\n✗ 2 Say goodbye"
+    await lab.run_async("echo hello > hello.txt", check=True)
+    report = await lab.check_async(1)
+    assert report.passed and report.current_step == 2
+    assert str(report) == "✓ 1 Write hello.txt"
+    # Step 2 began: the server typed its foreground into the terminal as the check
+    # answered. The next run waits for it, and its output is its own.
+    result = await lab.run_async("echo bye > bye.txt; cat bye.txt")
+    assert (result.output, result.exit_status) == ("bye\n", 0)
+    assert "step two ready" in clean(await raw_output(api, lab.session_id))
+    report = await lab.check_async()
+    assert report.passed and report.current_step is None
+    assert str(report) == "✓ 1 Write hello.txt\n✓ 2 Say goodbye"
+
+
+async def test_async_calls_leave_the_event_loop_free(client: LabClient) -> None:
+    lab = await Lab.create_async(client=client)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        # The server runs on this loop too: a blocking call here would never return.
+        result, report = await asyncio.gather(lab.run_async("sleep 1; echo slept"), lab.check_async())
+    finally:
+        ticker.cancel()
+    assert result.output == "slept\n" and report.results == []
+    assert ticks > 20
+
+
+async def test_blocking_calls_work_from_a_thread_and_a_lab_shows_its_terminal(client: LabClient) -> None:
+    lab = await asyncio.to_thread(Lab, client=client)
+    assert (await asyncio.to_thread(lab.run, "echo sync")).output == "sync\n"
+    bundle, _ = lab._repr_mimebundle_()
+    assert bundle[WIDGET_VIEW]["model_id"] == lab.terminal.model_id
+    assert lab.terminal.session_id == lab.session_id
+    assert bundle["text/plain"] == repr(lab) and lab.session_id in repr(lab)
+    with lab:  # a with-block stops the session at its end
+        pass
+    assert (await asyncio.to_thread(lambda: lab.status)) == "stopped"
+
+
+# -- the pieces -----------------------------------------------------------------------------
+
+
+def test_clean_removes_escape_sequences_and_line_end_carriage_returns() -> None:
+    assert clean("\x1b[?2004l\rhi\r\n\x1b]7701;x;0\x07\x1b[1;32mok\x1b(B\x1b[m\r\r\n") == "hi\nok\n"
+    assert clean("50%\r100%\r\n") == "50%\r100%\n"  # a redrawn line stays as subprocess shows it
+    assert clean("^C\x1b[?2004l\r\x1b[?2004h\x1b[?2004l\r\r\n") == "^C\n"
+    assert clean("a\x07\x00b\x1b") == "ab"
+
+
+def test_the_prompt_width_is_measured_where_the_cursor_is() -> None:
+    assert _cursor_column("old output\r\n\x1b[?2004hlab-prompt$ ") == 12
+    assert _cursor_column("x\r\nabc\rZ") == 1
+    assert _cursor_column("$ 日本") == 6
+    assert _cursor_column("done\r\n") == 0
+
+
+def test_control_characters_are_typed_quoted() -> None:
+    assert _keys("a\tb") == "a\x16\tb"
+    assert _keys("plain") == "plain"
+
+
+def test_a_run_result_reads_like_a_completed_process() -> None:
+    result = RunResult("false", "", 1)
+    assert (result.ok, result.returncode) == (False, 1)
+    assert repr(result) == "RunResult('false', exit_status=1, output='')"
+    with pytest.raises(CommandFailed, match=r"^'false' exited with status 1$"):
+        result.check_returncode()
