@@ -24,6 +24,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'labkernel' has no attribute {name!r}")
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext labkernel``: the ``%%lab`` cell magic."""
+    from .clients.magics import LabMagics
+
+    ipython.register_magics(LabMagics)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .server.app import LabKernelApp
 

@@ -1,8 +1,10 @@
 """``Lab``: scripting a lab session from Python (``run``, ``send``, ``expect``, ``check``,
-``stop``, the ``*_async`` twins), against the real server and real bash shells.
+``stop``, the ``*_async`` twins) and the ``%%lab`` cell magic, against the real server
+and real bash shells.
 
 The server runs on the test's event loop and ``Lab``'s calls block (urllib), so the
-tests use the ``*_async`` variants or a worker thread.
+tests use the ``*_async`` variants or a worker thread; the magic and the blocking
+calls inside a running loop are tested in a real kernel through nbclient.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from labkernel import CheckReport, CommandFailed, IncompleteCommand, Lab, LabBusy, LabEnded, LabTimeout
 from labkernel.client import LabClient, LabError
@@ -288,6 +293,78 @@ async def test_blocking_calls_work_from_a_thread_and_a_lab_shows_its_terminal(cl
     with lab:  # a with-block stops the session at its end
         pass
     assert (await asyncio.to_thread(lambda: lab.status)) == "stopped"
+
+
+# -- %%lab in a real kernel -------------------------------------------------------------
+
+
+def notebook(*cells: str) -> Any:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells])
+
+
+def stream(cell: Any) -> str:
+    return "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
+
+
+async def test_the_lab_magic_runs_a_cells_lines_and_stops_the_notebook_at_a_failure(
+        server_url: str, api: Any, tmp_path: Path) -> None:
+    nb = notebook(
+        "%load_ext labkernel",
+        """\
+        from labkernel import Lab
+        lab = Lab()  # blocking calls in the kernel's running loop
+        r = lab.run("echo sync-$((6*7))")
+        print(r.output, r.exit_status)""",
+        """\
+        r = await lab.run_async("echo async-ok")
+        print(r.output.strip())""",
+        """\
+        %%lab
+        echo one
+        # a comment, skipped
+        for i in 1 2
+        do echo n$i
+        done
+        cat <<EOF
+        heredoc line
+        EOF""",
+        "lab",
+        """\
+        %%lab
+        echo before the failure
+        ls /no/such/place
+        echo not-reached""",
+        "print('after')",
+    )
+    runner = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.raises(CellExecutionError) as failure:
+        await runner.async_execute()
+    assert failure.value.ename == "CommandFailed"
+    assert "'ls /no/such/place' exited with status 2" in failure.value.evalue
+    cells = nb.cells
+    assert stream(cells[1]) == "sync-42\n 0\n"
+    assert stream(cells[2]) == "async-ok\n"
+    assert stream(cells[3]) == "one\nn1\nn2\nheredoc line\n"
+    assert any(WIDGET_VIEW in out.get("data", {}) for out in cells[4].outputs)
+    assert "before the failure\n" in stream(cells[5])
+    error = next(out for out in cells[5].outputs if out.output_type == "error")
+    assert error.ename == "CommandFailed" and len(error.traceback) == 1  # no machinery frames
+    assert cells[6].outputs == []  # the run stopped at the failure
+    sessions = (await api.ok("GET", "api", "labs", "sessions"))["sessions"]
+    assert len(sessions) == 1
+    shown = clean(await raw_output(api, sessions[0]["sessionId"]))
+    assert "lab-prompt$ ls /no/such/place" in shown and "not-reached" not in shown
+
+
+async def test_the_lab_magic_without_a_lab_says_how_to_start_one(server_url: str, tmp_path: Path) -> None:
+    nb = notebook("%load_ext labkernel", "%%lab\necho hi")
+    runner = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    await runner.async_execute()
+    shown = stream(nb.cells[1]) + "".join(
+        "".join(out.get("traceback", [])) + out.get("evalue", "") for out in nb.cells[1].outputs)
+    assert "no lab was started in this kernel" in shown
+    assert 'lab = Lab("shell")' in shown and "%%lab <session id>" in shown
 
 
 # -- the pieces -----------------------------------------------------------------------------
