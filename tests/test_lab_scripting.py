@@ -10,7 +10,9 @@ calls inside a running loop are tested in a real kernel through nbclient.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from labkernel.client import LabClient, LabError
 from labkernel.clients.lab import RunResult, _cursor_column, _keys, clean
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+REPO = Path(__file__).resolve().parent.parent
 
 GREET = """\
 title = "Greeting"
@@ -48,11 +51,11 @@ check = "grep -qs bye bye.txt"
 
 @pytest.fixture
 def labkernel_config(tmp_path: Path) -> dict[str, Any]:
-    """A server whose lab path holds one lab with a check, ``greet``, besides ``shell``."""
+    """A server with a lab of our own, ``greet``, and the repository's (the README uses one)."""
     labs = tmp_path / "labs"
     (labs / "greet").mkdir(parents=True)
     (labs / "greet" / "lab.toml").write_text(GREET)
-    return {"lab_path": [str(labs)], "lab_scan_interval": 0}
+    return {"lab_path": [str(labs), str(REPO / "labs")], "lab_scan_interval": 0}
 
 
 @pytest.fixture
@@ -213,7 +216,8 @@ async def test_an_unknown_lab_lists_the_labs_there(client: LabClient) -> None:
         await Lab.create_async("nope", client=client)
     assert (error.value.status, error.value.code) == (404, "lab_not_found")
     assert "There is no lab 'nope'" in error.value.message
-    assert "the labs there: greet, shell." in error.value.message
+    listed = re.search(r"the labs there: (.*)\.$", error.value.message).group(1).split(", ")
+    assert {"greet", "shell", "files-and-folders"} <= set(listed) and listed == sorted(listed)
 
 
 async def test_a_lab_attaches_to_a_running_session(api: Any, client: LabClient) -> None:
@@ -365,6 +369,21 @@ async def test_the_lab_magic_without_a_lab_says_how_to_start_one(server_url: str
         "".join(out.get("traceback", [])) + out.get("evalue", "") for out in nb.cells[1].outputs)
     assert "no lab was started in this kernel" in shown
     assert 'lab = Lab("shell")' in shown and "%%lab <session id>" in shown
+
+
+# -- the README -----------------------------------------------------------------------------
+
+
+async def test_the_readme_lab_example_runs_as_written(server_url: str, jp_serverapp: Any) -> None:
+    match = re.search(r"<!-- readme-lab[^\n]*\n```python\n(.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert match, "no code block after <!-- readme-lab in the README"
+    # As in a kernel of the server: Lab() finds the server in its environment.
+    env = {**os.environ, "LABKERNEL_URL": server_url, "LABKERNEL_TOKEN": jp_serverapp.identity_provider.token}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", match.group(1), env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()
+    assert out.decode().splitlines() == ["inbox", "", "0 2", "", "✓ 1 Look around", "False"]
 
 
 # -- the pieces -----------------------------------------------------------------------------
