@@ -89,6 +89,57 @@ async def test_run_returns_the_output_and_status_and_the_terminal_shows_the_comm
     assert "__lk_" not in history.output and "echo $((6*7))" in history.output
 
 
+def screen(text: str, cols: int) -> list[str]:
+    """What a terminal ``cols`` wide shows after ``text``: a small model of xterm
+    (auto-wrap, CR, LF, BS, cursor up, erase in line and below; other sequences
+    ignored), with no scrolling region, all rows kept."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    for m in re.finditer(r"\x1b\[([0-9;?]*)([@-~])|\x1b\][^\x07]*\x07|\x1b[()].|\x1b.|.", text, re.S):
+        token, arg = m.group(), m.group(1) or ""
+        if m.group(2):
+            n = int(arg) if arg.isdigit() else 1
+            if m.group(2) == "A":
+                row, col = max(0, row - n), min(col, cols - 1)
+            elif m.group(2) == "J" and arg in ("", "0"):
+                rows[row] = rows[row][:col]
+                del rows[row + 1:]
+            elif m.group(2) == "K" and arg in ("", "0"):
+                rows[row] = rows[row][:col]
+        elif token == "\r":
+            col = 0
+        elif token == "\n":
+            row += 1
+        elif token == "\b":
+            col = max(0, min(col, cols - 1) - 1)
+        elif token >= " " and not token.startswith("\x1b"):
+            if col == cols:  # the pending wrap of a full row
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row] + [" "] * (col - len(rows[row]))
+            line[col:col + 1] = [token]
+            rows[row], col = line, col + 1
+        while len(rows) <= row:
+            rows.append([])
+    lines = ["".join(r).rstrip() for r in rows]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+@pytest.mark.parametrize("cols", [80, 37])
+async def test_the_setup_line_erases_itself_from_the_screen(api: Any, client: LabClient, cols: int) -> None:
+    sid, _ = await api.shell(cols=cols)
+    await api.command(sid, "echo before")
+    await api.read_until(sid, r"before\r\n.*\$ $")
+    lab = await Lab.create_async(session_id=sid, client=client)
+    assert (await lab.run_async("echo after")).output == "after\n"
+    await lab.expect_async(r"\$ $")
+    shown = screen(await raw_output(api, sid), cols)
+    assert shown == ["lab-prompt$ echo before", "before", "lab-prompt$ echo after", "after", "lab-prompt$"]
+
+
 async def test_a_non_zero_status_is_reported_and_check_raises(client: LabClient) -> None:
     lab = await Lab.create_async(client=client)
     result = await lab.run_async("ls /no/such/place")
@@ -349,13 +400,18 @@ async def test_the_lab_magic_runs_a_cells_lines_and_stops_the_notebook_at_a_fail
     assert stream(cells[1]) == "sync-42\n 0\n"
     assert stream(cells[2]) == "async-ok\n"
     assert stream(cells[3]) == "one\nn1\nn2\nheredoc line\n"
-    assert any(WIDGET_VIEW in out.get("data", {}) for out in cells[4].outputs)
+    view = next(out["data"] for out in cells[4].outputs if WIDGET_VIEW in out.get("data", {}))
     assert "before the failure\n" in stream(cells[5])
     error = next(out for out in cells[5].outputs if out.output_type == "error")
-    assert error.ename == "CommandFailed" and len(error.traceback) == 1  # no machinery frames
+    assert error.ename == "CommandFailed"  # one line, no frames of the magic's machinery:
+    assert error.traceback == ["\x1b[0;31mCommandFailed\x1b[0m: 'ls /no/such/place' exited with status 2"]
     assert cells[6].outputs == []  # the run stopped at the failure
     sessions = (await api.ok("GET", "api", "labs", "sessions"))["sessions"]
     assert len(sessions) == 1
+    # The Lab shows the Terminal widget of its own session.
+    model = runner.widget_state[view[WIDGET_VIEW]["model_id"]]  # as the kernel sent it
+    assert model["session_id"] == sessions[0]["sessionId"]
+    assert view["text/plain"].startswith("<Lab 'shell' session ")
     shown = clean(await raw_output(api, sessions[0]["sessionId"]))
     assert "lab-prompt$ ls /no/such/place" in shown and "not-reached" not in shown
 

@@ -67,7 +67,12 @@ command has its own output and status (``%%lab`` stops at the first that fails).
 
 Every marker in the output stream is read, also those of commands the learner
 types: after an ``s`` with no end yet, a program is running in the terminal, and
-``run`` raises ``LabBusy`` rather than type into it.
+``run`` waits for it to end, as a person at the keyboard would, never typing into
+it; still running at ``run``'s deadline, it raises ``LabBusy``. After ``send`` and
+``check`` (a passed step may have the server type the next step's foreground
+script), ``run`` first waits for 0.2 s of quiet, so that keys typed a moment ago
+have shown their ``s`` before it decides the terminal is free. What ``run`` cannot
+tell apart is a learner who presses Enter in the same instant as it types.
 
 Timeouts
 --------
@@ -78,7 +83,7 @@ cancelled), waits up to ``interrupt_timeout`` (5 s) for the prompt, and raises
 child on timeout: the caller has given up on the command, and a command left running
 (``read x``) would take the next ``run``'s line as its input. A program that ignores
 Ctrl-C (a full-screen editor) keeps the terminal: ``LabTimeout`` says so, and the
-next ``run`` raises ``LabBusy`` until it ends (``lab.send`` keys to it, or
+next ``run`` waits for it and raises ``LabBusy`` (``lab.send`` keys to it, or
 ``lab.stop()``). Interrupting the kernel during a ``run`` presses Ctrl-C too.
 """
 
@@ -729,8 +734,9 @@ class Lab:
 
         ``timeout`` seconds (None: no limit): then Ctrl-C is pressed in the terminal
         and ``LabTimeout`` raised, naming what the command printed. ``check=True``
-        raises ``CommandFailed`` for a non-zero status. Raises ``LabEnded`` if the
-        session has ended, ``LabBusy`` if a program is running in the terminal,
+        raises ``CommandFailed`` for a non-zero status. A program running in the
+        terminal (the learner's) is waited for within the same ``timeout``, then
+        ``LabBusy`` raised. Raises ``LabEnded`` if the session has ended,
         ``IncompleteCommand`` if the shell wants more lines after the last one.
         """
         results = list(self._commands(command, timeout))

@@ -28,8 +28,11 @@ NO_LAB = ("%%lab runs its lines in a lab, and no lab was started in this kernel.
 
 def _short(error: BaseException) -> BaseException:
     # IPython shows an exception's _render_traceback_ in place of the traceback: the
-    # frames of the magic's machinery say nothing to whoever wrote the cell.
-    error._render_traceback_ = lambda: [f"\x1b[0;31m{type(error).__name__}\x1b[0m: {error}"]  # type: ignore[attr-defined]
+    # frames of the magic's machinery say nothing to whoever wrote the cell. A failed
+    # command's output is in the cell already: the line says only which and how.
+    text = (f"{error.cmd!r} exited with status {error.returncode}" if isinstance(error, CommandFailed)
+            else str(error))
+    error._render_traceback_ = lambda: [f"\x1b[0;31m{type(error).__name__}\x1b[0m: {text}"]  # type: ignore[attr-defined]
     return error
 
 
