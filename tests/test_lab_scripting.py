@@ -416,6 +416,22 @@ async def test_the_lab_magic_runs_a_cells_lines_and_stops_the_notebook_at_a_fail
     assert "lab-prompt$ ls /no/such/place" in shown and "not-reached" not in shown
 
 
+async def test_interrupting_the_kernel_during_a_run_presses_ctrl_c_in_the_terminal(
+        server_url: str, tmp_path: Path) -> None:
+    nb = notebook(
+        "from labkernel import Lab\nlab = Lab()\nlab.run('true').ok",
+        "lab.run('sleep 60; echo too-late', timeout=None)",  # nbclient interrupts it
+        "print(lab.run('echo next').output)",
+    )
+    runner = NotebookClient(nb, timeout=4, interrupt_on_timeout=True, allow_errors=True,
+                            kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    await runner.async_execute()
+    error = next(out for out in nb.cells[1].outputs if out.output_type == "error")
+    assert error.ename == "KeyboardInterrupt"
+    # The sleep was interrupted too: the next command runs at once, alone.
+    assert stream(nb.cells[2]) == "next\n\n"
+
+
 async def test_the_lab_magic_without_a_lab_says_how_to_start_one(server_url: str, tmp_path: Path) -> None:
     nb = notebook("%load_ext labkernel", "%%lab\necho hi")
     runner = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
