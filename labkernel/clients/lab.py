@@ -7,8 +7,8 @@
     r = lab.run("ls -l")                # typed into that terminal, visible there as typed
     r.output, r.exit_status             # what it printed (no ANSI codes, "\\n" line ends), and $?
     lab.run("make", check=True)         # raises CommandFailed on a non-zero status
-    lab.send("q"); lab.expect(r"\\$ $") # raw keys, and a regex over the output since
-    lab.check()                         # the lab's checks, as the Check button runs them
+    lab.send("q"); lab.expect(r"\\$ $") # raw keys; a regex over the output new since the last expect/run
+    lab.check()                         # the lab's checks, as a Check button runs them
     lab.stop()
 
 Every call goes through ``LabClient`` (blocking HTTP, long polls); the ``*_async``
@@ -37,7 +37,7 @@ is what follows the line's echo.
 
 *Unfakeable*: the nonce is 64 random bits made per ``Lab``, and a marker counts only
 with its ESC and BEL bytes. The echo of the setup line shows the nonce, but after
-the four characters ``\\e]7`` (backslash, e), never after an ESC byte, and no
+the text ``\\e]7701;`` (a backslash and an ``e``), never after an ESC byte, and no
 command's output carries it unless the command reads the shell's variables on
 purpose. Markers from another ``Lab`` (another nonce) are ignored.
 
