@@ -183,7 +183,12 @@ class LabClient:
 
     def labs(self) -> List[dict]:
         """The lab catalog: a list of ``{"id", "title", "description", "steps"}``."""
-        return self._request("GET", "api/labs")["labs"]
+        return self.catalog()["labs"]
+
+    def catalog(self) -> dict:
+        """The whole catalog answer: ``{"labs": [...], "errors": [...]}``, where ``errors``
+        lists the definitions that could not be loaded (``path``, ``field``, ``reason``, ``labId``)."""
+        return self._request("GET", "api/labs")
 
     def start(self, lab_id: Optional[str] = None, *, rows: Optional[int] = None,
               cols: Optional[int] = None) -> dict:
@@ -240,14 +245,18 @@ class LabClient:
     # -- output ---------------------------------------------------------------------
 
     def read(self, session_id: str, offset: int = 0, *, wait: float = 0,
-             max: Optional[int] = None, encoding: str = "utf-8") -> dict:
+             max: Optional[int] = None, encoding: str = "utf-8", reader: Optional[str] = None) -> dict:
         """Output from ``offset``, long polling up to ``wait`` seconds if there is none yet.
 
         ``data`` is str for ``utf-8`` and bytes for ``base64``; ask next for ``nextOffset``.
+        ``reader`` is the poll's ``clientId``: flow control then follows this reader on
+        its own, apart from the client's other readers.
         """
         query = {"offset": offset, "wait": int(wait) if wait == int(wait) else wait, "encoding": encoding}
         if max is not None:
             query["max"] = max
+        if reader is not None:
+            query["clientId"] = reader
         out = self._request("GET", f"api/ws/output/{self._sid(session_id)}?{urlencode(query)}",
                             timeout=self.timeout + wait)  # the server holds the answer up to `wait`
         if encoding == "base64":

@@ -1,0 +1,831 @@
+"""``Lab``: a lab session scripted from Python, its commands typed into the learner's terminal.
+
+::
+
+    from labkernel import Lab
+    lab = Lab("files-and-folders")      # starts a session; `lab` in a cell shows its terminal
+    r = lab.run("ls -l")                # typed into that terminal, visible there as typed
+    r.output, r.exit_status             # what it printed (no ANSI codes, "\\n" line ends), and $?
+    lab.run("make", check=True)         # raises CommandFailed on a non-zero status
+    lab.send("q"); lab.expect(r"\\$ $") # raw keys; a regex over the output new since the last expect/run
+    lab.check()                         # the lab's checks, as a Check button runs them
+    lab.stop()
+
+Every call goes through ``LabClient`` (blocking HTTP, long polls); the ``*_async``
+variants run it in the event loop's default executor, so ``await lab.run_async(…)``
+in a notebook cell leaves the kernel's loop free. ``%%lab`` (``magics.py``) runs a
+cell's lines with the same machinery.
+
+How ``run`` finds the end of a command, and its exit status
+-----------------------------------------------------------
+As bash_kernel does: markers a command's own output cannot fake. The first ``run``
+of a ``Lab`` types one setup line into the terminal (bash 4.4 or later) that installs
+three markers, OSC sequences ``ESC ] 7701 ; <nonce> ; <what> BEL``:
+
+- ``<$?>`` from a function put first in ``PROMPT_COMMAND``: a command has ended,
+  with this exit status (the function returns that status again, so the learner's
+  own ``PROMPT_COMMAND`` and ``$?`` are unchanged);
+- ``s`` appended to ``PS0``, which bash prints once it has read a command and before
+  it runs it: the command's output starts here;
+- ``c`` appended to ``PS2`` (inside ``\\[ \\]``): bash wants more lines (an open
+  quote, ``for``, ``if``, a here-document).
+
+A command's output is exactly what lies between its ``s`` and its end marker: no
+echo of the typed line to strip, whatever readline draws for long or wrapped lines.
+A line bash cannot parse runs nothing and has no ``s``; its output (the syntax error)
+is what follows the line's echo.
+
+*Unfakeable*: the nonce is 64 random bits made per ``Lab``, and a marker counts only
+with its ESC and BEL bytes. The echo of the setup line shows the nonce, but after
+the text ``\\e]7701;`` (a backslash and an ``e``), never after an ESC byte, and no
+command's output carries it unless the command reads the shell's variables on
+purpose. Markers from another ``Lab`` (another nonce) are ignored.
+
+*Invisible*: xterm.js, like xterm, ignores OSC numbers it does not know, so the
+markers show nothing; every command the learner or ``run`` types appears exactly as
+typed. The one visible trace is the setup line, once per ``Lab``: it deletes itself
+from the shell's history (``history -d -1``, only when the last entry is itself) and
+erases its own echo from the screen (cursor up over the rows it took, sized from the
+prompt's width seen just before and the terminal's columns, then clear to the end),
+so the terminal looks as it did, with a fresh prompt.
+
+Why not the other ways: appending ``; printf …$?`` to each typed line shows in the
+learner's terminal and history on every command, and breaks commands: after a
+``# comment`` it is swallowed, after a trailing ``&`` it is a syntax error, after a
+here-document's first line it becomes part of the document. Changing ``PS1``
+(bash_kernel's way, where nobody watches the terminal) changes the prompt the
+learner sees.
+
+How lines are typed
+-------------------
+One line at a time, as keys: Ctrl-A Ctrl-K first (a line the learner half typed is
+cleared into readline's kill ring, where Ctrl-Y brings it back, rather than run with
+our text glued to it), control characters quoted with Ctrl-V (a Tab is a Tab, not a
+completion), then Enter. After a ``c`` marker the next line follows, so ``for`` loops
+and here-documents over several lines work as when typed by hand, and each complete
+command has its own output and status (``%%lab`` stops at the first that fails).
+
+Every marker in the output stream is read, also those of commands the learner
+types: after an ``s`` with no end yet, a program is running in the terminal, and
+``run`` waits for it to end, as a person at the keyboard would, never typing into
+it; still running at ``run``'s deadline, it raises ``LabBusy``. After ``send`` and
+``check`` (a passed step may have the server type the next step's foreground
+script), ``run`` first waits for 0.2 s of quiet, so that keys typed a moment ago
+have shown their ``s`` before it decides the terminal is free. What ``run`` cannot
+tell apart is a learner who presses Enter in the same instant as it types.
+
+Timeouts
+--------
+When a command has not ended within ``timeout``, ``run`` presses Ctrl-C in the
+terminal (the foreground program gets SIGINT, a half-typed multi-line command is
+cancelled), waits up to ``interrupt_timeout`` (5 s) for the prompt, and raises
+``LabTimeout`` with what the command printed. Ctrl-C, as ``subprocess.run`` kills its
+child on timeout: the caller has given up on the command, and a command left running
+(``read x``) would take the next ``run``'s line as its input. A program that ignores
+Ctrl-C (a full-screen editor) keeps the terminal: ``LabTimeout`` says so, and the
+next ``run`` waits for it and raises ``LabBusy`` (``lab.send`` keys to it, or
+``lab.stop()``). Interrupting the kernel during a ``run`` presses Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import functools
+import math
+import re
+import secrets
+import subprocess
+import threading
+import time
+import unicodedata
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Pattern, Tuple, TypeVar, Union
+
+from .client import LabClient, LabError
+
+__all__ = ["Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy", "LabEnded",
+           "IncompleteCommand", "current_lab"]
+
+_T = TypeVar("_T")
+
+_OSC = b"7701"
+_LIVE = ("starting", "running")
+_MAX_WAIT = 25.0         # the server's default long-poll cap; asking for more gains nothing
+_CLEAR_LINE = "\x01\x0b"  # Ctrl-A Ctrl-K: readline's line emptied (no bell when it is empty already)
+_CTRL_C = "\x03"
+_RECENT = 4096           # bytes of the stream kept to measure the prompt before the setup line
+_KEEP = 4 << 20          # unread output kept for expect(); older output is dropped
+_SETTLE = 0.2            # seconds of quiet that show keys typed a moment ago have been echoed
+
+# ANSI escape sequences: CSI, OSC (BEL or ST), DCS/SOS/PM/APC, and two- or three-byte ones.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)"
+                   r"|[PX^_][^\x1b]*\x1b\\|[ -/]*[0-~])")
+# Output as tokens: escape sequences, runs of \r, NUL or bell, other text, a stray ESC.
+_TOKENS = re.compile(_ANSI.pattern + r"|(\r+)|([\x00\x07])|[^\x1b\r\x00\x07]+|\x1b")
+# What follows a \r that ends its line: more escape sequences or \r, then \n.
+_LINE_END = re.compile(r"(?:" + _ANSI.pattern + r"|\r)*\n")
+
+
+def _clean_spans(text: str) -> Tuple[str, List[int], List[int]]:
+    """``clean(text)``, with where each kept piece starts: in the clean text and in ``text``."""
+    pieces: List[str] = []
+    clean_starts: List[int] = []
+    raw_starts: List[int] = []
+    length, line_start = 0, True
+    for m in _TOKENS.finditer(text):
+        piece = m.group()
+        if m.group(2) is not None or piece[0] == "\x1b":
+            continue
+        # A \r that ends a line, or comes where the cursor is at a line's start
+        # already, changes nothing on the screen; a \r that redraws a line stays.
+        if m.group(1) is not None and (line_start or _LINE_END.match(text, m.end())):
+            continue
+        clean_starts.append(length)
+        raw_starts.append(m.start())
+        pieces.append(piece)
+        length += len(piece)
+        line_start = piece.endswith("\n")
+    return "".join(pieces), clean_starts, raw_starts
+
+
+def clean(text: str) -> str:
+    """Terminal output as text: ANSI escape sequences removed, ``\r\n`` as ``\n``.
+
+    A ``\r`` that redraws a line (a progress bar) is kept, as ``subprocess`` keeps it.
+    """
+    return _clean_spans(text)[0]
+
+
+def _raw_end(clean_starts: List[int], raw_starts: List[int], end: int) -> int:
+    """The index in the raw text just after the clean text's ``end`` characters."""
+    if end == 0:
+        return 0
+    k = bisect.bisect_right(clean_starts, end - 1) - 1
+    return raw_starts[k] + (end - clean_starts[k])
+
+
+def _cut_escape(text: str) -> str:
+    """``text`` less an escape sequence cut off at its end (its rest is still to come)."""
+    i = text.rfind("\x1b", max(0, len(text) - 512))
+    return text[:i] if i >= 0 and not _ANSI.match(text, i) else text
+
+
+def _cursor_column(text: str) -> int:
+    """The column the cursor is left at by ``text`` (output since a line start), unwrapped."""
+    col = 0
+    for ch in clean(text).rsplit("\n", 1)[-1]:
+        if ch == "\r":
+            col = 0
+        elif ch == "\b":
+            col = max(0, col - 1)
+        elif ch == "\t":
+            col = (col // 8 + 1) * 8
+        elif ch >= " ":
+            col += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+    return col
+
+
+def _keys(line: str) -> str:
+    """The keys that type ``line`` at a readline prompt: control characters quoted (Ctrl-V)."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: "\x16" + m.group(), line)
+
+
+def has_command(text: str) -> bool:
+    """Whether ``text`` has a line that is neither blank nor a comment."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def _tail(text: str, lines: int = 12, chars: int = 800) -> str:
+    text = "\n".join(text.rstrip("\n").split("\n")[-lines:])
+    return text if len(text) <= chars else "…" + text[-chars:]
+
+
+class _Marker:
+    """One marker in the stream: ``kind`` s (started), c (more lines) or e (ended, ``status``)."""
+
+    __slots__ = ("kind", "status", "start", "end")
+
+    def __init__(self, kind: str, status: Optional[int], start: int, end: int):
+        self.kind, self.status, self.start, self.end = kind, status, start, end
+
+
+# -- results and errors -------------------------------------------------------------
+
+
+class RunResult:
+    """What ``Lab.run`` returns: ``output`` (cleaned text) and ``exit_status`` of ``command``."""
+
+    def __init__(self, command: str, output: str, exit_status: int):
+        self.command, self.output, self.exit_status = command, output, exit_status
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited 0."""
+        return self.exit_status == 0
+
+    @property
+    def returncode(self) -> int:
+        """``exit_status``, under ``subprocess.CompletedProcess``'s name."""
+        return self.exit_status
+
+    def check_returncode(self) -> "RunResult":
+        """Raise ``CommandFailed`` if the command exited non-zero; else return the result."""
+        if self.exit_status != 0:
+            raise CommandFailed(self.exit_status, self.command, self.output)
+        return self
+
+    def __str__(self) -> str:
+        return self.output
+
+    def __repr__(self) -> str:
+        output = self.output if len(self.output) <= 200 else self.output[:100] + "…" + self.output[-100:]
+        return f"RunResult({self.command!r}, exit_status={self.exit_status}, output={output!r})"
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A command exited non-zero (``run(check=True)``, ``check_returncode()``, ``%%lab``).
+
+    A ``subprocess.CalledProcessError``: ``returncode`` (also ``exit_status``), ``cmd``, ``output``.
+    """
+
+    def __init__(self, returncode: int, cmd: str, output: str):
+        super().__init__(returncode, cmd, output)
+
+    @property
+    def exit_status(self) -> int:
+        return self.returncode
+
+    def __str__(self) -> str:
+        text = f"{self.cmd!r} exited with status {self.returncode}"
+        return text + (":\n" + _tail(self.output) if self.output.strip() else "")
+
+
+class LabTimeout(TimeoutError):
+    """A command did not end, or a pattern did not appear, in time.
+
+    ``output`` is what the terminal showed meanwhile (cleaned); ``interrupted`` says
+    whether Ctrl-C brought the shell back to its prompt (``run`` only).
+    """
+
+    def __init__(self, message: str, *, output: str = "", command: Optional[str] = None,
+                 timeout: Optional[float] = None, interrupted: bool = False):
+        super().__init__(message)
+        self.output, self.command, self.timeout, self.interrupted = output, command, timeout, interrupted
+
+
+class LabBusy(RuntimeError):
+    """A program is running in the terminal: ``run`` does not type into it."""
+
+
+class LabEnded(LabError):
+    """The session has ended (or is gone): it takes no more commands."""
+
+
+class IncompleteCommand(ValueError):
+    """The shell still wanted more lines after the last one (an open quote, ``for``, here-document)."""
+
+
+class CheckReport:
+    """What ``Lab.check`` returns: the server's results, one per step checked.
+
+    ``results`` are the API's objects (``step``, ``title``, ``passed`` — None for a
+    step without a check —, ``message``, ``durationMs``, ``timedOut``); ``passed`` is
+    True when no check failed; ``answer`` is the whole answer.
+    """
+
+    def __init__(self, answer: Dict[str, Any]):
+        self.answer = answer
+        self.results: List[Dict[str, Any]] = answer.get("results", [])
+        self.current_step: Optional[int] = answer.get("currentStep")
+        self.steps: List[Dict[str, Any]] = answer.get("steps", [])
+
+    @property
+    def passed(self) -> bool:
+        return all(r.get("passed") is not False for r in self.results)
+
+    @property
+    def failed(self) -> List[Dict[str, Any]]:
+        return [r for r in self.results if r.get("passed") is False]
+
+    def __str__(self) -> str:
+        lines = []
+        for r in self.results:
+            mark = {True: "✓", False: "✗", None: "·"}[r.get("passed")]
+            message = (r.get("message") or "").strip().splitlines()
+            note = " (timed out)" if r.get("timedOut") else ""
+            lines.append(f"{mark} {r['step']} {r['title']}{note}" + (f": {message[0]}" if message and
+                                                                    r.get("passed") is False else ""))
+        return "\n".join(lines) or "(no steps)"
+
+    def __repr__(self) -> str:
+        return f"<CheckReport passed={self.passed} current_step={self.current_step}\n{self}>"
+
+
+# -- the lab ----------------------------------------------------------------------------
+
+
+_current: Optional["Lab"] = None
+
+
+def current_lab() -> Optional["Lab"]:
+    """The last ``Lab`` made in this process (what ``%%lab`` runs in), or None."""
+    return _current
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_client() -> LabClient:
+    try:
+        return LabClient()
+    except ValueError:
+        raise ValueError("Lab needs a labkernel server: use it in a notebook on a Jupyter server "
+                         "with labkernel enabled, or pass client=LabClient(url, token=…)") from None
+
+
+async def _in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    # LabClient blocks (urllib): the loop's default executor keeps the loop free.
+    # A cancelled await leaves the call running in its thread until its own timeout.
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
+
+
+class Lab:
+    """A session of a lab, to script from Python and to show in a notebook.
+
+    ``Lab("files-and-folders")`` starts a session of that lab (``Lab()``: the plain
+    ``shell`` lab); ``Lab(session_id="…")`` attaches to a running one. The server is
+    found as ``LabClient()`` finds it (a kernel of a labkernel server knows it), or
+    pass ``client=``. Displaying a ``Lab`` in a notebook shows, today, the session's
+    ``Terminal`` widget (``lab.terminal``); the lab panel (steps, hints, Check) will
+    take its place.
+
+    ``run`` types commands into that terminal and returns their output and exit
+    status; ``send`` writes raw keys; ``expect`` waits for a regex in the output;
+    ``check`` runs the lab's checks; ``stop`` ends the session. Each has an
+    ``*_async`` twin for a running event loop. See the module's docstring for how
+    ``run`` knows where a command ends.
+    """
+
+    #: Seconds ``run`` waits for the prompt after pressing Ctrl-C on a timeout.
+    interrupt_timeout = 5.0
+
+    def __init__(self, lab_id: Optional[str] = None, *, session_id: Optional[str] = None,
+                 client: Optional[LabClient] = None, rows: Optional[int] = None,
+                 cols: Optional[int] = None):
+        global _current
+        self.client = client or _kernel_client()
+        if session_id:
+            try:
+                session = self.client.get(session_id)
+            except LabError as e:
+                if e.code != "session_not_found":
+                    raise
+                raise LabError(404, "session_not_found",
+                               f"There is no session {session_id!r} on {self.client.url} (an ended "
+                               "session is forgotten after its retention); start one with "
+                               "Lab('<lab id>').") from None
+        else:
+            try:
+                session = self.client.start(lab_id, rows=rows, cols=cols)
+            except LabError as e:
+                if e.code != "lab_not_found":
+                    raise
+                raise LabError(404, "lab_not_found", self._no_such_lab(lab_id or "")) from None
+        self.session_id: str = session["sessionId"]
+        self.lab_id: str = session["labId"]
+        self.title: str = session.get("title", self.lab_id)
+        self._nonce = secrets.token_hex(8)
+        self._marker = re.compile(rb"\x1b\]" + _OSC + b";" + self._nonce.encode() + rb";(s|c|\d{1,3})\x07")
+        self._reader = f"lab-{self._nonce}"  # this Lab's own reader for the server's flow control
+        self._lock = threading.RLock()
+        # The output stream as read so far: bytes from _base on, read up to _pos;
+        # expect() looks from _cursor on. A new session is read from its start; an
+        # attached one from a little before its end (enough to see its prompt).
+        start = 0 if not session_id else max(0, int(session.get("outputOffset", 0)) - _RECENT)
+        self._pos = self._base = start
+        self._cursor = int(session.get("outputOffset", 0)) if session_id else 0
+        self._buf = bytearray()
+        self._pin: Optional[int] = None     # output a run in progress still needs
+        self._tail = b""                    # the stream's last bytes: a marker cut in two
+        self._recent = b""                  # the stream's last _RECENT bytes
+        self._state = "unknown"             # from our markers: idle, running, more
+        self._installed = False             # a marker of ours has been seen
+        self._settle = False                # something may have been typed: let it show first
+        self._status = session.get("status", "running")
+        self._terminal: Any = None
+        _current = self
+
+    def _no_such_lab(self, lab_id: str) -> str:
+        try:
+            catalog = self.client.catalog()
+        except LabError:
+            return f"There is no lab {lab_id!r} on {self.client.url}."
+        ids = ", ".join(sorted(lab["id"] for lab in catalog.get("labs", []))) or "none"
+        text = f"There is no lab {lab_id!r} on {self.client.url}; the labs there: {ids}."
+        for problem in catalog.get("errors", []):
+            if problem.get("labId") == lab_id:
+                text += (f" Its definition {problem.get('path')} could not be loaded: "
+                         f"{problem.get('field')}: {problem.get('reason')}.")
+        return text
+
+    # -- what it shows ---------------------------------------------------------------
+
+    @property
+    def terminal(self) -> Any:
+        """The session's ``Terminal`` widget (made on first use; one per Lab)."""
+        if self._terminal is None:
+            from .widget import Terminal  # ipywidgets only when something is displayed
+            self._terminal = Terminal(session_id=self.session_id, client=self.client)
+        return self._terminal
+
+    def _view(self) -> Any:
+        # The one place that says what a Lab shows: today the terminal; the lab
+        # panel (an anywidget with the steps and the terminal) replaces it.
+        return self.terminal
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        view = self._view()._repr_mimebundle_(**kwargs)  # anywidget: (data, metadata)
+        data, metadata = view if isinstance(view, tuple) else (view or {}, {})
+        return {**data, "text/plain": repr(self)}, metadata
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.lab_id!r} session {self.session_id!r} on {self.client.url}>"
+
+    @property
+    def session(self) -> Dict[str, Any]:
+        """The session object, as the server has it now (status, steps, …)."""
+        return self.client.get(self.session_id)
+
+    @property
+    def status(self) -> str:
+        """``starting``, ``running``, ``exited``, ``stopped``, ``expired`` or ``failed``."""
+        return self.session["status"]
+
+    # -- reading the stream ------------------------------------------------------------
+
+    def _fill(self, wait: float) -> Dict[str, Any]:
+        """Read once from ``_pos`` (long polling up to ``wait``), scanning for our markers."""
+        out = self._checked(lambda: self.client.read(self.session_id, self._pos, wait=wait,
+                                                     encoding="base64", reader=self._reader))
+        data: bytes = out["data"]
+        if out["offset"] != self._pos:  # what we had not read is gone: go on from there
+            self._buf = bytearray()
+            self._base = self._cursor = out["offset"]
+            self._tail = b""
+            if self._pin is not None:
+                self._pin = out["offset"]
+        chunk = self._tail + data
+        for m in self._marker.finditer(chunk):
+            if m.end() > len(self._tail):
+                self._state = {b"s": "running", b"c": "more"}.get(m.group(1), "idle")
+                self._installed = True
+        self._tail = chunk[-64:]
+        self._recent = (self._recent + data)[-_RECENT:]
+        self._buf += data
+        self._pos = out["nextOffset"]
+        self._status = out["status"]
+        if len(self._buf) > _KEEP:
+            self._drop(self._base + len(self._buf) - _KEEP)
+        return out
+
+    def _drop(self, upto: int) -> None:
+        """Forget the output before offset ``upto`` (never what a running ``run`` needs)."""
+        if self._pin is not None:
+            upto = min(upto, self._pin)
+        if upto > self._base:
+            del self._buf[:upto - self._base]
+            self._base = upto
+            self._cursor = max(self._cursor, upto)
+
+    def _consume(self, upto: int) -> None:
+        """Everything before ``upto`` has been seen: ``expect`` looks after it."""
+        self._cursor = max(self._cursor, upto)
+        self._drop(self._cursor)
+
+    def _catch_up(self) -> None:
+        """Read what the session has written so far, without waiting."""
+        for _ in range(64):  # a flood is not followed to its end: its state is known by then
+            if not self._fill(0)["data"]:
+                return
+
+    def _live(self) -> bool:
+        return self._status in _LIVE
+
+    def _text(self, start: int, end: Optional[int] = None) -> str:
+        end = self._base + len(self._buf) if end is None else end
+        return self._buf[max(0, start - self._base):end - self._base].decode("utf-8", "replace")
+
+    def _find(self, start: int, kinds: str) -> Optional[_Marker]:
+        for m in self._marker.finditer(self._buf, max(0, start - self._base)):
+            kind = m.group(1).decode()
+            kind = kind if kind in ("s", "c") else "e"
+            if kind in kinds:
+                status = int(m.group(1)) if kind == "e" else None
+                return _Marker(kind, status, self._base + m.start(), self._base + m.end())
+        return None
+
+    def _wait_marker(self, start: int, kinds: str, deadline: Optional[float]) -> Optional[_Marker]:
+        """The first marker of ``kinds`` at or after offset ``start``; None at the deadline.
+
+        Raises ``LabEnded`` when the session ends first.
+        """
+        while True:
+            found = self._find(start, kinds)
+            if found is not None:
+                return found
+            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            out = self._fill(min(_MAX_WAIT, round(remaining, 3)))
+            if not out["data"] and not self._live():
+                raise self._ended_error(f"\nIt showed: {_tail(clean(self._text(start)))}"
+                                        if clean(self._text(start)).strip() else "")
+
+    def _ended_error(self, more: str = "") -> LabEnded:
+        try:
+            session = self.client.get(self.session_id)
+            how = session["status"] + (f", exit code {session['exitCode']}"
+                                       if session.get("exitCode") is not None else "")
+        except LabError:
+            how = "gone"
+        return LabEnded(409, "session_ended",
+                        f"The session {self.session_id} of lab {self.lab_id!r} has ended ({how}): it "
+                        f"takes no more commands. Start a new one: Lab({self.lab_id!r}).{more}")
+
+    def _checked(self, call: Callable[[], _T]) -> _T:
+        """``call()``, with the server's "ended" and "gone" answers as ``LabEnded``."""
+        try:
+            return call()
+        except LabError as e:
+            if e.code in ("session_ended", "session_not_found"):
+                raise self._ended_error() from None
+            raise
+
+    # -- typing ---------------------------------------------------------------------------
+
+    def _type(self, line: str) -> int:
+        """Type ``line`` and Enter at the prompt; returns the output offset at that moment."""
+        answer = self._checked(lambda: self.client.send(self.session_id, _CLEAR_LINE + _keys(line) + "\r"))
+        return int(answer["offset"])
+
+    def _setup_line(self, prompt_col: Optional[int], cols: int) -> str:
+        f, mark = f"__lk_{self._nonce}", f"\\e]7701;{self._nonce};"
+        line = (f"{f}(){{ local s=$?; printf '{mark}%s\\a' $s; return $s; }}; "
+                f"PROMPT_COMMAND=\"{f};$PROMPT_COMMAND\"; PS0+='{mark}s\\a'; PS2+='\\[{mark}c\\a\\]'; "
+                f"[[ $(history 1) == *{f}* ]] && history -d -1")
+        if not prompt_col or cols < 1:
+            return line  # no prompt seen yet: nothing measured, nothing erased
+        rows = 1
+        for _ in range(3):  # the row count is part of the line it counts
+            erase = f"; printf '\\e[{rows}A\\r\\e[J'"
+            rows = max(1, math.ceil((prompt_col + len(line) + len(erase)) / cols))
+        return line + f"; printf '\\e[{rows}A\\r\\e[J'"
+
+    def _install(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        """Type the setup line that installs this Lab's markers (see the module docstring)."""
+        while self._pos == 0 and self._live():  # no prompt yet: typing would be held anyway
+            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._fill(min(_MAX_WAIT, round(remaining, 3)))
+        self._catch_up()
+        if not self._live():
+            raise self._ended_error()
+        try:
+            cols = int(self.client.get(self.session_id).get("cols") or 0)
+        except LabError:
+            cols = 0
+        recent = self._recent.decode("utf-8", "replace")
+        offset = self._type(self._setup_line(_cursor_column(recent) if recent else None, cols))
+        marker = self._wait_marker(offset, "e", deadline)
+        if marker is None:
+            raise LabTimeout(
+                f"The terminal did not take labkernel's setup line within {timeout} s: Lab.run needs "
+                "bash (4.4 or later) at its prompt, not a program running there. It showed: "
+                f"{_tail(clean(self._text(offset)))!r}", output=clean(self._text(offset)), timeout=timeout)
+        self._consume(marker.end)
+
+    def _ready(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        """Markers installed, shell at its prompt: else LabEnded, LabTimeout or LabBusy.
+
+        A program running in the terminal is waited for, up to the deadline.
+        """
+        self._catch_up()
+        if self._settle:
+            # Keys typed just before (by send, or a step's foreground typed by the
+            # server as a check passed) may not have reached the output yet.
+            self._settle = False
+            self._quiet(_SETTLE, deadline)
+        if not self._live():
+            raise self._ended_error()
+        if not self._installed:
+            self._install(deadline, timeout)
+        while self._state == "running":
+            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+            if remaining <= 0 or not self._live():
+                break
+            self._fill(min(_MAX_WAIT, round(remaining, 3)))
+        if not self._live():
+            raise self._ended_error()
+        if self._state in ("running", "more"):
+            what = (f"a program has been running in it for the last {timeout:g} s"
+                    if self._state == "running" else "a command typed there waits for more lines")
+            raise LabBusy(f"The terminal of session {self.session_id} is busy: {what}. Wait for it, "
+                          "or press Ctrl-C there (lab.send('\\x03')).")
+
+    def _quiet(self, seconds: float, deadline: Optional[float]) -> None:
+        """Read until the output has been still for ``seconds`` (or the deadline)."""
+        while self._live() and (deadline is None or time.monotonic() < deadline):
+            if not self._fill(seconds)["data"]:
+                return
+
+    def _output(self, start: int, end: _Marker, lines: int) -> str:
+        """The output of the command typed from ``start`` whose end marker is ``end``."""
+        began = self._find(start, "s")
+        if began is not None and began.start < end.start:
+            return clean(self._text(began.end, end.start))
+        # Nothing ran (a syntax error, a cancelled line): what followed the echo.
+        text = clean(self._text(start, end.start))
+        return "\n".join(text.split("\n")[lines:]) if text.count("\n") >= lines else ""
+
+    def _interrupt(self, start: int) -> bool:
+        """Ctrl-C in the terminal; whether the shell got back to its prompt."""
+        self._checked(lambda: self.client.send(self.session_id, _CTRL_C))
+        try:
+            marker = self._wait_marker(start, "e", time.monotonic() + self.interrupt_timeout)
+        except LabEnded:
+            return False
+        if marker is None:
+            return False
+        self._consume(marker.end)
+        return True
+
+    def _commands(self, text: str, timeout: Optional[float] = 30, *,
+                  each: bool = False) -> Iterator[RunResult]:
+        """Type the lines of ``text``, yielding a result per complete command.
+
+        ``timeout`` is for all of them, or for each one if ``each``. Blank and
+        comment lines between commands are skipped (inside a here-document, kept).
+        """
+        lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")
+        if not has_command(text):
+            raise ValueError(f"No command to run in {text!r}.")
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                self._ready(deadline, timeout)
+                typed: List[str] = []
+                start = 0
+                for line in lines:
+                    if not typed and (not line.strip() or line.lstrip().startswith("#")):
+                        continue
+                    offset = self._type(line)
+                    if not typed:
+                        start = self._pin = offset
+                    typed.append(line)
+                    marker = self._wait_marker(offset, "ce", deadline)
+                    if marker is None:
+                        self._timed_out("\n".join(typed), start, timeout)
+                    if marker.kind == "c":
+                        continue
+                    result = RunResult("\n".join(typed), self._output(start, marker, len(typed)),
+                                       marker.status or 0)
+                    self._pin = None
+                    self._consume(marker.end)
+                    typed = []
+                    yield result
+                    if each and timeout is not None:
+                        deadline = time.monotonic() + timeout
+                if typed:
+                    back = self._interrupt(start)
+                    raise IncompleteCommand(
+                        f"The shell still wanted more lines after {typed[-1]!r} (an open quote, a "
+                        "for/if/while without its end, or a here-document without its last line); "
+                        + ("it was cancelled with Ctrl-C." if back else "Ctrl-C did not cancel it."))
+            except KeyboardInterrupt:
+                # The kernel was interrupted: so is the command (as in a terminal).
+                with contextlib.suppress(Exception):
+                    self.client.send(self.session_id, _CTRL_C)
+                raise
+            finally:
+                self._pin = None
+
+    def _timed_out(self, command: str, start: int, timeout: Optional[float]) -> NoReturn:
+        began = self._find(start, "s")
+        seen = clean(self._text(began.end if began else start))
+        back = self._interrupt(start)
+        after = ("Ctrl-C brought the shell back to its prompt." if back else
+                 f"It did not stop on Ctrl-C within {self.interrupt_timeout:g} s: the terminal is still "
+                 "busy; send keys to it (lab.send) or stop the session (lab.stop()).")
+        shown = _tail(seen)
+        raise LabTimeout(f"{command!r} did not end within {timeout:g} s; it showed "
+                         + (f"(last lines):\n{shown}\n" if shown.strip() else "nothing. ") + after,
+                         output=seen, command=command, timeout=timeout, interrupted=back)
+
+    # -- the scripting API ---------------------------------------------------------------------
+
+    def run(self, command: str, timeout: Optional[float] = 30, *, check: bool = False) -> RunResult:
+        """Type ``command`` into the terminal and wait for it; return its output and exit status.
+
+        The learner sees the command typed and its output, as if typed by hand.
+        ``output`` is what it printed, ANSI codes removed and ``\\r\\n`` as ``\\n``,
+        without the echoed command line. Several lines are typed one by one (a
+        ``for`` loop or here-document over lines works as typed by hand): the
+        output is all of theirs, the status the last command's.
+
+        ``timeout`` seconds (None: no limit): then Ctrl-C is pressed in the terminal
+        and ``LabTimeout`` raised, naming what the command printed. ``check=True``
+        raises ``CommandFailed`` for a non-zero status. A program running in the
+        terminal (the learner's) is waited for within the same ``timeout``, then
+        ``LabBusy`` raised. Raises ``LabEnded`` if the session has ended,
+        ``IncompleteCommand`` if the shell wants more lines after the last one.
+        """
+        results = list(self._commands(command, timeout))
+        result = results[0] if len(results) == 1 else RunResult(
+            command, "".join(r.output for r in results), results[-1].exit_status)
+        return result.check_returncode() if check else result
+
+    def send(self, keys: str) -> None:
+        """Write ``keys`` to the terminal as typed: ``"y\\n"``, ``"\\x03"`` (Ctrl-C), ``"\\x1b[A"``."""
+        self._checked(lambda: self.client.send(self.session_id, keys))
+        self._settle = True
+
+    def expect(self, pattern: Union[str, Pattern[str]], timeout: Optional[float] = 30) -> "re.Match[str]":
+        """Wait until ``pattern`` (a regex) matches the output new since the last ``expect`` or ``run``.
+
+        The output is cleaned as ``run``'s is (no ANSI codes, ``\\n`` line ends);
+        returns the match (``match.string`` is that output), and the next
+        ``expect`` looks after it. A regex is tried as output arrives: end it with
+        something unambiguous (``\\n``, a prompt). Raises ``LabTimeout`` naming what
+        came, or ``LabEnded`` if the session ends first.
+        """
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._catch_up()
+            while True:
+                raw = self._buf[self._cursor - self._base:].decode("utf-8", "surrogateescape")
+                text, clean_starts, raw_starts = _clean_spans(_cut_escape(raw) if self._live() else raw)
+                match = regex.search(text)
+                if match is not None:
+                    end = _raw_end(clean_starts, raw_starts, match.end())
+                    self._consume(self._cursor + len(raw[:end].encode("utf-8", "surrogateescape")))
+                    return match
+                if not self._live():
+                    raise self._ended_error(f"\nBefore {regex.pattern!r} appeared it showed: {_tail(text)}")
+                remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LabTimeout(f"{regex.pattern!r} did not appear within {timeout:g} s; the new "
+                                     f"output was:\n{_tail(text)}" if text.strip() else
+                                     f"{regex.pattern!r} did not appear within {timeout:g} s; "
+                                     "there was no new output.", output=text, timeout=timeout)
+                self._fill(min(_MAX_WAIT, round(remaining, 3)))
+
+    def check(self, step: Optional[int] = None) -> CheckReport:
+        """Run the lab's checks (of one step, counted from 1, or all); see ``CheckReport``.
+
+        A step that passes may have the server type the next step's foreground
+        script into the terminal: the next ``run`` lets it show, and waits for it.
+        """
+        report = CheckReport(self._checked(lambda: self.client.check(self.session_id, step)))
+        self._settle = True
+        return report
+
+    def stop(self) -> Dict[str, Any]:
+        """Stop the session and every process it started; returns the session, now ended."""
+        return self.client.stop(self.session_id)
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(LabError):
+            self.stop()
+
+    # -- the same, awaitable ------------------------------------------------------------------
+
+    @classmethod
+    async def create_async(cls, lab_id: Optional[str] = None, **kwargs: Any) -> "Lab":
+        """``Lab(lab_id, **kwargs)`` without blocking the running event loop."""
+        return await _in_thread(cls, lab_id, **kwargs)
+
+    async def run_async(self, command: str, timeout: Optional[float] = 30, *,
+                        check: bool = False) -> RunResult:
+        """``run``, awaitable: the event loop stays free while the command runs."""
+        return await _in_thread(self.run, command, timeout, check=check)
+
+    async def send_async(self, keys: str) -> None:
+        """``send``, awaitable."""
+        return await _in_thread(self.send, keys)
+
+    async def expect_async(self, pattern: Union[str, Pattern[str]],
+                           timeout: Optional[float] = 30) -> "re.Match[str]":
+        """``expect``, awaitable."""
+        return await _in_thread(self.expect, pattern, timeout)
+
+    async def check_async(self, step: Optional[int] = None) -> CheckReport:
+        """``check``, awaitable."""
+        return await _in_thread(self.check, step)
+
+    async def stop_async(self) -> Dict[str, Any]:
+        """``stop``, awaitable."""
+        return await _in_thread(self.stop)
