@@ -25,7 +25,8 @@ from nbclient.exceptions import CellExecutionError
 
 from labkernel import CheckReport, CommandFailed, IncompleteCommand, Lab, LabBusy, LabEnded, LabTimeout
 from labkernel.client import LabClient, LabError
-from labkernel.clients.lab import RunResult, _cursor_column, _keys, clean
+from labkernel.clients.results import RunResult
+from labkernel.clients.screen import clean, cursor_column, keys_for
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 REPO = Path(__file__).resolve().parent.parent
@@ -469,15 +470,15 @@ def test_clean_removes_escape_sequences_and_line_end_carriage_returns() -> None:
 
 
 def test_the_prompt_width_is_measured_where_the_cursor_is() -> None:
-    assert _cursor_column("old output\r\n\x1b[?2004hlab-prompt$ ") == 12
-    assert _cursor_column("x\r\nabc\rZ") == 1
-    assert _cursor_column("$ 日本") == 6
-    assert _cursor_column("done\r\n") == 0
+    assert cursor_column("old output\r\n\x1b[?2004hlab-prompt$ ") == 12
+    assert cursor_column("x\r\nabc\rZ") == 1
+    assert cursor_column("$ 日本") == 6
+    assert cursor_column("done\r\n") == 0
 
 
 def test_control_characters_are_typed_quoted() -> None:
-    assert _keys("a\tb") == "a\x16\tb"
-    assert _keys("plain") == "plain"
+    assert keys_for("a\tb") == "a\x16\tb"
+    assert keys_for("plain") == "plain"
 
 
 def test_a_run_result_reads_like_a_completed_process() -> None:

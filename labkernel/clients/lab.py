@@ -16,63 +16,7 @@ variants run it in the event loop's default executor, so ``await lab.run_async(�
 in a notebook cell leaves the kernel's loop free. ``%%lab`` (``magics.py``) runs a
 cell's lines with the same machinery.
 
-How ``run`` finds the end of a command, and its exit status
------------------------------------------------------------
-As bash_kernel does: markers a command's own output cannot fake. The first ``run``
-of a ``Lab`` types one setup line into the terminal (bash 4.4 or later) that installs
-three markers, OSC sequences ``ESC ] 7701 ; <nonce> ; <what> BEL``:
-
-- ``<$?>`` from a function put first in ``PROMPT_COMMAND``: a command has ended,
-  with this exit status (the function returns that status again, so the learner's
-  own ``PROMPT_COMMAND`` and ``$?`` are unchanged);
-- ``s`` appended to ``PS0``, which bash prints once it has read a command and before
-  it runs it: the command's output starts here;
-- ``c`` appended to ``PS2`` (inside ``\\[ \\]``): bash wants more lines (an open
-  quote, ``for``, ``if``, a here-document).
-
-A command's output is exactly what lies between its ``s`` and its end marker: no
-echo of the typed line to strip, whatever readline draws for long or wrapped lines.
-A line bash cannot parse runs nothing and has no ``s``; its output (the syntax error)
-is what follows the line's echo.
-
-*Unfakeable*: the nonce is 64 random bits made per ``Lab``, and a marker counts only
-with its ESC and BEL bytes. The echo of the setup line shows the nonce, but after
-the text ``\\e]7701;`` (a backslash and an ``e``), never after an ESC byte, and no
-command's output carries it unless the command reads the shell's variables on
-purpose. Markers from another ``Lab`` (another nonce) are ignored.
-
-*Invisible*: xterm.js, like xterm, ignores OSC numbers it does not know, so the
-markers show nothing; every command the learner or ``run`` types appears exactly as
-typed. The one visible trace is the setup line, once per ``Lab``: it deletes itself
-from the shell's history (``history -d -1``, only when the last entry is itself) and
-erases its own echo from the screen (cursor up over the rows it took, sized from the
-prompt's width seen just before and the terminal's columns, then clear to the end),
-so the terminal looks as it did, with a fresh prompt.
-
-Why not the other ways: appending ``; printf …$?`` to each typed line shows in the
-learner's terminal and history on every command, and breaks commands: after a
-``# comment`` it is swallowed, after a trailing ``&`` it is a syntax error, after a
-here-document's first line it becomes part of the document. Changing ``PS1``
-(bash_kernel's way, where nobody watches the terminal) changes the prompt the
-learner sees.
-
-How lines are typed
--------------------
-One line at a time, as keys: Ctrl-A Ctrl-K first (a line the learner half typed is
-cleared into readline's kill ring, where Ctrl-Y brings it back, rather than run with
-our text glued to it), control characters quoted with Ctrl-V (a Tab is a Tab, not a
-completion), then Enter. After a ``c`` marker the next line follows, so ``for`` loops
-and here-documents over several lines work as when typed by hand, and each complete
-command has its own output and status (``%%lab`` stops at the first that fails).
-
-Every marker in the output stream is read, also those of commands the learner
-types: after an ``s`` with no end yet, a program is running in the terminal, and
-``run`` waits for it to end, as a person at the keyboard would, never typing into
-it; still running at ``run``'s deadline, it raises ``LabBusy``. After ``send`` and
-``check`` (a passed step may have the server type the next step's foreground
-script), ``run`` first waits for 0.2 s of quiet, so that keys typed a moment ago
-have shown their ``s`` before it decides the terminal is free. What ``run`` cannot
-tell apart is a learner who presses Enter in the same instant as it types.
+How ``run`` finds the end of a command and types its lines: see ``screen``.
 
 Timeouts
 --------
@@ -90,26 +34,24 @@ next ``run`` waits for it and raises ``LabBusy`` (``lab.send`` keys to it, or
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import functools
-import math
 import re
 import secrets
-import subprocess
 import threading
 import time
-import unicodedata
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Pattern, Tuple, TypeVar, Union
 
 from .client import LabClient, LabError
+from .results import CheckReport, CommandFailed, IncompleteCommand, LabBusy, LabEnded, LabTimeout, RunResult
+from .screen import (OSC, Marker, clean, clean_spans, cursor_column, cut_escape, has_command, keys_for, raw_end,
+                     setup_line, tail)
 
 __all__ = ["Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy", "LabEnded",
            "IncompleteCommand", "current_lab"]
 
 _T = TypeVar("_T")
 
-_OSC = b"7701"
 _LIVE = ("starting", "running")
 _MAX_WAIT = 25.0         # the server's default long-poll cap; asking for more gains nothing
 _CLEAR_LINE = "\x01\x0b"  # Ctrl-A Ctrl-K: readline's line emptied (no bell when it is empty already)
@@ -117,209 +59,6 @@ _CTRL_C = "\x03"
 _RECENT = 4096           # bytes of the stream kept to measure the prompt before the setup line
 _KEEP = 4 << 20          # unread output kept for expect(); older output is dropped
 _SETTLE = 0.2            # seconds of quiet that show keys typed a moment ago have been echoed
-
-# ANSI escape sequences: CSI, OSC (BEL or ST), DCS/SOS/PM/APC, and two- or three-byte ones.
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)"
-                   r"|[PX^_][^\x1b]*\x1b\\|[ -/]*[0-~])")
-# Output as tokens: escape sequences, runs of \r, NUL or bell, other text, a stray ESC.
-_TOKENS = re.compile(_ANSI.pattern + r"|(\r+)|([\x00\x07])|[^\x1b\r\x00\x07]+|\x1b")
-# What follows a \r that ends its line: more escape sequences or \r, then \n.
-_LINE_END = re.compile(r"(?:" + _ANSI.pattern + r"|\r)*\n")
-
-
-def _clean_spans(text: str) -> Tuple[str, List[int], List[int]]:
-    """``clean(text)``, with where each kept piece starts: in the clean text and in ``text``."""
-    pieces: List[str] = []
-    clean_starts: List[int] = []
-    raw_starts: List[int] = []
-    length, line_start = 0, True
-    for m in _TOKENS.finditer(text):
-        piece = m.group()
-        if m.group(2) is not None or piece[0] == "\x1b":
-            continue
-        # A \r that ends a line, or comes where the cursor is at a line's start
-        # already, changes nothing on the screen; a \r that redraws a line stays.
-        if m.group(1) is not None and (line_start or _LINE_END.match(text, m.end())):
-            continue
-        clean_starts.append(length)
-        raw_starts.append(m.start())
-        pieces.append(piece)
-        length += len(piece)
-        line_start = piece.endswith("\n")
-    return "".join(pieces), clean_starts, raw_starts
-
-
-def clean(text: str) -> str:
-    """Terminal output as text: ANSI escape sequences removed, ``\r\n`` as ``\n``.
-
-    A ``\r`` that redraws a line (a progress bar) is kept, as ``subprocess`` keeps it.
-    """
-    return _clean_spans(text)[0]
-
-
-def _raw_end(clean_starts: List[int], raw_starts: List[int], end: int) -> int:
-    """The index in the raw text just after the clean text's ``end`` characters."""
-    if end == 0:
-        return 0
-    k = bisect.bisect_right(clean_starts, end - 1) - 1
-    return raw_starts[k] + (end - clean_starts[k])
-
-
-def _cut_escape(text: str) -> str:
-    """``text`` less an escape sequence cut off at its end (its rest is still to come)."""
-    i = text.rfind("\x1b", max(0, len(text) - 512))
-    return text[:i] if i >= 0 and not _ANSI.match(text, i) else text
-
-
-def _cursor_column(text: str) -> int:
-    """The column the cursor is left at by ``text`` (output since a line start), unwrapped."""
-    col = 0
-    for ch in clean(text).rsplit("\n", 1)[-1]:
-        if ch == "\r":
-            col = 0
-        elif ch == "\b":
-            col = max(0, col - 1)
-        elif ch == "\t":
-            col = (col // 8 + 1) * 8
-        elif ch >= " ":
-            col += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-    return col
-
-
-def _keys(line: str) -> str:
-    """The keys that type ``line`` at a readline prompt: control characters quoted (Ctrl-V)."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: "\x16" + m.group(), line)
-
-
-def has_command(text: str) -> bool:
-    """Whether ``text`` has a line that is neither blank nor a comment."""
-    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
-
-
-def _tail(text: str, lines: int = 12, chars: int = 800) -> str:
-    text = "\n".join(text.rstrip("\n").split("\n")[-lines:])
-    return text if len(text) <= chars else "…" + text[-chars:]
-
-
-class _Marker:
-    """One marker in the stream: ``kind`` s (started), c (more lines) or e (ended, ``status``)."""
-
-    __slots__ = ("kind", "status", "start", "end")
-
-    def __init__(self, kind: str, status: Optional[int], start: int, end: int):
-        self.kind, self.status, self.start, self.end = kind, status, start, end
-
-
-# -- results and errors -------------------------------------------------------------
-
-
-class RunResult:
-    """What ``Lab.run`` returns: ``output`` (cleaned text) and ``exit_status`` of ``command``."""
-
-    def __init__(self, command: str, output: str, exit_status: int):
-        self.command, self.output, self.exit_status = command, output, exit_status
-
-    @property
-    def ok(self) -> bool:
-        """Whether the command exited 0."""
-        return self.exit_status == 0
-
-    @property
-    def returncode(self) -> int:
-        """``exit_status``, under ``subprocess.CompletedProcess``'s name."""
-        return self.exit_status
-
-    def check_returncode(self) -> "RunResult":
-        """Raise ``CommandFailed`` if the command exited non-zero; else return the result."""
-        if self.exit_status != 0:
-            raise CommandFailed(self.exit_status, self.command, self.output)
-        return self
-
-    def __str__(self) -> str:
-        return self.output
-
-    def __repr__(self) -> str:
-        output = self.output if len(self.output) <= 200 else self.output[:100] + "…" + self.output[-100:]
-        return f"RunResult({self.command!r}, exit_status={self.exit_status}, output={output!r})"
-
-
-class CommandFailed(subprocess.CalledProcessError):
-    """A command exited non-zero (``run(check=True)``, ``check_returncode()``, ``%%lab``).
-
-    A ``subprocess.CalledProcessError``: ``returncode`` (also ``exit_status``), ``cmd``, ``output``.
-    """
-
-    def __init__(self, returncode: int, cmd: str, output: str):
-        super().__init__(returncode, cmd, output)
-
-    @property
-    def exit_status(self) -> int:
-        return self.returncode
-
-    def __str__(self) -> str:
-        text = f"{self.cmd!r} exited with status {self.returncode}"
-        return text + (":\n" + _tail(self.output) if self.output.strip() else "")
-
-
-class LabTimeout(TimeoutError):
-    """A command did not end, or a pattern did not appear, in time.
-
-    ``output`` is what the terminal showed meanwhile (cleaned); ``interrupted`` says
-    whether Ctrl-C brought the shell back to its prompt (``run`` only).
-    """
-
-    def __init__(self, message: str, *, output: str = "", command: Optional[str] = None,
-                 timeout: Optional[float] = None, interrupted: bool = False):
-        super().__init__(message)
-        self.output, self.command, self.timeout, self.interrupted = output, command, timeout, interrupted
-
-
-class LabBusy(RuntimeError):
-    """A program is running in the terminal: ``run`` does not type into it."""
-
-
-class LabEnded(LabError):
-    """The session has ended (or is gone): it takes no more commands."""
-
-
-class IncompleteCommand(ValueError):
-    """The shell still wanted more lines after the last one (an open quote, ``for``, here-document)."""
-
-
-class CheckReport:
-    """What ``Lab.check`` returns: the server's results, one per step checked.
-
-    ``results`` are the API's objects (``step``, ``title``, ``passed`` — None for a
-    step without a check —, ``message``, ``durationMs``, ``timedOut``); ``passed`` is
-    True when no check failed; ``answer`` is the whole answer.
-    """
-
-    def __init__(self, answer: Dict[str, Any]):
-        self.answer = answer
-        self.results: List[Dict[str, Any]] = answer.get("results", [])
-        self.current_step: Optional[int] = answer.get("currentStep")
-        self.steps: List[Dict[str, Any]] = answer.get("steps", [])
-
-    @property
-    def passed(self) -> bool:
-        return all(r.get("passed") is not False for r in self.results)
-
-    @property
-    def failed(self) -> List[Dict[str, Any]]:
-        return [r for r in self.results if r.get("passed") is False]
-
-    def __str__(self) -> str:
-        lines = []
-        for r in self.results:
-            mark = {True: "✓", False: "✗", None: "·"}[r.get("passed")]
-            message = (r.get("message") or "").strip().splitlines()
-            note = " (timed out)" if r.get("timedOut") else ""
-            lines.append(f"{mark} {r['step']} {r['title']}{note}" + (f": {message[0]}" if message and
-                                                                    r.get("passed") is False else ""))
-        return "\n".join(lines) or "(no steps)"
-
-    def __repr__(self) -> str:
-        return f"<CheckReport passed={self.passed} current_step={self.current_step}\n{self}>"
 
 
 # -- the lab ----------------------------------------------------------------------------
@@ -394,7 +133,7 @@ class Lab:
         self.lab_id: str = session["labId"]
         self.title: str = session.get("title", self.lab_id)
         self._nonce = secrets.token_hex(8)
-        self._marker = re.compile(rb"\x1b\]" + _OSC + b";" + self._nonce.encode() + rb";(s|c|\d{1,3})\x07")
+        self._marker = re.compile(rb"\x1b\]" + OSC + b";" + self._nonce.encode() + rb";(s|c|\d{1,3})\x07")
         self._reader = f"lab-{self._nonce}"  # this Lab's own reader for the server's flow control
         self._lock = threading.RLock()
         # The output stream as read so far: bytes from _base on, read up to _pos;
@@ -514,16 +253,16 @@ class Lab:
         end = self._base + len(self._buf) if end is None else end
         return self._buf[max(0, start - self._base):end - self._base].decode("utf-8", "replace")
 
-    def _find(self, start: int, kinds: str) -> Optional[_Marker]:
+    def _find(self, start: int, kinds: str) -> Optional[Marker]:
         for m in self._marker.finditer(self._buf, max(0, start - self._base)):
             kind = m.group(1).decode()
             kind = kind if kind in ("s", "c") else "e"
             if kind in kinds:
                 status = int(m.group(1)) if kind == "e" else None
-                return _Marker(kind, status, self._base + m.start(), self._base + m.end())
+                return Marker(kind, status, self._base + m.start(), self._base + m.end())
         return None
 
-    def _wait_marker(self, start: int, kinds: str, deadline: Optional[float]) -> Optional[_Marker]:
+    def _wait_marker(self, start: int, kinds: str, deadline: Optional[float]) -> Optional[Marker]:
         """The first marker of ``kinds`` at or after offset ``start``; None at the deadline.
 
         Raises ``LabEnded`` when the session ends first.
@@ -537,7 +276,7 @@ class Lab:
                 return None
             out = self._fill(min(_MAX_WAIT, round(remaining, 3)))
             if not out["data"] and not self._live():
-                raise self._ended_error(f"\nIt showed: {_tail(clean(self._text(start)))}"
+                raise self._ended_error(f"\nIt showed: {tail(clean(self._text(start)))}"
                                         if clean(self._text(start)).strip() else "")
 
     def _ended_error(self, more: str = "") -> LabEnded:
@@ -564,21 +303,8 @@ class Lab:
 
     def _type(self, line: str) -> int:
         """Type ``line`` and Enter at the prompt; returns the output offset at that moment."""
-        answer = self._checked(lambda: self.client.send(self.session_id, _CLEAR_LINE + _keys(line) + "\r"))
+        answer = self._checked(lambda: self.client.send(self.session_id, _CLEAR_LINE + keys_for(line) + "\r"))
         return int(answer["offset"])
-
-    def _setup_line(self, prompt_col: Optional[int], cols: int) -> str:
-        f, mark = f"__lk_{self._nonce}", f"\\e]7701;{self._nonce};"
-        line = (f"{f}(){{ local s=$?; printf '{mark}%s\\a' $s; return $s; }}; "
-                f"PROMPT_COMMAND=\"{f};$PROMPT_COMMAND\"; PS0+='{mark}s\\a'; PS2+='\\[{mark}c\\a\\]'; "
-                f"[[ $(history 1) == *{f}* ]] && history -d -1")
-        if not prompt_col or cols < 1:
-            return line  # no prompt seen yet: nothing measured, nothing erased
-        rows = 1
-        for _ in range(3):  # the row count is part of the line it counts
-            erase = f"; printf '\\e[{rows}A\\r\\e[J'"
-            rows = max(1, math.ceil((prompt_col + len(line) + len(erase)) / cols))
-        return line + f"; printf '\\e[{rows}A\\r\\e[J'"
 
     def _install(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         """Type the setup line that installs this Lab's markers (see the module docstring)."""
@@ -595,13 +321,13 @@ class Lab:
         except LabError:
             cols = 0
         recent = self._recent.decode("utf-8", "replace")
-        offset = self._type(self._setup_line(_cursor_column(recent) if recent else None, cols))
+        offset = self._type(setup_line(self._nonce, cursor_column(recent) if recent else None, cols))
         marker = self._wait_marker(offset, "e", deadline)
         if marker is None:
             raise LabTimeout(
                 f"The terminal did not take labkernel's setup line within {timeout} s: Lab.run needs "
                 "bash (4.4 or later) at its prompt, not a program running there. It showed: "
-                f"{_tail(clean(self._text(offset)))!r}", output=clean(self._text(offset)), timeout=timeout)
+                f"{tail(clean(self._text(offset)))!r}", output=clean(self._text(offset)), timeout=timeout)
         self._consume(marker.end)
 
     def _ready(self, deadline: Optional[float], timeout: Optional[float]) -> None:
@@ -638,7 +364,7 @@ class Lab:
             if not self._fill(seconds)["data"]:
                 return
 
-    def _output(self, start: int, end: _Marker, lines: int) -> str:
+    def _output(self, start: int, end: Marker, lines: int) -> str:
         """The output of the command typed from ``start`` whose end marker is ``end``."""
         began = self._find(start, "s")
         if began is not None and began.start < end.start:
@@ -716,7 +442,7 @@ class Lab:
         after = ("Ctrl-C brought the shell back to its prompt." if back else
                  f"It did not stop on Ctrl-C within {self.interrupt_timeout:g} s: the terminal is still "
                  "busy; send keys to it (lab.send) or stop the session (lab.stop()).")
-        shown = _tail(seen)
+        shown = tail(seen)
         raise LabTimeout(f"{command!r} did not end within {timeout:g} s; it showed "
                          + (f"(last lines):\n{shown}\n" if shown.strip() else "nothing. ") + after,
                          output=seen, command=command, timeout=timeout, interrupted=back)
@@ -764,18 +490,18 @@ class Lab:
             self._catch_up()
             while True:
                 raw = self._buf[self._cursor - self._base:].decode("utf-8", "surrogateescape")
-                text, clean_starts, raw_starts = _clean_spans(_cut_escape(raw) if self._live() else raw)
+                text, clean_starts, raw_starts = clean_spans(cut_escape(raw) if self._live() else raw)
                 match = regex.search(text)
                 if match is not None:
-                    end = _raw_end(clean_starts, raw_starts, match.end())
+                    end = raw_end(clean_starts, raw_starts, match.end())
                     self._consume(self._cursor + len(raw[:end].encode("utf-8", "surrogateescape")))
                     return match
                 if not self._live():
-                    raise self._ended_error(f"\nBefore {regex.pattern!r} appeared it showed: {_tail(text)}")
+                    raise self._ended_error(f"\nBefore {regex.pattern!r} appeared it showed: {tail(text)}")
                 remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise LabTimeout(f"{regex.pattern!r} did not appear within {timeout:g} s; the new "
-                                     f"output was:\n{_tail(text)}" if text.strip() else
+                                     f"output was:\n{tail(text)}" if text.strip() else
                                      f"{regex.pattern!r} did not appear within {timeout:g} s; "
                                      "there was no new output.", output=text, timeout=timeout)
                 self._fill(min(_MAX_WAIT, round(remaining, 3)))

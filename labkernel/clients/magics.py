@@ -17,7 +17,9 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .client import LabError
-from .lab import CommandFailed, IncompleteCommand, Lab, LabBusy, LabTimeout, current_lab, has_command
+from .lab import Lab, current_lab
+from .results import CommandFailed, IncompleteCommand, LabBusy, LabTimeout
+from .screen import has_command
 
 __all__ = ["LabMagics"]
 
