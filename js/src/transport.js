@@ -283,6 +283,11 @@ export class SessionTransport {
     return FINAL_STATES.includes(this.state.name);
   }
 
+  /** Whether output from before this client attached may still come (see `liveFrom`). */
+  get inHistory() {
+    return this.liveFrom === null || this.offset < this.liveFrom;
+  }
+
   start() {
     this.onState({ ...this.state });
     this._poll();

@@ -180,7 +180,7 @@ export function mountTerminal(el, options) {
     delete root.dataset.replay;
     if (!sessionId) return;
     term.reset();
-    transport = new SessionTransport({
+    const reader = new SessionTransport({
       api: opts.api,
       sessionId,
       liveFrom: live ? 0 : null,
@@ -189,12 +189,13 @@ export function mountTerminal(el, options) {
         if (replay) root.dataset.replay = "true";
         // The next poll waits until the last piece is parsed (flow control).
         io.write(data, { replay }, () => {
-          if (!io.replaying) delete root.dataset.replay;
+          if (transport === reader && !reader.inHistory) delete root.dataset.replay;
           done();
         });
       },
       onState: show,
-    }).start();
+    });
+    transport = reader.start();
     fitNow();
     // The PTY may have another size (another view, a default): tell it ours.
     transport.resize(term.rows, term.cols);
