@@ -16,6 +16,7 @@ import "./terminal.css";
 
 import { Api, SessionTransport, httpLayer, pageBudget, xsrfFromCookie } from "./transport.js";
 import { TerminalIO } from "./termio.js";
+import { blinkCursor } from "./cursor.js";
 import { terminalTheme, watchTheme } from "./theme.js";
 
 /** The page's Jupyter settings (`jupyter-config-data`), or null where there are none. */
@@ -113,7 +114,7 @@ export function mountTerminal(el, options) {
     convertEol: false,
     scrollback: 5000,
     disableStdin: !!opts.readOnly,
-    cursorBlink: !opts.readOnly,
+    cursorBlink: false, // blinkCursor does it without a CSS animation (cursor.js)
     fontFamily: codeFont(),
     fontSize: 13,
     lineHeight: 1.1,
@@ -124,6 +125,7 @@ export function mountTerminal(el, options) {
   term.loadAddon(fit);
   term.loadAddon(new WebLinksAddon());
   term.open(screen);
+  const cursor = blinkCursor(term, root, { blink: !opts.readOnly });
 
   let transport = null;
   let disposed = false;
@@ -162,6 +164,7 @@ export function mountTerminal(el, options) {
   const io = new TerminalIO(term, { onInput: (data) => transport?.send(data) });
   const subscriptions = [
     io,
+    cursor,
     term.onResize(({ rows, cols }) => transport?.resize(rows, cols)),
   ];
   const resizeObserver = new ResizeObserver(() => fitNow());

@@ -17,6 +17,7 @@ from typing import Any
 
 from .labservers import PROMPT, JupyterProcess
 from .termpage import InputLog, TerminalView, first_terminal, wait_until
+from .test_cursor import RUNNING_ANIMATIONS
 from .test_jupyterlab import open_terminal
 
 PROMPT_RX = re.escape(PROMPT.strip())
@@ -182,4 +183,6 @@ def test_a_reloaded_notebook_terminal_sends_nothing_for_the_queries_it_replays(l
     assert_sent_nothing(term, inputs, "the reloaded notebook")
     page.shot("reloaded")
     assert_live_query_answered(term, inputs)
+    # Focused in JupyterLab: the cursor blinks without a CSS animation (test_cursor.py).
+    assert page.evaluate(RUNNING_ANIMATIONS) == 0
     page.shot("live-query")
