@@ -25,7 +25,7 @@ const SHAPES = { 1: "block", 2: "block", 3: "underline", 4: "underline", 5: "bar
 
 /**
  * Blink `term`'s cursor by toggling OFF_CLASS on `root`. Call after `term.open()`;
- * `term` must have `cursorBlink: false`. Returns `{dispose}`.
+ * `term` must have `cursorBlink: false`. Returns `{reset, dispose}`.
  */
 export function blinkCursor(term, root, { interval = BLINK_INTERVAL, blink = true } = {}) {
   let wanted = blink; // the program's wish (DECSCUSR), blinking by default
@@ -70,6 +70,12 @@ export function blinkCursor(term, root, { interval = BLINK_INTERVAL, blink = tru
   if (focused()) start();
 
   return {
+    /** Back to a blinking block, as a new session starts (after `term.reset()`). */
+    reset() {
+      term.options.cursorStyle = "block";
+      wanted = blink;
+      if (focused()) start();
+    },
     dispose() {
       stop();
       textarea?.removeEventListener("focus", start);

@@ -183,6 +183,7 @@ export function mountTerminal(el, options) {
     delete root.dataset.replay;
     if (!sessionId) return;
     term.reset();
+    cursor.reset();
     const reader = new SessionTransport({
       api: opts.api,
       sessionId,
