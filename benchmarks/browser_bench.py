@@ -188,56 +188,86 @@ def flood(page: Any, flooder: Target, prober: Target, size: str, shown_js: str,
             "long_tasks": len(during), "largest_answer": largest, "probe_ms": probes}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
-
+def start_server() -> JupyterProcess:
+    """``jupyter lab`` for a benchmark, with ``window.jupyterapp`` exposed to open its terminals."""
     server = JupyterProcess("lab", base_url="/bench/", extra_args=("--LabApp.expose_app_in_browser=True",))
     server.start()
     log(f"jupyter lab at {server.url}")
-    server.write_notebook("bench.ipynb", NOTEBOOK_CELL)
-    names = [server.ok("POST", "api/terminals", {})["name"] for _ in range(2)]
+    return server
+
+
+def open_page(browser: Any, server: JupyterProcess, cell: str, terminals: int, jl_terminals: int,
+              instrument: str | None = INSTRUMENT) -> tuple[Any, list[str], list[str]]:
+    """A page with a notebook whose one ``cell`` shows ``terminals`` labkernel Terminals and,
+    split to its right one above the other, ``jl_terminals`` JupyterLab terminals.
+
+    Returns the page, the labkernel session ids and the JupyterLab terminal names, in
+    page order; ``window.__jl[name]`` is each JupyterLab terminal's widget.
+    """
+    server.write_notebook("bench.ipynb", cell)
+    names = [server.ok("POST", "api/terminals", {})["name"] for _ in range(jl_terminals)]
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    if instrument:
+        page.add_init_script(instrument)
+    page.goto(server.notebook_url("bench.ipynb", "bench"))
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+    deadline = time.monotonic() + 120
+    while not any(s["kernel"]["execution_state"] == "idle"
+                  for s in server.ok("GET", "api/sessions")):
+        assert time.monotonic() < deadline, "the kernel did not start"
+        time.sleep(0.2)
+    page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(
+        "(n) => [...document.querySelectorAll('.labkernel-terminal')]"
+        ".filter(e => e.dataset.state === 'connected').length === n", arg=terminals, timeout=120_000)
+    sids = page.evaluate("() => [...document.querySelectorAll('.labkernel-terminal')]"
+                         ".map(e => e.dataset.sessionId)")
+    page.evaluate("""async (names) => {
+        const app = window.jupyterapp;
+        let ref = app.shell.currentWidget.id;
+        window.__jl = {};
+        for (const [i, name] of names.entries()) {
+            const w = await app.commands.execute('terminal:open', {name});
+            app.shell.add(w, 'main', {mode: i === 0 ? 'split-right' : 'split-bottom', ref});
+            ref = w.id;
+            window.__jl[name] = w;
+        }
+    }""", names)
+    page.wait_for_function("(names) => names.every(n => window.__jl[n].content.session"
+                           " && window.__jl[n].content.session.connectionStatus === 'connected')",
+                           arg=names, timeout=60_000)
+    return page, sids, names
+
+
+def labkernel_target(i: int, sid: str, name: str) -> Target:
+    """The ``i``-th labkernel terminal of the page."""
+    return Target(name, sid, f"() => document.querySelectorAll('.labkernel-terminal')[{i}]"
+                             ".querySelector('.xterm-helper-textarea').focus()")
+
+
+def jupyterlab_target(term_name: str, name: str) -> Target:
+    """JupyterLab's terminal ``term_name`` of the page (see ``open_page``)."""
+    return Target(name, f"jl:{term_name}", f"() => window.__jl[{json.dumps(term_name)}].content._term.focus()")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    server = start_server()
     results: dict[str, Any] = {"params": vars(args)}
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.add_init_script(INSTRUMENT)
-            page.goto(server.notebook_url("bench.ipynb", "bench"))
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            deadline = time.monotonic() + 120
-            while not any(s["kernel"]["execution_state"] == "idle"
-                          for s in server.ok("GET", "api/sessions")):
-                assert time.monotonic() < deadline, "the kernel did not start"
-                time.sleep(0.2)
-            page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-editor").click()
-            page.keyboard.press("Control+Enter")
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.labkernel-terminal')]"
-                ".filter(e => e.dataset.state === 'connected').length === 3", timeout=120_000)
-            sids = page.evaluate("() => [...document.querySelectorAll('.labkernel-terminal')]"
-                                 ".map(e => e.dataset.sessionId)")
-            # JupyterLab's own terminals, split to the right of the notebook, one above the other.
-            page.evaluate("""async (names) => {
-                const app = window.jupyterapp;
-                const nb = app.shell.currentWidget;
-                const a = await app.commands.execute('terminal:open', {name: names[0]});
-                app.shell.add(a, 'main', {mode: 'split-right', ref: nb.id});
-                const b = await app.commands.execute('terminal:open', {name: names[1]});
-                app.shell.add(b, 'main', {mode: 'split-bottom', ref: a.id});
-                window.__jl = {[names[0]]: a, [names[1]]: b};
-            }""", names)
-            page.wait_for_function("(names) => names.every(n => window.__jl[n].content.session"
-                                   " && window.__jl[n].content.session.connectionStatus === 'connected')",
-                                   arg=names, timeout=60_000)
+            page, sids, names = open_page(browser, server, NOTEBOOK_CELL, 3, 2)
             time.sleep(2)
             page.screenshot(path=str(args.shots / "browser-bench-setup.png"))
 
             def lk(i: int, name: str) -> Target:
-                return Target(name, sids[i], f"() => document.querySelectorAll('.labkernel-terminal')[{i}]"
-                                             ".querySelector('.xterm-helper-textarea').focus()")
+                return labkernel_target(i, sids[i], name)
 
             def jl(i: int, name: str) -> Target:
-                return Target(name, f"jl:{names[i]}", f"() => window.__jl[{json.dumps(names[i])}].content._term.focus()")
+                return jupyterlab_target(names[i], name)
 
             lk_a, lk_b, lk_fetch = lk(0, "labkernel xhr"), lk(1, "labkernel xhr (2nd)"), lk(2, "labkernel fetch")
             jl_a, jl_b = jl(0, "JupyterLab"), jl(1, "JupyterLab (2nd)")

@@ -227,11 +227,21 @@ function randomId() {
 /**
  * One client of one session: reads its output from an offset and writes input.
  *
- * Output: each answer's data is handed to `onOutput(data, done)`, and the next
- * request goes out only when `done()` is called (the terminal has drawn it): a
- * terminal that falls behind stops asking, and the server's flow control then
- * pauses the program. After an error the same offset is asked again, after a
+ * Output: each answer's data is handed to `onOutput(data, done, {replay})`, and
+ * the next request goes out only when `done()` is called (the terminal has drawn
+ * it): a terminal that falls behind stops asking, and the server's flow control
+ * then pauses the program. After an error the same offset is asked again, after a
  * backoff, so nothing is lost or repeated.
+ *
+ * Replay: the bytes before `liveFrom` are history, output the session produced
+ * before this client attached, and come with `replay: true`; a terminal draws
+ * them without answering the queries in them (the program that asked is gone, or
+ * was answered by the view that was there). `liveFrom: null` (the default) asks
+ * the server: the session's `outputOffset` when it answers the status request
+ * made before the first read. A client that started the session itself passes 0:
+ * it was there from the first byte. Replayed answers never run past `liveFrom`
+ * (each read asks for at most the bytes up to it), so no answer is part history
+ * and part live.
  *
  * Input: `send(data)` queues keystrokes; one POST is in flight at a time and
  * carries everything queued (coalescing), with an increasing `seq`. A POST that
@@ -242,15 +252,16 @@ function randomId() {
  */
 export class SessionTransport {
   constructor({
-    api, sessionId, clientId = randomId(), offset = 0, wait = 25,
+    api, sessionId, clientId = randomId(), offset = 0, wait = 25, liveFrom = null,
     onOutput = (_data, done) => done(), onState = () => {},
     timers = globalThis, random = Math.random, budget = new PollBudget(Infinity),
     shortInterval = 1000, activeInterval = 150, backoff = {}, now = () => Date.now(),
   }) {
     Object.assign(this, {
-      api, sessionId, clientId, offset, wait, onOutput, onState, timers, random, budget,
+      api, sessionId, clientId, offset, wait, liveFrom, onOutput, onState, timers, random, budget,
       shortInterval, activeInterval, backoff, now,
     });
+    this.dropped = 0; // bytes the server no longer had, not yet reported
     this.state = { name: "connecting", attempt: 0, exitCode: null, message: "" };
     this.seq = 0;
     this.queue = []; // {kind: "data", data} | {kind: "resize", rows, cols} | {kind: "signal", signal}
@@ -270,6 +281,11 @@ export class SessionTransport {
 
   get final() {
     return FINAL_STATES.includes(this.state.name);
+  }
+
+  /** Whether output from before this client attached may still come (see `liveFrom`). */
+  get inHistory() {
+    return this.liveFrom === null || this.offset < this.liveFrom;
   }
 
   start() {
@@ -326,16 +342,23 @@ export class SessionTransport {
   async _poll() {
     this.pollTimer = null;
     if (this.disposed || this.final || this.reading) return;
+    if (this.liveFrom === null) {
+      this._findLiveFrom();
+      return;
+    }
     this.reading = true;
     const confirming = !this.confirmed;
+    const replay = this.offset < this.liveFrom;
     // The first answer after (re)connecting comes at once, so the status line turns
-    // "connected" without waiting for output; after that, long polls when a slot is free.
-    this.release = this.confirmed ? this.budget.tryAcquire() : null;
+    // "connected" without waiting for output; after that, long polls when a slot is
+    // free. History is there already: no long poll, no slot for it.
+    this.release = this.confirmed && !replay ? this.budget.tryAcquire() : null;
     const wait = this.release ? this.wait : 0;
     const controller = new AbortController();
     this.pollAbort = controller;
     const path = `${this._sessionPath("output")}?offset=${this.offset}&wait=${wait}`
-      + `&clientId=${encodeURIComponent(this.clientId)}`;
+      + `&clientId=${encodeURIComponent(this.clientId)}`
+      + (replay ? `&max=${this.liveFrom - this.offset}` : "");
     let answer;
     try {
       answer = await this.api.request("GET", path, {
@@ -361,7 +384,17 @@ export class SessionTransport {
     if (this.writeFailures === 0) this._setState("connected");
     const { data, offset, nextOffset, status, exitCode } = answer.body;
     // Where the server no longer had our offset it starts later: say so.
-    const gap = offset > this.offset ? offset - this.offset : 0;
+    this.dropped += offset > this.offset ? offset - this.offset : 0;
+    if (replay && offset > this.offset && offset < this.liveFrom && nextOffset > this.liveFrom) {
+      // It started later than asked, so `max` did not stop it at the boundary: this
+      // answer is part history, part live. Ask again from where it starts.
+      this.offset = offset;
+      this.reading = false;
+      this._poll();
+      return;
+    }
+    const gap = this.dropped;
+    this.dropped = 0;
     this.offset = nextOffset;
     if (data || gap) {
       const text = gap ? `\r\n\x1b[2m[${gap} bytes of output were dropped]\x1b[0m\r\n${data}` : data;
@@ -371,7 +404,7 @@ export class SessionTransport {
         called = true;
         this.reading = false;
         this._poll(); // flow control: ask for more only once this is drawn
-      });
+      }, { replay: offset < this.liveFrom });
       return;
     }
     this.reading = false;
@@ -382,6 +415,34 @@ export class SessionTransport {
     }
     if (wait > 0 || confirming) this._poll();
     else this._schedulePoll(this.now() - this.lastInput < 5000 ? this.activeInterval : this.shortInterval);
+  }
+
+  /** Where live output starts: the session's output offset now (see the class comment). */
+  async _findLiveFrom() {
+    this.reading = true;
+    const controller = new AbortController();
+    this.pollAbort = controller;
+    let answer;
+    try {
+      answer = await this.api.request("GET", this._sessionPath("status"), {
+        signal: controller.signal, timeout: 20000,
+      });
+    } catch {
+      answer = null;
+    } finally {
+      this.pollAbort = null;
+    }
+    if (this.disposed || this.final) return;
+    this.reading = false;
+    const outputOffset = answer?.status === 200 ? answer.body?.outputOffset : undefined;
+    if (Number.isInteger(outputOffset) && outputOffset >= 0) {
+      this.liveFrom = outputOffset;
+      this._poll();
+      return;
+    }
+    if (answer && this._finalAnswer(answer)) return;
+    this.confirmed = false;
+    this._schedulePoll(this._failed("read"));
   }
 
   _schedulePoll(delay) {

@@ -4,7 +4,8 @@
 //
 // DOM contract (the browser tests rely on it): the root has the class
 // `labkernel-terminal` and the attributes `data-session-id` and `data-state`
-// (one of STATES); the status text is `.labkernel-status`; the new-session button
+// (one of STATES), and `data-replay` while output from before the view attached
+// is being drawn; the status text is `.labkernel-status`; the new-session button
 // is `.labkernel-restart`. xterm's DOM renderer draws `.xterm-rows`.
 
 import { Terminal as XTerm } from "@xterm/xterm";
@@ -13,7 +14,9 @@ import { WebLinksAddon } from "@xterm/addon-web-links";
 import "@xterm/xterm/css/xterm.css";
 import "./terminal.css";
 
-import { Api, SessionTransport, httpLayer, pageBudget, pieces, xsrfFromCookie } from "./transport.js";
+import { Api, SessionTransport, httpLayer, pageBudget, xsrfFromCookie } from "./transport.js";
+import { TerminalIO } from "./termio.js";
+import { blinkCursor } from "./cursor.js";
 import { terminalTheme, watchTheme } from "./theme.js";
 
 /** The page's Jupyter settings (`jupyter-config-data`), or null where there are none. */
@@ -75,8 +78,10 @@ const RESTARTABLE = new Set(["ended", "expired", "not_found"]);
  *   readOnly       show output, send no input
  *   onSessionId(id)    a session was started here (by the button, or for lack of one)
  *   onState(state)     the status line's state changed
- *   startSession(rows, cols, fresh) optional: starts a session and resolves its id; lets
- *                  views share one start (fresh: the button asked, never reuse the current one)
+ *   startSession(rows, cols, fresh) optional: starts a session and resolves
+ *                  `{sessionId, started}`; lets views share one start (fresh: the button
+ *                  asked, never reuse the current one; started: false when it resolved a
+ *                  session that was there already, whose history is then replayed)
  */
 export function mountTerminal(el, options) {
   const opts = { rows: 20, readOnly: false, labId: "shell", ...options };
@@ -109,7 +114,7 @@ export function mountTerminal(el, options) {
     convertEol: false,
     scrollback: 5000,
     disableStdin: !!opts.readOnly,
-    cursorBlink: !opts.readOnly,
+    cursorBlink: false, // blinkCursor does it without a CSS animation (cursor.js)
     fontFamily: codeFont(),
     fontSize: 13,
     lineHeight: 1.1,
@@ -120,6 +125,7 @@ export function mountTerminal(el, options) {
   term.loadAddon(fit);
   term.loadAddon(new WebLinksAddon());
   term.open(screen);
+  const cursor = blinkCursor(term, root, { blink: !opts.readOnly });
 
   let transport = null;
   let disposed = false;
@@ -155,32 +161,45 @@ export function mountTerminal(el, options) {
     if (key === "v") return false;
     return true;
   });
+  const io = new TerminalIO(term, { onInput: (data) => transport?.send(data) });
   const subscriptions = [
-    term.onData((data) => transport?.send(data)),
+    io,
+    cursor,
     term.onResize(({ rows, cols }) => transport?.resize(rows, cols)),
   ];
   const resizeObserver = new ResizeObserver(() => fitNow());
   resizeObserver.observe(screen);
   const stopTheme = watchTheme(() => { term.options.theme = terminalTheme(); });
 
-  function attach(sessionId) {
+  /**
+   * Show `sessionId`. `live`: this view started it, so it has been there since the
+   * session's first byte and all of its output is live; otherwise what the session
+   * printed before now is replayed, its queries unanswered (see termio.js).
+   */
+  function attach(sessionId, { live = false } = {}) {
     transport?.dispose();
     transport = null;
     root.dataset.sessionId = sessionId || "";
+    delete root.dataset.replay;
     if (!sessionId) return;
     term.reset();
-    transport = new SessionTransport({
+    cursor.reset();
+    const reader = new SessionTransport({
       api: opts.api,
       sessionId,
+      liveFrom: live ? 0 : null,
       budget: pageBudget(),
-      onOutput: (data, done) => {
-        // In pieces, so that xterm yields to the page between them during a flood;
-        // the next poll waits until the last piece is drawn (flow control).
-        const parts = pieces(data);
-        parts.forEach((part, i) => term.write(part, i === parts.length - 1 ? done : undefined));
+      onOutput: (data, done, { replay }) => {
+        if (replay) root.dataset.replay = "true";
+        // The next poll waits until the last piece is parsed (flow control).
+        io.write(data, { replay }, () => {
+          if (transport === reader && !reader.inHistory) delete root.dataset.replay;
+          done();
+        });
       },
       onState: show,
-    }).start();
+    });
+    transport = reader.start();
     fitNow();
     // The PTY may have another size (another view, a default): tell it ours.
     transport.resize(term.rows, term.cols);
@@ -192,11 +211,11 @@ export function mountTerminal(el, options) {
     fitNow();
     starting = (opts.startSession
       ? opts.startSession(term.rows, term.cols, fresh)
-      : opts.api.start(opts.labId, term.rows, term.cols).then((s) => s.sessionId));
+      : opts.api.start(opts.labId, term.rows, term.cols).then((s) => ({ sessionId: s.sessionId, started: true })));
     try {
-      const id = await starting;
+      const { sessionId: id, started } = await starting;
       if (disposed) return;
-      attach(id);
+      attach(id, { live: started });
       opts.onSessionId?.(id);
     } catch (answer) {
       if (disposed) return;

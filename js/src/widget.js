@@ -30,9 +30,10 @@ function render({ model, el }) {
     readOnly: model.get("read_only"),
     startSession(rows, cols, fresh) {
       const current = model.get("session_id");
-      if (current && !fresh) return Promise.resolve(current); // another view started it
+      // Another view started it: this one comes late, its history is replayed.
+      if (current && !fresh) return Promise.resolve({ sessionId: current, started: false });
       if (!starts.has(model)) {
-        const start = api.start(model.get("lab"), rows, cols).then((s) => s.sessionId);
+        const start = api.start(model.get("lab"), rows, cols).then((s) => ({ sessionId: s.sessionId, started: true }));
         starts.set(model, start);
         start.finally(() => starts.delete(model)).catch(() => {});
       }

@@ -5,6 +5,18 @@
 // at a glance. The real server is tested against the same contract in
 // tests/ (Python, a real Jupyter server); browser tests drive the two together.
 
+/** A small seeded PRNG (mulberry32), so a failing run can be replayed by its seed. */
+export function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 export const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 /** Let every pending promise chain run (a few event-loop turns). */
@@ -66,6 +78,7 @@ export class FakeServer {
     this.status = "running";
     this.exitCode = null;
     this.max = max; // the most characters per output answer
+    this.start = 0; // the oldest character still kept (older offsets answer from here)
     this.written = ""; // input as the PTY got it
     this.messages = []; // every accepted (non-duplicate) message body
     this.lastSeq = new Map(); // clientId -> highest accepted seq
@@ -107,7 +120,11 @@ export class FakeServer {
   }
 
   get polls() {
-    return this.requests.filter((r) => r.method === "GET");
+    return this.requests.filter((r) => r.method === "GET" && r.url.includes("api/ws/output/"));
+  }
+
+  get statusRequests() {
+    return this.requests.filter((r) => r.method === "GET" && r.url.includes("api/ws/status/"));
   }
 
   get posts() {
@@ -133,6 +150,10 @@ export class FakeServer {
     let answer;
     if (method === "GET" && url.includes("api/ws/output/")) answer = await this._output(url, signal);
     else if (method === "POST" && url.endsWith("api/ws/message")) answer = await this._message(request.body);
+    else if (method === "GET" && url.includes("api/ws/status/")) {
+      answer = this._status();
+      this.afterStatus?.(); // output that comes right after the client attached
+    }
     else if (url.endsWith("health")) answer = { status: 200, text: JSON.stringify({ transport: "http-polling" }) };
     else answer = { status: 404, text: JSON.stringify({ error: "not_found", message: "no route" }) };
     if (fault === "lost") throw new Error("connection reset after the server acted");
@@ -154,13 +175,24 @@ export class FakeServer {
         }, { once: true });
       });
     }
-    const start = Math.min(offset, this.output.length);
-    const data = this.output.slice(start, start + this.max);
+    const start = Math.max(this.start, Math.min(offset, this.output.length));
+    const max = Math.min(this.max, Number(query.get("max") || Infinity));
+    const data = this.output.slice(start, start + max);
     return {
       status: 200,
       text: JSON.stringify({
-        sessionId: "s1", data, offset: start, nextOffset: start + data.length, truncated: false,
+        sessionId: "s1", data, offset: start, nextOffset: start + data.length, truncated: start > offset,
         status: this.status, exitCode: this.exitCode,
+      }),
+    };
+  }
+
+  _status() {
+    return {
+      status: 200,
+      text: JSON.stringify({
+        sessionId: "s1", connected: true, terminalActive: this.status === "running", status: this.status,
+        exitCode: this.exitCode, outputOffset: this.output.length, lastActivity: "2026-01-01T00:00:00Z",
       }),
     };
   }

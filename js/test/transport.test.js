@@ -5,27 +5,30 @@ import { test } from "node:test";
 import {
   Api, MAX_INPUT_CHARS, PollBudget, SessionTransport, backoffDelay, pieces, xsrfFromCookie,
 } from "../src/transport.js";
-import { FakeServer, FakeTimers, settle } from "./fake.js";
+import { FakeServer, FakeTimers, prng, settle } from "./fake.js";
 
 /** A transport on a fake server; output is collected as the terminal would draw it. */
-function setup({ server = new FakeServer(), budget, random = () => 0.5, drawLater = false, ...rest } = {}) {
+function setup({ server = new FakeServer(), budget, random = () => 0.5, drawLater = false, liveFrom = 0, ...rest } = {}) {
   const timers = new FakeTimers();
   const api = new Api({ baseUrl: "/user/x/", http: server.http, timers, xsrf: () => "xsrf-1" });
   const shown = [];
+  const replayed = []; // whether each answer in `shown` was history
   const states = [];
   const pendingDraws = [];
   const transport = new SessionTransport({
     api, sessionId: "s1", clientId: "view-1", timers, random, now: timers.now,
     budget: budget ?? new PollBudget(Infinity),
-    onOutput: (data, done) => {
+    liveFrom,
+    onOutput: (data, done, { replay }) => {
       shown.push(data);
+      replayed.push(replay);
       if (drawLater) pendingDraws.push(done);
       else done();
     },
     onState: (s) => states.push(s),
     ...rest,
   });
-  return { server, timers, api, transport, shown, states, pendingDraws };
+  return { server, timers, api, transport, shown, replayed, states, pendingDraws };
 }
 
 const offsetsAsked = (server) => server.polls.map((r) => Number(new URL(r.url, "http://x").searchParams.get("offset")));
@@ -311,23 +314,99 @@ test("POSTs carry the XSRF cookie and JSON; requests stay under the base URL", a
   transport.dispose();
 });
 
-/** A small seeded PRNG (mulberry32), so a failing run can be replayed by its seed. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+test("output from before the client attached comes as replay, cut at the boundary; what follows is live", async () => {
+  const server = new FakeServer();
+  server.append("history\x1b[6n");
+  server.afterStatus = () => server.append("LIVE1");
+  const { transport, shown, replayed, timers } = setup({ server, liveFrom: null });
+  transport.start();
+  await settle();
+  server.append("LIVE2");
+  await timers.advance(10);
+  assert.equal(server.statusRequests.length, 1, "the boundary is asked once, before the first read");
+  assert.ok(server.requests[0].url.endsWith("/api/ws/status/s1"));
+  assert.deepEqual(shown, ["history\x1b[6n", "LIVE1", "LIVE2"]);
+  assert.deepEqual(replayed, [true, false, false]);
+  assert.match(server.polls[0].url, /[?&]offset=0&wait=0&clientId=view-1&max=11$/);
+  assert.doesNotMatch(server.polls[1].url, /max=/);
+  transport.dispose();
+});
+
+test("a long history comes in several replay answers, none past the boundary, without long polls", async () => {
+  const server = new FakeServer({ max: 4 });
+  server.append("0123456789");
+  server.afterStatus = () => server.append("abcdef");
+  const { transport, shown, replayed, timers } = setup({ server, liveFrom: null });
+  transport.start();
+  await timers.advance(10);
+  assert.deepEqual(shown, ["0123", "4567", "89", "abcd", "ef"]);
+  assert.deepEqual(replayed, [true, true, true, false, false]);
+  const asked = server.polls.map((r) => Object.fromEntries(new URL(r.url, "http://x").searchParams));
+  assert.deepEqual(asked.slice(0, 3).map((q) => [q.offset, q.wait, q.max]),
+    [["0", "0", "10"], ["4", "0", "6"], ["8", "0", "2"]]);
+  transport.dispose();
+});
+
+test("where the server no longer has the start of history, the gap is told and replay still stops at the boundary", async () => {
+  const server = new FakeServer();
+  server.append("old-old-history|");
+  server.start = 8; // "old-old-" is gone
+  // More comes after the status request: an answer from offset 8 uncapped would run past it.
+  server.afterStatus = () => server.append("live");
+  const { transport, shown, replayed, timers } = setup({ server, liveFrom: null, offset: 2 });
+  transport.start();
+  await timers.advance(10);
+  assert.equal(shown.join(""), "\r\n\x1b[2m[6 bytes of output were dropped]\x1b[0m\r\nhistory|live");
+  assert.deepEqual(shown.slice(1), ["live"]);
+  assert.deepEqual(replayed, [true, false]);
+  transport.dispose();
+});
+
+test("a client that started the session itself treats all output as live and asks no boundary", async () => {
+  const server = new FakeServer();
+  server.append("\x1b[c");
+  const { transport, replayed, timers } = setup({ server, liveFrom: 0 });
+  transport.start();
+  await timers.advance(10);
+  assert.deepEqual(replayed, [false]);
+  assert.equal(server.statusRequests.length, 0);
+  transport.dispose();
+});
+
+test("the boundary request is retried after network errors and is final on 404, like a read", async () => {
+  let { server, transport, timers, replayed, states } = setup({ liveFrom: null });
+  server.append("x");
+  server.fault("network", 502);
+  transport.start();
+  await timers.advance(5000);
+  assert.equal(server.statusRequests.length, 3);
+  assert.ok(states.some((s) => s.name === "reconnecting"));
+  assert.equal(transport.state.name, "connected");
+  assert.deepEqual(replayed, [true]);
+  transport.dispose();
+
+  ({ server, transport, timers } = setup({ liveFrom: null }));
+  server.fault(404);
+  transport.start();
+  await timers.advance(60000);
+  assert.equal(transport.state.name, "not_found");
+  assert.equal(server.requests.length, 1);
+});
 
 test("property: under random faults, cut polls, small answers and slow drawing, every byte is shown once, in order", async () => {
   for (let seed = 1; seed <= 40; seed += 1) {
     const rand = prng(seed);
     const server = new FakeServer({ max: 1 + Math.floor(rand() * 7) });
-    const { timers, transport, shown, pendingDraws } = setup({ server, random: rand, drawLater: true });
+    // Half of the runs attach to a session with history, whose start the server may have dropped.
+    const attach = rand() < 0.5;
+    if (attach) {
+      server.append(`history-${seed}-`.repeat(1 + Math.floor(rand() * 4)));
+      server.start = rand() < 0.3 ? Math.floor(rand() * server.output.length) : 0;
+    }
+    const boundary = server.output.length;
+    const { timers, transport, shown, replayed, pendingDraws } = setup({
+      server, random: rand, drawLater: true, liveFrom: attach ? null : 0,
+    });
     transport.start();
     let typed = "";
     for (let step = 0; step < 60; step += 1) {
@@ -348,8 +427,12 @@ test("property: under random faults, cut polls, small answers and slow drawing, 
       while (pendingDraws.length) pendingDraws.shift()();
       await timers.advance(1000);
     }
-    assert.equal(shown.join(""), server.output, `seed ${seed}: output`);
+    const dropped = server.start ? `\r\n\x1b[2m[${server.start} bytes of output were dropped]\x1b[0m\r\n` : "";
+    assert.equal(shown.join(""), dropped + server.output.slice(server.start), `seed ${seed}: output`);
     assert.equal(server.written, typed, `seed ${seed}: input`);
+    // Every answer is all history or all live, and history is exactly what came before the boundary.
+    const history = shown.filter((_, i) => replayed[i]).join("");
+    assert.equal(history, dropped + server.output.slice(server.start, boundary), `seed ${seed}: replay`);
     transport.dispose();
   }
 });

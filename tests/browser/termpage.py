@@ -9,6 +9,7 @@ reaches into the widget's internals.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -126,6 +127,28 @@ class RequestLog:
 
     def since(self, t0: float) -> list[tuple[float, str, str]]:
         return [r for r in self.requests if r[0] >= t0]
+
+
+@dataclass
+class InputLog:
+    """The bodies of every input POST (``api/ws/message``) a page (or several) makes."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def attach(self, page: Any) -> "InputLog":
+        page.on("request", self._on_request)
+        return self
+
+    def _on_request(self, request: Any) -> None:
+        if request.method == "POST" and request.url.split("?")[0].endswith("/api/ws/message"):
+            self.bodies.append(json.loads(request.post_data or "{}"))
+
+    def typed(self) -> str:
+        """Everything sent as keystrokes (``data``), in order; resizes left out."""
+        return "".join(body["data"] for body in self.bodies if "data" in body)
+
+    def clear(self) -> None:
+        self.bodies.clear()
 
 
 class Notebook:
