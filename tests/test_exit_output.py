@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import eventually
+from support.api import eventually
 
 SIZE = 4 * 1024 * 1024
 SESSIONS = 30
