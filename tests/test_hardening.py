@@ -151,15 +151,22 @@ class TestEndedSessions:
     async def test_an_ended_session_keeps_the_tail_once_its_reader_had_time(self, api: Any,
                                                                            manager: Any) -> None:
         sid, offset = await api.shell()  # polls: a reader attached, at the prompt
+        session = manager.get(sid)
         await api.command(sid, "printf 'x%.0s' $(seq 5000); echo; echo LAST-$((6*7)); exit")
-        await eventually(lambda: manager.get(sid).closed)
+        # The reader stays attached, polling where it is, until the session has ended
+        # (however long that takes on a slow machine: more than the attach timeout).
+        deadline = time.monotonic() + 30
+        while not session.closed:
+            assert time.monotonic() < deadline, "the session did not end"
+            await api.output(sid, offset, max=1)
+            await asyncio.sleep(0.05)
         end = (await api.get(sid))["outputOffset"]
         # That reader had not read the output yet: it is all still there for it.
         answer = await api.output(sid, offset)
         assert not answer["truncated"] and answer["nextOffset"] == end
         assert answer["data"].count("x") >= 5000
         # One attach timeout later only the tail is left.
-        await asyncio.sleep(1.5)
+        await eventually(lambda: session.output.base == end - 1000, timeout=10)
         answer = await api.output(sid, offset)
         assert answer["truncated"] and answer["nextOffset"] == end
         assert answer["offset"] == end - 1000 and "LAST-42" in answer["data"]
