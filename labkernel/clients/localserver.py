@@ -151,7 +151,7 @@ class JupyterServer:
             if time.monotonic() > deadline:
                 raise ServerFailed(f"the Jupyter server did not answer within {self.startup_timeout:g} s "
                                    f"(is labkernel installed and enabled?); its log:\n{self.log()}")
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     def log(self, tail: int | None = 8000) -> str:
         """The server's log, its last ``tail`` characters (None: all of it)."""
