@@ -142,6 +142,7 @@ async def test_a_failing_setup_fails_the_session_with_its_output_and_a_clear_mes
     await started(api, "fine")
 
 
+@pytest.mark.slow  # waits out the 5 s setup_timeout
 async def test_a_hanging_setup_is_stopped_after_the_setup_timeout(api: Any, labs: Path) -> None:
     write_lab(labs, "hangs", "setup = 'echo started; sleep 600'")
     started = time.monotonic()
