@@ -51,6 +51,8 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+from labkernel.clients.localserver import free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = "/bench/"
 ENDED = {"exited", "stopped", "expired", "failed"}
@@ -83,12 +85,6 @@ def pct(xs, p):
     k = (len(s) - 1) * p / 100.0
     lo, hi = math.floor(k), math.ceil(k)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------

@@ -341,7 +341,9 @@ def table(results: dict[str, Any]) -> str:
     for name, a, b, c, target in rows:
         ratio = f"{a / c:.2f}" if c else "n/a"
         # A long task is one of 50 ms or more: none at all shows as "< 50".
-        cell = (lambda v: "< 50" if "longest" in name and v == 0 else f"{v:.1f}")
+        def cell(v: float) -> str:
+            return "< 50" if "longest" in name and v == 0 else f"{v:.1f}"
+
         out.append(f"| {name} | {cell(a)} | {'' if b is None else cell(b)} | {cell(c)} | {ratio} | {target} |")
     lk_idle = pct(idle["labkernel xhr (2nd)"], 50)
     out.append("")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import statistics
 import subprocess
@@ -114,7 +113,7 @@ def main() -> int:
     args = parser.parse_args()
     extra = {} if args.max_processes is None else {"max_processes": args.max_processes}
     pythons = dict(zip(args.names, [sys.executable, args.other]))
-    print(f"| mode | server | round trip p50 | p90 | check durationMs p50 | p90 |\n|---|---|---|---|---|---|")
+    print("| mode | server | round trip p50 | p90 | check durationMs p50 | p90 |\n|---|---|---|---|---|---|")
     for mode in args.modes:
         with tempfile.TemporaryDirectory(prefix="check-bench-") as tmp:
             servers = {name: Server(python, mode, Path(tmp) / name, extra) for name, python in pythons.items()}

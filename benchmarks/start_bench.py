@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,10 @@ import threading
 import time
 import urllib.request
 
+# This checkout's labkernel, installed or not.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from labkernel.clients.localserver import free_port  # noqa: E402
+
 BASE = "/startbench/"
 ENDED = {"exited", "stopped", "expired", "failed"}
 SETUP = "sleep 2"
@@ -46,12 +49,6 @@ SETUP = "sleep 2"
 
 def log(msg: str) -> None:
     print(f"[start_bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -190,7 +187,6 @@ def main() -> int:
     parser.add_argument("--json", help="write the raw samples (seconds) to this file")
     args = parser.parse_args()
     n = 4 if args.quick else 10
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from labkernel.client import LabClient
 
     results: dict[str, list[float]] = {}
@@ -261,7 +257,8 @@ def main() -> int:
     print()
     print(f"10 at once, pool of 5: fastest five p50 {statistics.median(crowd[:5]):.1f} ms, "
           f"slowest five p50 {statistics.median(crowd[5:]):.1f} ms")
-    print(f"shell lab / terminado p50: {statistics.median(ms(results['shell'])) / statistics.median(ms(results['terminado'])):.2f}")
+    shell_ratio = statistics.median(ms(results["shell"])) / statistics.median(ms(results["terminado"]))
+    print(f"shell lab / terminado p50: {shell_ratio:.2f}")
     print(f"pooled start p50 {pooled_p50:.1f} ms (target <= 25), terminado p50 {term_p50:.1f} ms "
           f"(ratio {pooled_p50 / term_p50:.2f}; target <= 1)")
     if args.json:

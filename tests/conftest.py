@@ -1,26 +1,52 @@
-"""Shared fixtures: a real Jupyter server (pytest-jupyter) with labkernel, and real shells.
+"""The fixtures every test module may use, and the markers that sort the tests.
 
-pytest-jupyter's default base URL is ``/a%40b/``; it stays, so that any place that
-forgets ``base_url`` fails a test.
+Servers: a real Jupyter server with labkernel in the test process (pytest-jupyter),
+and real shells. pytest-jupyter's default base URL is ``/a%40b/``; it stays, so that
+any place that forgets ``base_url`` fails a test. A module changes the server's
+``LabSessionManager`` settings by overriding ``labkernel_config``; one test adds
+to them with ``@pytest.mark.labkernel(name=value)``.
+
+Markers (registered in pyproject.toml): ``server`` (Jupyter servers in subprocesses),
+``containment`` (every containment mode of this machine) and ``browser`` (Chromium)
+are each also ``slow``, as are the in-process tests marked ``slow`` by hand, so that
+``python -m pytest -m "not slow"`` is the quick full check of the core: the unit
+tests and the API against the in-process server.
+
+Helpers live in ``tests/support/`` (``from support.api import Api``); no test module
+imports another, and nothing imports this one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import re
-import time
+import contextlib
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import psutil
 import pytest
 from traitlets.config import Config
 
+from support.api import PROMPT, SHELL_COMMAND, Api
+from support.auth import DenyingAuthorizer
+from support.processes import with_token
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-#: A prompt no command output contains by accident.
-PROMPT = "lab-prompt$ "
+#: Markers whose tests ``-m "not slow"`` leaves out.
+SLOW_KINDS = ("server", "containment", "browser")
+BROWSER_TESTS = Path(__file__).parent / "browser"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # tests/browser/conftest.py marks its tests browser: maybe after this runs.
+        if BROWSER_TESTS in item.path.parents or any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
+# -- the in-process server ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -30,103 +56,34 @@ def labkernel_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def jp_server_config(labkernel_config: dict[str, Any]) -> Config:
-    return Config({
+def denied_actions() -> list[str] | None:
+    """Actions on the terminals resource the server's authorizer refuses (``DenyingAuthorizer``);
+    None, the default, keeps Jupyter's own. A test parametrizes this to deny actions."""
+    return None
+
+
+@pytest.fixture
+def jp_server_config(request: pytest.FixtureRequest, labkernel_config: dict[str, Any],
+                     denied_actions: list[str] | None) -> Config:
+    marker = request.node.get_closest_marker("labkernel")
+    config = Config({
         "ServerApp": {"jpserver_extensions": {"labkernel": True}},
         "LabSessionManager": {
-            # A shell that reads no rc files starts fast and prints a known prompt.
-            "shell_command": ["bash", "--norc", "--noprofile", "-i"],
+            "shell_command": SHELL_COMMAND,
             **labkernel_config,
+            **(marker.kwargs if marker else {}),
         },
     })
+    if denied_actions is not None:
+        config["ServerApp"]["authorizer_class"] = DenyingAuthorizer
+        config["DenyingAuthorizer"] = Config({"denied_actions": denied_actions})
+    return config
 
 
 @pytest.fixture(autouse=True)
 def _known_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PS1", PROMPT)
     monkeypatch.setenv("HISTFILE", "/dev/null")
-
-
-class Api:
-    """A thin async client of the REST API over pytest-jupyter's ``jp_fetch``.
-
-    Every call returns ``(status, body)`` with the body parsed from JSON, so tests
-    can check error answers as easily as good ones.
-    """
-
-    def __init__(self, fetch: Any):
-        self._fetch = fetch
-
-    async def call(self, method: str, *path: str, body: Any = None, params: dict | None = None,
-                   headers: dict | None = None, raw_body: bytes | str | None = None,
-                   **kwargs: Any) -> tuple[int, Any]:
-        if raw_body is None and body is not None:
-            raw_body = json.dumps(body)
-        if raw_body is None and method in ("POST", "PUT", "PATCH"):
-            raw_body = b""
-        response = await self._fetch(
-            *path, method=method, body=raw_body, params=params or {}, headers=headers or {},
-            raise_error=False, allow_nonstandard_methods=True, request_timeout=60, **kwargs)
-        text = response.body.decode() if response.body else ""
-        content_type = response.headers.get("Content-Type", "")
-        assert "json" in content_type, f"{method} {path}: not JSON ({content_type}): {text[:200]}"
-        return response.code, json.loads(text) if text else None
-
-    async def ok(self, method: str, *path: str, expect: int = 200, **kwargs: Any) -> Any:
-        status, body = await self.call(method, *path, **kwargs)
-        assert status == expect, f"{method} {'/'.join(path)} answered {status}: {body}"
-        return body
-
-    # -- the routes ------------------------------------------------------------
-
-    async def start(self, **body: Any) -> dict[str, Any]:
-        return await self.ok("POST", "api", "labs", "start", body=body, expect=201)
-
-    async def get(self, sid: str) -> dict[str, Any]:
-        return await self.ok("GET", "api", "labs", "session", sid)
-
-    async def stop(self, sid: str) -> dict[str, Any]:
-        return await self.ok("DELETE", "api", "labs", "session", sid)
-
-    async def status(self, sid: str) -> dict[str, Any]:
-        return await self.ok("GET", "api", "ws", "status", sid)
-
-    async def message(self, sid: str, **body: Any) -> dict[str, Any]:
-        return await self.ok("POST", "api", "ws", "message", body={"sessionId": sid, **body})
-
-    async def send(self, sid: str, data: str, **body: Any) -> dict[str, Any]:
-        return await self.message(sid, data=data, **body)
-
-    async def command(self, sid: str, line: str) -> dict[str, Any]:
-        return await self.message(sid, command=line)
-
-    async def output(self, sid: str, offset: int = 0, **params: Any) -> dict[str, Any]:
-        query = {"offset": str(offset), **{k: str(v) for k, v in params.items()}}
-        return await self.ok("GET", "api", "ws", "output", sid, params=query)
-
-    async def read_until(self, sid: str, pattern: str, offset: int = 0, *, timeout: float = 30,
-                         **params: Any) -> tuple[str, int]:
-        """Long-poll from ``offset`` until the text read matches ``pattern`` (a regex).
-
-        Returns the text read and the next offset. Fails the test on timeout (a
-        generous limit that only catches a hang) or when the session ends first.
-        """
-        text, deadline = "", time.monotonic() + timeout
-        while not re.search(pattern, text):
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {pattern!r}; got {text[-500:]!r}"
-            answer = await self.output(sid, offset, wait=min(left, 5), **params)
-            text += answer["data"]
-            offset = answer["nextOffset"]
-            if answer["status"] != "running" and not answer["data"]:
-                assert re.search(pattern, text), f"session ended before {pattern!r}: {text[-500:]!r}"
-        return text, offset
-
-    async def shell(self, **body: Any) -> tuple[str, int]:
-        """Start a session and wait for its first prompt; returns (sessionId, offset)."""
-        session = await self.start(**body)
-        _, offset = await self.read_until(session["sessionId"], re.escape(PROMPT))
-        return session["sessionId"], offset
 
 
 @pytest.fixture
@@ -149,41 +106,23 @@ def manager(jp_serverapp: Any) -> Any:
     return jp_serverapp.web_app.settings["labkernel_manager"]
 
 
-async def eventually(predicate: Any, timeout: float = 15, interval: float = 0.05) -> None:
-    """Wait until ``predicate()`` is true; the timeout only catches a hang."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(interval)
+@pytest.fixture
+def labs(tmp_path: Path) -> Path:
+    """The folder of a test's own lab definitions, where ``support.labs.lab_config`` points
+    the server (made by it)."""
+    return tmp_path / "labs"
 
 
-#: Shell text that prints a pid with its PID namespace, as ``NAME=[pid@pid:[inode]]``:
-#: a session may run in a PID namespace of its own (see ``labkernel.containment``),
-#: where the pids its shell sees are not the server's.
-NS = "@$(readlink /proc/self/ns/pid)"
+# -- processes ----------------------------------------------------------------------------
 
 
-def printed_pid(text: str, name: str) -> int:
-    """The host pid of what a session printed as ``NAME=[pid@ns]`` (see ``NS``)."""
-    match = re.search(rf"{name}=\[(\d+)@(pid:\[\d+\])\]", text)
-    assert match, f"no {name}=[pid@ns] in {text[-300:]!r}"
-    return host_pid(int(match.group(1)), match.group(2))
-
-
-def host_pid(pid: int, ns: str) -> int:
-    """The pid in this process's namespace of process ``pid`` of namespace ``ns``."""
-    if os.readlink("/proc/self/ns/pid") == ns:
-        return pid
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry.name}/ns/pid") != ns:
-                continue
-            status = Path(f"/proc/{entry.name}/status").read_text()
-        except OSError:
-            continue
-        nspids = re.search(r"^NSpid:\s*(.*)$", status, re.M).group(1).split()
-        if int(nspids[-1]) == pid:
-            return int(entry.name)
-    raise AssertionError(f"no process {pid} in {ns}")
+@pytest.fixture
+def token() -> Iterator[str]:
+    """A token for the command lines of a test's processes (``sleep 300.TOKEN``), to find
+    them by (``support.processes.with_token``). Whatever carries it when the test ends,
+    passed, failed or xfailed, is killed: it does not outlive the test."""
+    value = str(secrets.randbelow(10**9)).zfill(9)
+    yield value
+    for proc in with_token(value):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()

@@ -14,24 +14,13 @@ from typing import Any
 
 import pytest
 
-from conftest import eventually
-from labhelpers import lab_config, write_lab
-
-
-def server(**settings: Any) -> Any:
-    """Run a test against a server whose LabSessionManager has these settings."""
-    name = ",".join(f"{key}={value}" for key, value in settings.items())
-    return pytest.mark.parametrize("labkernel_config", [settings], ids=[name], indirect=True)
+from support.api import eventually
+from support.labs import lab_config, write_lab
 
 
 @pytest.fixture
-def labkernel_config(tmp_path: Path, request: Any) -> dict[str, Any]:
-    return lab_config(tmp_path, **getattr(request, "param", {}))
-
-
-@pytest.fixture
-def labs(tmp_path: Path) -> Path:
-    return tmp_path / "labs"
+def labkernel_config(tmp_path: Path) -> dict[str, Any]:
+    return lab_config(tmp_path)
 
 
 async def catalog(api: Any) -> dict[str, Any]:
@@ -55,7 +44,7 @@ async def pool_ready(manager: Any, lab_id: str, n: int = 1) -> None:
 
 # A catalog older than 50 ms counts as stale, and the culler passes every 50 ms: a
 # server that walked its labs in the background would walk them all the time.
-@server(lab_scan_interval=0.05, cull_interval=0.05)
+@pytest.mark.labkernel(lab_scan_interval=0.05, cull_interval=0.05)
 async def test_an_idle_server_does_not_walk_its_labs(api: Any, manager: Any, labs: Path) -> None:
     write_lab(labs, "warm", "pool = 1\nsetup = 'true'")
     assert "warm" in lab_ids(await stale_catalog(api, manager))
@@ -69,7 +58,7 @@ async def test_an_idle_server_does_not_walk_its_labs(api: Any, manager: Any, lab
     assert manager.scan_count == scans + 1
 
 
-@server(lab_scan_interval=3600.0)
+@pytest.mark.labkernel(lab_scan_interval=3600.0)
 async def test_a_lab_added_a_moment_ago_is_found_by_its_start_and_then_listed(
         api: Any, manager: Any, labs: Path) -> None:
     assert "late" not in lab_ids(await catalog(api))
@@ -88,7 +77,7 @@ async def test_a_lab_added_a_moment_ago_is_found_by_its_start_and_then_listed(
     assert manager.scan_count == scans + 1
 
 
-@server(lab_scan_interval=0.5)
+@pytest.mark.labkernel(lab_scan_interval=0.5)
 async def test_labs_and_broken_definitions_added_later_are_listed_once_the_catalog_is_stale(
         api: Any, manager: Any, labs: Path) -> None:
     first = await catalog(api)
@@ -104,7 +93,7 @@ async def test_labs_and_broken_definitions_added_later_are_listed_once_the_catal
     assert error["field"] == "lab.toml" and "not valid TOML" in error["reason"]
 
 
-@server(lab_scan_interval=2.0)  # the default
+@pytest.mark.labkernel(lab_scan_interval=2.0)  # the default
 async def test_concurrent_requests_share_one_walk(api: Any, manager: Any, labs: Path) -> None:
     await catalog(api)
     await asyncio.sleep(manager.lab_scan_interval)  # stale now
@@ -114,7 +103,7 @@ async def test_concurrent_requests_share_one_walk(api: Any, manager: Any, labs: 
     assert all(answer == answers[0] for answer in answers)
 
 
-@server(lab_scan_interval=3600.0)
+@pytest.mark.labkernel(lab_scan_interval=3600.0)
 async def test_concurrent_starts_of_a_lab_added_a_moment_ago_all_find_it(
         api: Any, manager: Any, labs: Path) -> None:
     await catalog(api)
@@ -125,7 +114,7 @@ async def test_concurrent_starts_of_a_lab_added_a_moment_ago_all_find_it(
     assert {s["labId"] for s in sessions} == {"new"} and len({s["sessionId"] for s in sessions}) == 8
 
 
-@server(lab_scan_interval=0.05, cull_interval=0.05)
+@pytest.mark.labkernel(lab_scan_interval=0.05, cull_interval=0.05)
 async def test_a_pool_refilled_with_nobody_asking_reads_the_changed_definition_first(
         api: Any, manager: Any, labs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     created: list[str] = []

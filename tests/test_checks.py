@@ -13,13 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from conftest import PROMPT, eventually
-# Checks need `execute` on the terminals resource: the API tests' denying authorizer.
-from test_api_errors import DenyingAuthorizer, denied_actions, jp_server_config  # noqa: F401
-from labhelpers import check, lab_config, new_token, sleeping, with_token, write_lab
+from support.api import PROMPT, eventually
+from support.labs import check, lab_config, started, write_lab
+from support.processes import sleeping, with_token
 
 REPO_LABS = Path(__file__).resolve().parent.parent / "labs"
 SECRET = "hunter2-but-longer-0815"
@@ -46,31 +44,11 @@ def labkernel_config(tmp_path: Path) -> dict[str, Any]:
     return lab_config(tmp_path, check_timeout=2.0, check_output_limit=4096)
 
 
-@pytest.fixture
-def labs(tmp_path: Path) -> Path:
-    return tmp_path / "labs"
-
-
-
-
-async def started(api: Any, lab_id: str) -> tuple[str, int]:
-    sid = (await api.start(labId=lab_id))["sessionId"]
-    _, offset = await api.read_until(sid, re.escape(PROMPT))
-    return sid, offset
-
-
 async def type_line(api: Any, sid: str, line: str, offset: int) -> int:
     """Type a command as a learner would and wait for the next prompt."""
     await api.command(sid, line)
     _, offset = await api.read_until(sid, re.escape(PROMPT), offset)
     return offset
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def test_checks_fail_before_the_solution_and_pass_after_with_steps_and_current_step(
@@ -137,8 +115,7 @@ async def test_checking_an_ended_or_unknown_session_is_refused(api: Any, labs: P
 
 
 async def test_a_hanging_check_is_killed_with_its_children_and_reported_as_timed_out(
-        api: Any, labs: Path) -> None:
-    token = new_token()
+        api: Any, labs: Path, token: str) -> None:
     write_lab(labs, "hangs", f"""
         [[steps]]
         title = "Hang"
@@ -327,8 +304,7 @@ async def test_lab_client_check(api: Any, labs: Path, server_url: str, jp_server
 
 
 async def test_a_check_that_exits_leaving_a_job_behind_passes_and_the_job_ends(
-        api: Any, labs: Path) -> None:
-    token = new_token()
+        api: Any, labs: Path, token: str) -> None:
     write_lab(labs, "leaves", f"""
         [[steps]]
         title = "Leave a job"

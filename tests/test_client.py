@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from labkernel.client import LabClient, LabError
-
-from conftest import PROMPT
+from support.api import PROMPT
 
 
 @pytest.fixture

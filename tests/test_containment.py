@@ -21,9 +21,7 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,28 +29,23 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import eventually
-from labhelpers import _no_leftovers, token, with_token  # noqa: F401 (fixtures)
 from labkernel import containment
-from test_sessions import FAST, ServerProcess, run, wait_ended
+from support.api import FAST, eventually, run, wait_ended
+from support.containment import (
+    DOUBLE_FORK,
+    MODE_PARAMS,
+    SETSID_ENV,
+    WITH_UNSHARE,
+    as_nobody,
+    assert_none_left,
+    escapes,
+    nobody_server,
+    start_escapes_on,
+)
+from support.processes import survivors, with_token
+from support.serverproc import ServerProcess
 
-MODE_PARAMS = [
-    pytest.param(mode, id=mode, marks=pytest.mark.skipif(
-        not containment.available(mode), reason=f"containment {mode!r} does not work on this machine"))
-    for mode in containment.MODES
-]
-#: Where bwrap makes the PID namespaces, unshare's way is also tested, on the tests
-#: where the two differ (the init, the terminal, a server's death).
-WITH_UNSHARE = MODE_PARAMS + ([pytest.param("pidns-unshare", id="pidns-unshare", marks=pytest.mark.skipif(
-    not containment.available("pidns-unshare"), reason="unshare cannot make a PID namespace here"))]
-    if containment.pidns_prefix() != containment.pidns_prefix("unshare") else [])
-
-#: The escape that only the scan mode cannot hold: an orphan that left the shell's
-#: session and dropped the marker is a child of init, with nothing left to find it by.
-DOUBLE_FORK = "1002"
-#: ``setsid`` run by an interactive shell forks (the job leads its process group), so
-#: ``setsid env -i`` is such an orphan too.
-SETSID_ENV = "1001"
+pytestmark = pytest.mark.containment
 
 #: The deadline of the tests about processes that cannot be killed; the others get a
 #: generous one, since a loaded machine makes every /proc scan slow.
@@ -71,38 +64,6 @@ def labkernel_config(mode: str) -> dict[str, Any]:
             "max_processes": MAX_PROCESSES}
 
 
-def survivors(token: str) -> list[str]:
-    return [f"{p.pid} {' '.join(p.info['cmdline'])}" for p in with_token(token)]
-
-
-def start_escapes_on(server: Any, sid: str, token: str, lines: dict[str, str]) -> None:
-    """Type the escapes into a subprocess server's session; wait until each one runs."""
-    for line in lines.values():
-        server.command(sid, line)
-    deadline = time.monotonic() + 30
-    while not all(f"sleep {kind}.{token}" in " ".join(survivors(token)) for kind in lines):
-        assert time.monotonic() < deadline, survivors(token)
-        time.sleep(0.1)
-
-
-def escapes(token: str, mode: str) -> dict[str, str]:
-    """Command lines that try to outlive the session, by the sleep each one leaves running."""
-    lines = {
-        # setsid, SIGHUP ignored, a new child every 0.2 s
-        "1000": f"""setsid bash -c 'trap "" HUP; while :; do sleep 1000.{token} & sleep .2; done' &""",
-        # setsid and no marker
-        SETSID_ENV: f"""setsid env -i sh -c 'while :; do sleep 1001.{token}; done' &""",
-        # a double-forked daemon, no marker: its parent exits at once
-        DOUBLE_FORK: f"""(setsid env -i sh -c 'sleep 1002.{token} & exit' &)""",
-        # ignores SIGHUP and SIGTERM, keeps starting orphans
-        "1003": f"""sh -c 'trap "" HUP TERM; while :; do (sleep 1003.{token} &); sleep .1; done' &""",
-    }
-    if mode == "scan":
-        # What the scan cannot hold: see test_scan_mode_loses_what_dropped_the_marker_and_left_the_tree.
-        del lines[DOUBLE_FORK], lines[SETSID_ENV]
-    return lines
-
-
 async def start_escapes(api: Any, sid: str, token: str, mode: str) -> None:
     lines = escapes(token, mode)
     for line in lines.values():
@@ -113,16 +74,6 @@ async def start_escapes(api: Any, sid: str, token: str, mode: str) -> None:
         running = " ".join(" ".join(p.info["cmdline"]) for p in with_token(token))
         return all(f"sleep {kind}.{token}" in running for kind in lines)
     await eventually(all_running, timeout=30)
-
-
-async def assert_none_left(token: str, *, at_once: bool = False) -> None:
-    """Nothing with the token survives, now and a while later (loops would have respawned)."""
-    if at_once:
-        assert survivors(token) == []
-    else:
-        await eventually(lambda: not survivors(token), timeout=15)
-    await asyncio.sleep(0.5)
-    assert survivors(token) == []
 
 
 # -- the mode in force ---------------------------------------------------------------
@@ -166,8 +117,14 @@ async def test_expiry_ends_every_escaped_process(api, manager, mode, token):
 async def test_idle_culling_ends_every_escaped_process(api, manager, mode, token):
     sid, _ = await api.shell()
     await start_escapes(api, sid, token, mode)
-    manager.get(sid).last_activity = time.time() - 2 * 3600  # idle for longer than the timeout
-    await eventually(lambda: manager.get(sid).status == "expired", timeout=15)
+    session = manager.get(sid)
+
+    def culled() -> bool:
+        # Idle for longer than the timeout, whatever the escapes print meanwhile: once
+        # they reach max_processes, each fork that fails prints, and output is activity.
+        session.last_activity = min(session.last_activity, time.time() - 2 * 3600)
+        return session.status == "expired"
+    await eventually(culled, timeout=15)
     await assert_none_left(token)
 
 
@@ -188,6 +145,7 @@ async def test_server_shutdown_ends_every_escaped_process(api, manager, mode, to
     await assert_none_left(token, at_once=True)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("mode", WITH_UNSHARE)
 def test_server_killed_with_sigkill_leaves_nothing_or_its_successor_cleans_up(tmp_path, mode, token):
     """pidns: the namespaces die with the server. The other modes: the next server cleans up.
@@ -199,7 +157,7 @@ def test_server_killed_with_sigkill_leaves_nothing_or_its_successor_cleans_up(tm
     lines = escapes(token, mode)
     if mode in ("subreaper", "scan"):
         lines = {kind: line for kind, line in lines.items() if "env -i" not in line}
-    server = ServerProcess(tmp_path / "first", config={"containment": mode})
+    server = ServerProcess(tmp_path / "first", manager={**FAST, "containment": mode})
     try:
         sid, offset = server.shell()
         start_escapes_on(server, sid, token, lines)
@@ -217,7 +175,7 @@ def test_server_killed_with_sigkill_leaves_nothing_or_its_successor_cleans_up(tm
             # another checkout's) runs clean_leftovers and takes the dead server's.
             pytest.skip("the escapes were already killed before a successor started (the subreaper's "
                         "hangup clean-up or another labkernel server's start): no successor to test")
-        successor = ServerProcess(tmp_path / "second", config={"containment": mode})
+        successor = ServerProcess(tmp_path / "second", manager={**FAST, "containment": mode})
     try:
         deadline = time.monotonic() + 20
         while survivors(token):
@@ -251,60 +209,12 @@ async def test_scan_mode_loses_what_dropped_the_marker_and_left_the_tree(api, mo
     assert survivors(token) == []
 
 
-def _as_nobody(*argv: str, env: dict | None = None) -> bool:
-    try:
-        return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv],
-                              capture_output=True, timeout=30, env=env, cwd="/").returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _python_for_nobody() -> tuple[str, str] | None:
-    """An interpreter ``nobody`` may run with this environment's packages, and its PYTHONPATH.
-
-    The test's own may live where nobody can reach (a pyenv under /root): then the
-    system's interpreter of the same version, given the same site-packages.
-    """
-    import site
-    import sys
-    path = os.pathsep.join([str(Path(__file__).parents[1]), *site.getsitepackages()])
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (sys.executable, f"/usr/bin/{version}"):
-        if _as_nobody(python, "-c", "import jupyter_server, labkernel",
-                      env=dict(os.environ, PYTHONPATH=path)):
-            return python, path
-    return None
-
-
-@contextlib.contextmanager
-def nobody_server(config: dict, prepare: Any = None) -> Any:
-    """A server subprocess running as ``nobody``, in a directory of its own; skips
-    where this machine cannot run one. ``prepare(base)`` runs before it starts."""
-    if os.geteuid() != 0:
-        pytest.skip("starts a server as another user: needs root")
-    python = _python_for_nobody()
-    if python is None:
-        pytest.skip("no Python interpreter with this environment's packages that nobody may run")
-    base = Path(tempfile.mkdtemp(prefix="labkernel-unprivileged-"))
-    try:
-        base.chmod(0o755)
-        (base / "root").mkdir()
-        if prepare is not None:
-            prepare(base)
-        server = ServerProcess(base, user="nobody", config=config, python=python[0], pythonpath=python[1])
-        try:
-            yield server
-        finally:
-            server.terminate()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
+@pytest.mark.server
 def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_same_user(token):
     """A server that is not root: a PID namespace through a user namespace, ``id``
     unchanged in the lab, every escape gone at DELETE, and RLIMIT_NPROC (no pids
     cgroup for this user) refusing forks beyond ``max_processes``."""
-    if not _as_nobody("unshare", "--user", "--map-current-user", "--pid", "--fork", "true"):
+    if not as_nobody("unshare", "--user", "--map-current-user", "--pid", "--fork", "true"):
         pytest.skip("no unprivileged user namespaces here")
     limit = 40
 
@@ -331,6 +241,7 @@ def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_sam
         assert int(re.search(r"FORKED=(\d+)", text).group(1)) < limit
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("mode", [m for m in MODE_PARAMS if m.values[0] != "cgroup"])
 def test_a_setuid_process_the_server_may_not_signal_ends_the_session_by_the_deadline(token, mode):
     """The real case: a server running as nobody, a lab that runs a setuid-root program

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import eventually
+from support.api import eventually
 
 SIZE = 4 * 1024 * 1024
 SESSIONS = 30
@@ -39,6 +39,7 @@ async def read_all(api: Any, sid: str) -> int:
             return got
 
 
+@pytest.mark.slow  # 30 sessions of 4 MiB each, twice
 @pytest.mark.parametrize("round_", [1, 2])
 async def test_every_byte_written_before_exit_is_counted_under_load(api: Any, manager: Any,
                                                                     round_: int) -> None:

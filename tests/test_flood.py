@@ -12,10 +12,10 @@ import asyncio
 import re
 from typing import Any
 
-from conftest import eventually
-from test_streaming import DONE_RE, Reader, log_tail, server, start_unattached
+import pytest
 
-KIB = 1024
+from support.api import eventually
+from support.streaming import DONE_RE, KIB, Reader, log_tail, start_unattached
 
 
 def spy_appends(session: Any) -> list[int]:
@@ -31,7 +31,7 @@ def spy_appends(session: Any) -> list[int]:
     return sizes
 
 
-@server(read_budget=8 * KIB)
+@pytest.mark.labkernel(read_budget=8 * KIB)
 async def test_a_flooding_session_is_read_at_most_read_budget_per_loop_turn_and_loses_nothing(api, manager):
     sid, offset = await start_unattached(api, manager)
     session = manager.get(sid)
@@ -43,7 +43,7 @@ async def test_a_flooding_session_is_read_at_most_read_budget_per_loop_turn_and_
     assert max(sizes) <= 8 * KIB
 
 
-@server(buffer_size=256 * KIB, read_budget=256 * KIB)
+@pytest.mark.labkernel(buffer_size=256 * KIB, read_budget=256 * KIB)
 async def test_a_turn_stops_where_an_attached_reader_would_lose_a_byte(api, manager):
     """The budget of a turn is cut to the room the slowest reader leaves, exactly."""
     sid, offset = await api.shell()

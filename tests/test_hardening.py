@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,14 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import PROMPT, eventually
-from serverproc import ServerProcess
-from test_sessions import wait_ended
+from support.api import eventually, wait_ended
+from support.serverproc import ServerProcess
 
 
 def assert_error(answer: tuple[int, Any], status: int, code: str) -> str:
     got_status, body = answer
     assert (got_status, body["error"]) == (status, code), body
     return body["message"]
-
-
-def read_until(server: ServerProcess, sid: str, pattern: str, offset: int = 0,
-               timeout: float = 30) -> tuple[str, int]:
-    """Long-poll a subprocess server's session until ``pattern`` (a regex) shows."""
-    text, deadline = "", time.monotonic() + timeout
-    while not re.search(pattern, text):
-        assert time.monotonic() < deadline, f"timed out waiting for {pattern!r}: {text[-500:]!r}"
-        answer = server.ok("GET", f"api/ws/output/{sid}?offset={offset}&wait=5")
-        text += answer["data"]
-        offset = answer["nextOffset"]
-    return text, offset
 
 
 # -- no credential in a lab shell ----------------------------------------------------
@@ -45,13 +31,13 @@ SECRETS = {
 }
 
 
+@pytest.mark.server
 def test_a_lab_shell_sees_none_of_the_servers_credentials(tmp_path: Path) -> None:
     env = {**SECRETS, "LABKERNEL_VISIBLE": "plain-setting"}
     with ServerProcess(tmp_path, env=env, manager={"hidden_env": ["COURSE_DB_*"]}) as server:
-        sid = server.ok("POST", "api/labs/start", {}, expect=201)["sessionId"]
-        _, offset = read_until(server, sid, re.escape(PROMPT))
-        server.ok("POST", "api/ws/message", {"sessionId": sid, "command": "env; echo END-$((6*7))"})
-        text, _ = read_until(server, sid, r"END-42\r\n", offset)
+        sid, offset = server.shell()
+        server.command(sid, "env; echo END-$((6*7))")
+        text, _ = server.read_until(sid, r"END-42\r\n", offset)
         assert "LABKERNEL_VISIBLE=plain-setting" in text  # env really ran, and the rest is there
         # The server's own token (exported for its kernels as LABKERNEL_TOKEN) is not either.
         for name, value in [*SECRETS.items(), ("server token", server.token)]:
@@ -122,6 +108,7 @@ async def test_a_resize_or_signal_carrying_input_is_refused_whole(api: Any, extr
 # -- a signal the kernel refuses ------------------------------------------------------
 
 
+@pytest.mark.server
 def test_a_signal_the_kernel_refuses_is_a_clear_error_not_a_500(tmp_path: Path) -> None:
     """The foreground program runs as another user and the server lacks CAP_KILL.
 
@@ -130,30 +117,27 @@ def test_a_signal_the_kernel_refuses_is_a_clear_error_not_a_500(tmp_path: Path) 
     """
     prefix = ["setpriv", "--bounding-set=-kill"]
     with ServerProcess(tmp_path, prefix=prefix) as server:
-        sid = server.ok("POST", "api/labs/start", {}, expect=201)["sessionId"]
-        _, offset = read_until(server, sid, re.escape(PROMPT))
+        sid, offset = server.shell()
         marker = "labkernel-refused-signal-test"
-        server.ok("POST", "api/ws/message", {
-            "sessionId": sid,
-            "command": f"setpriv --reuid=65534 --regid=65534 --clear-groups bash -c 'exec -a {marker} sleep 60'"})
+        server.command(sid, f"setpriv --reuid=65534 --regid=65534 --clear-groups bash -c 'exec -a {marker} sleep 60'")
         deadline = time.monotonic() + 30
         while not (victims := [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == [marker, "60"]]):
             assert time.monotonic() < deadline, "the foreground program did not start"
             time.sleep(0.1)
         try:
-            status, body = server.request("POST", "api/ws/message",
-                                          {"sessionId": sid, "type": "signal", "signal": "SIGTERM"})
+            status, body = server.call("POST", "api/ws/message",
+                                       body={"sessionId": sid, "type": "signal", "signal": "SIGTERM"})
             assert (status, body["error"]) == (409, "signal_refused"), body
             assert "another user" in body["message"]
             assert victims[0].is_running()
             # The terminal's own Ctrl-C still reaches it, as the message says.
-            server.ok("POST", "api/ws/message", {"sessionId": sid, "data": "\u0003"})
+            server.message(sid, data="\u0003")
             victims[0].wait(30)
         finally:
             for victim in victims:
                 if victim.is_running():
                     victim.kill()
-        assert "Traceback" not in server.log()
+        assert "Traceback" not in server.log(tail=None)
 
 
 # -- what an ended session keeps ---------------------------------------------------
@@ -167,15 +151,22 @@ class TestEndedSessions:
     async def test_an_ended_session_keeps_the_tail_once_its_reader_had_time(self, api: Any,
                                                                            manager: Any) -> None:
         sid, offset = await api.shell()  # polls: a reader attached, at the prompt
+        session = manager.get(sid)
         await api.command(sid, "printf 'x%.0s' $(seq 5000); echo; echo LAST-$((6*7)); exit")
-        await eventually(lambda: manager.get(sid).closed)
+        # The reader stays attached, polling where it is, until the session has ended
+        # (however long that takes on a slow machine: more than the attach timeout).
+        deadline = time.monotonic() + 30
+        while not session.closed:
+            assert time.monotonic() < deadline, "the session did not end"
+            await api.output(sid, offset, max=1)
+            await asyncio.sleep(0.05)
         end = (await api.get(sid))["outputOffset"]
         # That reader had not read the output yet: it is all still there for it.
         answer = await api.output(sid, offset)
         assert not answer["truncated"] and answer["nextOffset"] == end
         assert answer["data"].count("x") >= 5000
         # One attach timeout later only the tail is left.
-        await asyncio.sleep(1.5)
+        await eventually(lambda: session.output.base == end - 1000, timeout=10)
         answer = await api.output(sid, offset)
         assert answer["truncated"] and answer["nextOffset"] == end
         assert answer["offset"] == end - 1000 and "LAST-42" in answer["data"]

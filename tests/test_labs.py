@@ -6,6 +6,7 @@ Each test gets lab folders of its own under ``tmp_path`` (never the repository's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import PROMPT, eventually
-from labhelpers import lab_config, new_token, sleeping, wait_running, with_token, write_lab
+from support.api import PROMPT, eventually
+from support.labs import lab_config, started, wait_running, write_lab
+from support.processes import sleeping, with_token
 
 SECRET = "s3cr3t-value-4711"
 
@@ -24,11 +26,6 @@ SECRET = "s3cr3t-value-4711"
 @pytest.fixture
 def labkernel_config(tmp_path: Path) -> dict[str, Any]:
     return lab_config(tmp_path, setup_timeout=5.0)
-
-
-@pytest.fixture
-def labs(tmp_path: Path) -> Path:
-    return tmp_path / "labs"
 
 
 async def catalog(api: Any) -> dict[str, Any]:
@@ -39,13 +36,6 @@ async def run(api: Any, sid: str, line: str, offset: int) -> tuple[str, int]:
     """Type a line and read until the next prompt."""
     await api.command(sid, line)
     return await api.read_until(sid, re.escape(PROMPT) + r"$|" + re.escape(PROMPT) + r"\x1b", offset)
-
-
-async def shell_of(api: Any, lab_id: str) -> tuple[str, int]:
-    session = await api.start(labId=lab_id)
-    sid = session["sessionId"]
-    _, offset = await api.read_until(sid, re.escape(PROMPT))
-    return sid, offset
 
 
 # -- the catalog ---------------------------------------------------------------------------------
@@ -80,7 +70,7 @@ async def test_the_catalog_lists_defined_labs_with_their_steps_and_the_broken_on
     assert errors["broken"]["path"].endswith("broken/lab.toml")
     assert errors["mistyped"]["field"] == "steps[1].title" and "must be a string" in errors["mistyped"]["reason"]
     # the others are served all the same
-    sid, _ = await shell_of(api, "intro")
+    sid, _ = await started(api, "intro")
     assert (await api.get(sid))["labId"] == "intro"
 
 
@@ -149,9 +139,10 @@ async def test_a_failing_setup_fails_the_session_with_its_output_and_a_clear_mes
     assert "trying" in text and "no such thing" in text
     assert "setup of lab 'fails' failed with exit code 3" in text
     # the other labs keep working
-    await shell_of(api, "fine")
+    await started(api, "fine")
 
 
+@pytest.mark.slow  # waits out the 5 s setup_timeout
 async def test_a_hanging_setup_is_stopped_after_the_setup_timeout(api: Any, labs: Path) -> None:
     write_lab(labs, "hangs", "setup = 'echo started; sleep 600'")
     started = time.monotonic()
@@ -162,8 +153,7 @@ async def test_a_hanging_setup_is_stopped_after_the_setup_timeout(api: Any, labs
 
 
 async def test_stopping_a_starting_session_ends_its_setup_and_what_it_started(
-        api: Any, labs: Path) -> None:
-    token = new_token()
+        api: Any, labs: Path, token: str) -> None:
     write_lab(labs, "slow", f"setup = 'sleep 300.{token} & setsid sleep 301.{token} & wait'")
     sid = (await api.start(labId="slow"))["sessionId"]
     await eventually(lambda: len(sleeping(token)) == 2)
@@ -198,7 +188,7 @@ async def test_env_takes_values_from_the_server_environment_and_no_credentials(
         REGION = "region-${LAB_TEST_REGION}-${LAB_TEST_UNSET}"
         PLAIN = "plain value"
     """)
-    sid, offset = await shell_of(api, "envy")
+    sid, offset = await started(api, "envy")
     text, _ = await run(api, sid, 'echo "[$REGION] [$PLAIN] [$LABKERNEL_TOKEN]"', offset)
     assert "[region-eu-north-] [plain value] []" in text
 
@@ -251,7 +241,7 @@ async def test_a_lab_sets_its_own_lifetime_and_idle_timeout(api: Any, labs: Path
     deadline = time.monotonic() + 15
     while (await api.status(session["sessionId"]))["status"] == "running":
         assert time.monotonic() < deadline
-        await __import__("asyncio").sleep(0.2)
+        await asyncio.sleep(0.2)
     assert (await api.get(session["sessionId"]))["status"] == "expired"
 
 
@@ -286,8 +276,7 @@ async def test_input_and_resize_sent_while_starting_are_applied_once_the_shell_r
 
 
 async def test_a_service_a_setup_leaves_running_lives_and_ends_with_the_session(
-        api: Any, labs: Path) -> None:
-    token = new_token()
+        api: Any, labs: Path, token: str) -> None:
     # One service with its output redirected, one still holding the setup's pipe.
     write_lab(labs, "service", f"""
         setup = '''
@@ -303,8 +292,8 @@ async def test_a_service_a_setup_leaves_running_lives_and_ends_with_the_session(
     assert with_token(token) == []
 
 
-async def test_server_shutdown_ends_a_session_still_in_setup(api: Any, labs: Path, manager: Any) -> None:
-    token = new_token()
+async def test_server_shutdown_ends_a_session_still_in_setup(api: Any, labs: Path, manager: Any,
+                                                             token: str) -> None:
     write_lab(labs, "slow", f"setup = 'sleep 300.{token} & wait'")
     sid = (await api.start(labId="slow"))["sessionId"]
     await eventually(lambda: len(sleeping(token)) == 1)

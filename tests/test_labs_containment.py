@@ -35,11 +35,13 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import PROMPT, eventually
-from labhelpers import _no_leftovers, check, lab_config, token, write_lab  # noqa: F401 (fixtures)
-from test_containment import (DOUBLE_FORK, SETSID_ENV, WITH_UNSHARE, assert_none_left, escapes, nobody_server,
-                              survivors, with_token)
-from test_sessions import ServerProcess, run, wait_ended
+from support.api import FAST, PROMPT, eventually, run, wait_ended
+from support.containment import DOUBLE_FORK, SETSID_ENV, WITH_UNSHARE, assert_none_left, escapes, nobody_server
+from support.labs import check, lab_config, started, write_lab
+from support.processes import survivors, with_token
+from support.serverproc import ServerProcess
+
+pytestmark = pytest.mark.containment
 
 TQ = "'''"  # a TOML multi-line literal string's quotes
 ENDINGS = ["delete", "exit", "shutdown"]
@@ -57,11 +59,6 @@ def mode(request: pytest.FixtureRequest) -> str:
 def labkernel_config(tmp_path: Path, mode: str) -> dict[str, Any]:
     return lab_config(tmp_path, containment=mode, check_timeout=15.0, setup_timeout=30.0, kill_timeout=15.0,
                       max_processes=200, cull_idle_timeout=3600.0)
-
-
-@pytest.fixture
-def labs(tmp_path: Path) -> Path:
-    return tmp_path / "labs"
 
 
 def kind(mode: str) -> str:
@@ -86,12 +83,6 @@ def sleeping(token: str, number: str) -> list[psutil.Process]:
 
 async def running(token: str, kinds: dict[str, str] | list[str]) -> None:
     await eventually(lambda: all(sleeping(token, k) for k in kinds), timeout=30)
-
-
-async def started(api: Any, lab_id: str) -> tuple[str, int]:
-    sid = (await api.start(labId=lab_id))["sessionId"]
-    _, offset = await api.read_until(sid, re.escape(PROMPT))
-    return sid, offset
 
 
 async def end(api: Any, manager: Any, sid: str, ending: str) -> None:
@@ -176,12 +167,14 @@ async def test_scan_mode_loses_what_a_script_started_that_dropped_the_marker(
     assert survivors(token) == []
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("mode", [m for m in WITH_UNSHARE if m.values[0].startswith("pidns")])
 def test_a_server_killed_with_sigkill_takes_its_setups_namespace_with_it(tmp_path, mode, token):
     """The holder namespace made for a setup dies with the server, as a shell's does."""
     kinds = escapes(token, "pidns")
     write_lab(tmp_path / "labs", "escapes", f"setup = {TQ}{escape_script(token, kinds)}sleep 600.{token}\n{TQ}")
-    server = ServerProcess(tmp_path / "server", config={"containment": mode, "lab_path": [str(tmp_path / "labs")]})
+    server = ServerProcess(tmp_path / "server",
+                           manager={**FAST, "containment": mode, "lab_path": [str(tmp_path / "labs")]})
     try:
         server.ok("POST", "api", "labs", "start", body={"labId": "escapes"}, expect=201)
         deadline = time.monotonic() + 30
@@ -343,6 +336,7 @@ async def test_after_a_setup_the_terminal_works_and_exits_with_its_code(api, lab
     assert (last["status"], last["exitCode"]) == ("exited", 3)
 
 
+@pytest.mark.server
 def test_an_unprivileged_server_runs_setup_and_checks_inside_the_sessions_namespace(token):
     """A server that is not root: nsenter enters the user namespace too, keeping the uid."""
     def prepare(base: Path) -> None:

@@ -18,11 +18,24 @@ from typing import Any
 
 import pytest
 
-from labkernel.clients.cli import main
 from labkernel.client import LabClient, LabError
-from labkernel.clients.labtest import (FAILED, PASSED, SKIPPED, LabResult, LabTester, LocalServer, NoChecksApi,
-                               ServerFailed, StepResult, format_report, format_step, junit_xml, plan,
-                               strip_ansi)
+from labkernel.clients.cli import main
+from labkernel.clients.labtest import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    LabResult,
+    LabTester,
+    LocalServer,
+    NoChecksApi,
+    ServerFailed,
+    StepResult,
+    format_report,
+    format_step,
+    junit_xml,
+    plan,
+    strip_ansi,
+)
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 
@@ -129,6 +142,7 @@ def test_an_unreachable_url_fails_with_a_clear_message() -> None:
 
 # -- the server it starts ---------------------------------------------------------------------
 
+@pytest.mark.server
 def test_local_server_serves_labkernel_behind_a_token_and_stops(tmp_path: Path) -> None:
     with LocalServer([tmp_path]) as server:
         with urllib.request.urlopen(server.url + "health", timeout=30) as answer:
@@ -143,6 +157,7 @@ def test_local_server_serves_labkernel_behind_a_token_and_stops(tmp_path: Path) 
     assert proc.poll() is not None, "the server is gone once the block ends"
 
 
+@pytest.mark.server
 def test_a_server_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
     with pytest.raises(ServerFailed) as failed:
         with LocalServer([tmp_path], root_dir=tmp_path / "missing"):
@@ -309,6 +324,7 @@ def run_main(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+@pytest.mark.server
 def test_the_sample_scenario_passes(labs_server: LocalServer, tmp_path: Path) -> None:
     junit = tmp_path / "results.xml"
     code, out = run_main("test", "--url", labs_server.url, "--token", labs_server.token,
@@ -319,6 +335,7 @@ def test_the_sample_scenario_passes(labs_server: LocalServer, tmp_path: Path) ->
     assert (suite.get("name"), suite.get("tests"), suite.get("failures")) == ("log-detective", "3", "0")
 
 
+@pytest.mark.server
 def test_a_broken_copy_fails_naming_the_step_and_the_checks_output(labs_server: LocalServer) -> None:
     code, out = run_main("test", "--url", labs_server.url, "--token", labs_server.token,
                          "--lab", "log-detective-broken", "--timeout", "5")
@@ -328,12 +345,14 @@ def test_a_broken_copy_fails_naming_the_step_and_the_checks_output(labs_server: 
     assert "| visitors.txt says '7'; count each address once" in out
 
 
+@pytest.mark.server
 def test_an_unreadable_definition_is_a_failure_naming_its_file(labs_server: LocalServer) -> None:
     code, out = run_main("test", "--url", labs_server.url, "--token", labs_server.token, "--lab", "bad-json")
     assert code == 1, out
     assert "bad-json/index.json" in out and "not valid JSON" in out
 
 
+@pytest.mark.server
 def test_labkernel_test_labs_passes_on_the_sample_labs(labs_server: LocalServer) -> None:
     # labs_server only makes sure the server has what this needs; main starts its own.
     code, out = run_main("test", str(LABS))
@@ -341,6 +360,7 @@ def test_labkernel_test_labs_passes_on_the_sample_labs(labs_server: LocalServer)
     assert "✗" not in out and ", 0 failed;" in out
 
 
+@pytest.mark.server
 def test_a_lab_whose_setup_fails_is_a_failure_with_the_setup_output(labs_server: LocalServer) -> None:
     code, out = run_main("test", "--url", labs_server.url, "--token", labs_server.token, "--lab", "setup-fails")
     assert code == 1, out

@@ -17,7 +17,9 @@ from typing import Iterator
 
 import pytest
 
-from serverproc import BASE_URL, ServerProcess
+from support.serverproc import BASE_URL, ServerProcess
+
+pytestmark = pytest.mark.server
 
 MiB = 1024 * 1024
 SIZE = 4 * MiB
@@ -26,7 +28,7 @@ SIZE = 4 * MiB
 def wait_until_ended(server: ServerProcess, count: int, timeout: float = 300) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        sessions = server.ok("GET", "api/labs/sessions")["sessions"]
+        sessions = server.ok("GET", "api", "labs", "sessions")["sessions"]
         ended = [s for s in sessions if s["status"] != "running"]
         if len(ended) >= count and all(s["status"] != "running" for s in sessions):
             return sessions
@@ -69,19 +71,19 @@ def writer_server(tmp_path: Path) -> Iterator[ServerProcess]:
 def test_ended_sessions_give_their_buffers_back(writer_server: ServerProcess) -> None:
     """Before: 100 sessions that wrote 4 MiB and exited, repeated: 85 -> 1,033 MiB."""
     server = writer_server
-    server.ok("POST", "api/labs/start", {}, expect=201)
+    server.ok("POST", "api", "labs", "start", body={}, expect=201)
     wait_until_ended(server, 1)
     baseline = settle(server)
     for _ in range(2):
         for _ in range(100):
-            server.ok("POST", "api/labs/start", {}, expect=201)
+            server.ok("POST", "api", "labs", "start", body={}, expect=201)
         sessions = wait_until_ended(server, 100)
         assert all(s["outputOffset"] == SIZE for s in sessions)
     grown = settle(server) - baseline
     print(f"RSS {baseline / MiB:.0f} MiB -> +{grown / MiB:.0f} MiB")  # shown with -s
     assert grown < 100 * MiB, f"RSS grew by {grown / MiB:.0f} MiB with no session running"
     # Ended sessions kept are capped in count, the oldest dropped first.
-    assert len(server.ok("GET", "api/labs/sessions")["sessions"]) == 100
+    assert len(server.ok("GET", "api", "labs", "sessions")["sessions"]) == 100
 
 
 @pytest.fixture
@@ -118,9 +120,9 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
 def test_answers_of_binary_output_are_capped(random_server: ServerProcess) -> None:
     """Before: 20 clients asking max=4194304 of random bytes as text: +320 MiB."""
     server = random_server
-    sid = server.ok("POST", "api/labs/start", {}, expect=201)["sessionId"]
+    sid = server.ok("POST", "api", "labs", "start", body={}, expect=201)["sessionId"]
     deadline = time.monotonic() + 120
-    while server.ok("GET", f"api/labs/session/{sid}")["outputOffset"] < SIZE:
+    while server.ok("GET", "api", "labs", "session", sid)["outputOffset"] < SIZE:
         assert time.monotonic() < deadline, "the session did not write its output"
         time.sleep(0.2)
     baseline = settle(server, 1.0)
@@ -143,8 +145,16 @@ def test_answers_of_binary_output_are_capped(random_server: ServerProcess) -> No
     assert grown < 100 * MiB, f"RSS grew by {grown / MiB:.0f} MiB"
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests of refused bodies: none of them leaves anything behind."""
+    with ServerProcess(tmp_path_factory.mktemp("bodies")) as server:
+        yield server
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, whose RSS no other test has grown."""
     with ServerProcess(tmp_path) as server:
         yield server
 
@@ -189,8 +199,9 @@ def push(sock: socket.socket, size: int, *, chunked: bool = False) -> int:
     return sent
 
 
-def test_huge_bodies_do_not_grow_the_server(server: ServerProcess) -> None:
+def test_huge_bodies_do_not_grow_the_server(fresh_server: ServerProcess) -> None:
     """Before: three 200 MB bodies without a token: +480 MiB."""
+    server = fresh_server
     baseline = settle(server, 1.0)
     peak = PeakRss(server)
     size = 200 * MiB

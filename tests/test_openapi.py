@@ -121,6 +121,7 @@ def run_schemathesis(base_url: str, token: str, mode: GenerationMode, max_exampl
 # ``jp_http_port`` (pytest-jupyter starts it with its fetch client).
 
 
+@pytest.mark.slow  # fuzzing: 30 examples of every operation
 async def test_every_operation_answers_valid_requests_as_documented(
         api: Any, jp_http_port: int, jp_base_url: str, jp_serverapp: Any) -> None:
     token = jp_serverapp.identity_provider.token
@@ -129,6 +130,7 @@ async def test_every_operation_answers_valid_requests_as_documented(
     assert skipped == [], f"nothing was generated for {skipped}"
 
 
+@pytest.mark.slow  # fuzzing
 async def test_no_invalid_request_gets_a_server_error(
         api: Any, jp_http_port: int, jp_base_url: str, jp_serverapp: Any) -> None:
     token = jp_serverapp.identity_provider.token

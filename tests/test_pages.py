@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from test_api_errors import NO_AUTH, browser_login
+from support.auth import NO_AUTH, browser_login
 
 
 def config_of(html: str) -> dict[str, Any]:

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import PROMPT, eventually
-from labhelpers import lab_config, write_lab
 from labkernel.labs.pool import admit, pool_sizes, refill_plan
+from support.api import PROMPT, eventually
+from support.labs import lab_config, write_lab
 
 LABS = ["a", "b", "c"]
 
@@ -135,9 +135,8 @@ def test_a_start_at_the_limit_evicts_from_the_lab_pooling_the_most() -> None:
 
 
 @pytest.fixture
-def labkernel_config(tmp_path: Path, request: Any) -> dict[str, Any]:
-    extra = getattr(request, "param", {})
-    return lab_config(tmp_path, **{"max_sessions": 6, "pool_max": 4, **extra})
+def labkernel_config(tmp_path: Path) -> dict[str, Any]:
+    return lab_config(tmp_path, max_sessions=6, pool_max=4)
 
 
 def pooled_lab(labs: Path, name: str = "warm", pool: int = 2, setup: str = "sleep 1; touch ready") -> None:

@@ -17,19 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
-import pwd
 import re
-import secrets
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -38,12 +29,9 @@ import psutil
 import pytest
 
 import labkernel
-from conftest import NS, PROMPT, eventually, printed_pid
-
-#: Settings every test of this module runs with: quick culling and killing.
-FAST = {"cull_interval": 0.1, "kill_grace": 0.3}
-
-SHELL_COMMAND = ["bash", "--norc", "--noprofile", "-i"]
+from support.api import FAST, PROMPT, eventually, run, wait_ended
+from support.processes import NS, printed_pid
+from support.serverproc import ServerProcess
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
@@ -58,13 +46,9 @@ SIGINT_BIT = 1 << (signal.SIGINT - 1)
 
 @pytest.fixture
 def labkernel_config() -> dict[str, Any]:
+    """Every test of this module runs with quick culling and killing; ``@pytest.mark.labkernel``
+    adds to it."""
     return dict(FAST)
-
-
-def config(**overrides: Any) -> Any:
-    """Run one test with these LabSessionManager settings on top of ``FAST``."""
-    label = ",".join(f"{k}={v}" for k, v in overrides.items())
-    return pytest.mark.parametrize("labkernel_config", [{**FAST, **overrides}], ids=[label])
 
 
 # -- helpers ----------------------------------------------------------------------
@@ -91,25 +75,6 @@ def sig_ignored(pid: int) -> int:
     """The SigIgn mask of a process, from /proc."""
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
-
-
-async def run(api: Any, sid: str, line: str, pattern: str, *, timeout: float = 30) -> re.Match:
-    """Type a command line and read its output until ``pattern`` matches."""
-    accepted = await api.command(sid, line)
-    text, _ = await api.read_until(sid, pattern, accepted["offset"], timeout=timeout)
-    return re.search(pattern, text)
-
-
-async def wait_ended(api: Any, sid: str, offset: int = 0, timeout: float = 30) -> tuple[str, dict]:
-    """Long-poll until the session is no longer running; returns the text read and the last answer."""
-    text, deadline = "", time.monotonic() + timeout
-    while True:
-        assert time.monotonic() < deadline, f"session still running; output {text[-300:]!r}"
-        answer = await api.output(sid, offset, wait=5)
-        text += answer["data"]
-        offset = answer["nextOffset"]
-        if answer["status"] != "running":
-            return text, answer
 
 
 # The jobs a learner leaves behind: a background job, a nohup'd one (ignores SIGHUP)
@@ -155,7 +120,7 @@ async def test_lab_catalog_lists_the_builtin_shell_lab_without_steps(api):
     assert isinstance(shell["description"], str)
 
 
-@config(lifetime=1234.0)
+@pytest.mark.labkernel(lifetime=1234.0)
 async def test_start_with_empty_body_answers_a_complete_session_object(api):
     before = datetime.now(timezone.utc).replace(microsecond=0)
     session = await api.ok("POST", "api", "labs", "start", raw_body=b"", expect=201)
@@ -314,7 +279,7 @@ async def test_delete_answers_only_once_every_process_of_the_session_is_gone(api
     assert stopped["terminalActive"] is False
 
 
-@config(lifetime=2.5)
+@pytest.mark.labkernel(lifetime=2.5)
 async def test_session_expires_after_its_lifetime_with_every_process(api):
     sid, _ = await api.shell()
     procs = await start_jobs(api, sid)
@@ -327,7 +292,7 @@ async def test_session_expires_after_its_lifetime_with_every_process(api):
     await eventually(lambda: not still_there(procs))
 
 
-@config(cull_idle_timeout=1.0)
+@pytest.mark.labkernel(cull_idle_timeout=1.0)
 async def test_idle_session_is_culled_with_every_process_while_a_polled_one_survives(api):
     idle, _ = await api.shell()
     procs = await start_jobs(api, idle)
@@ -358,144 +323,24 @@ async def test_jobs_left_behind_end_when_the_shell_exits_by_itself(api):
 # -- a real server in its own process ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start_jobs_on(server: ServerProcess, sid: str) -> dict[str, psutil.Process]:
+    """``start_jobs`` in a subprocess server's session."""
+    first = None
+    for _, line in JOB_LINES:
+        accepted = server.command(sid, line)
+        first = accepted["offset"] if first is None else first
+    text, _ = server.read_until(sid, r"SHELL=\[\d+@", first)
+    return _check_jobs(text)
 
 
-def user_group(user: str) -> int:
-    """The primary group of ``user``."""
-    return pwd.getpwnam(user).pw_gid
-
-
-class ServerProcess:
-    """``jupyter server`` with labkernel in a subprocess, and a blocking client of its API."""
-
-    BASE_URL = "/a%40b/"
-
-    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, config: dict | None = None,
-                 user: str | None = None, python: str = sys.executable, pythonpath: str = ""):
-        self.token = secrets.token_hex(16)
-        self.port = _free_port()
-        self.root = tmp / "root"
-        dirs = {name: tmp / name for name in ("config", "runtime", "data")}
-        for path in (self.root, *dirs.values()):
-            path.mkdir(parents=True, exist_ok=True)
-        (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps({
-            "LabSessionManager": {"shell_command": SHELL_COMMAND, **FAST, **(config or {})},
-        }))
-        env = dict(
-            os.environ, PS1=PROMPT, HISTFILE="/dev/null",
-            JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-            JUPYTER_DATA_DIR=str(dirs["data"]),
-        )
-        if user is not None:  # the server runs as this user: its directories are its own
-            for path in (tmp, *tmp.rglob("*")):
-                shutil.chown(path, user, user_group(user))
-            env["HOME"] = str(self.root)
-        if pythonpath:
-            env["PYTHONPATH"] = pythonpath
-        self.log_path = tmp / "server.log"
-        preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-        as_user = [] if user is None else [
-            "setpriv", f"--reuid={user}", f"--regid={user_group(user)}", "--clear-groups"]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*as_user, python, "-m", "jupyter_server", "--allow-root", "--no-browser",
-                 f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1",
-                 f"--ServerApp.token={self.token}", f"--ServerApp.base_url={self.BASE_URL}",
-                 "--ServerApp.jpserver_extensions={'labkernel': True}",
-                 f"--ServerApp.root_dir={self.root}"],
-                env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=preexec,
-            )
-        self._wait_ready()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, f"the server exited:\n{self.log()}"
-            assert time.monotonic() < deadline, f"the server did not come up:\n{self.log()}"
-            try:
-                if self.call("GET", "health", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-
-    def call(self, method: str, *path: str, body: Any = None, params: dict | None = None,
-             timeout: float = 30) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.port}{self.BASE_URL}{'/'.join(path)}"
-        if params:
-            url += "?" + "&".join(f"{k}={v}" for k, v in params.items())
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-
-    def ok(self, method: str, *path: str, expect: int = 200, **kwargs: Any) -> Any:
-        status, body = self.call(method, *path, **kwargs)
-        assert status == expect, f"{method} {'/'.join(path)} answered {status}: {body}"
-        return body
-
-    def command(self, sid: str, line: str) -> dict:
-        return self.ok("POST", "api", "ws", "message", body={"sessionId": sid, "command": line})
-
-    def message(self, sid: str, **body: Any) -> dict:
-        return self.ok("POST", "api", "ws", "message", body={"sessionId": sid, **body})
-
-    def read_until(self, sid: str, pattern: str, offset: int = 0, timeout: float = 30) -> tuple[str, int]:
-        text, deadline = "", time.monotonic() + timeout
-        while not re.search(pattern, text):
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {pattern!r}; got {text[-500:]!r}"
-            answer = self.ok("GET", "api", "ws", "output", sid,
-                             params={"offset": offset, "wait": min(left, 5)})
-            text += answer["data"]
-            offset = answer["nextOffset"]
-            assert answer["status"] == "running" or answer["data"] or re.search(pattern, text), \
-                f"session ended before {pattern!r}: {text[-500:]!r}"
-        return text, offset
-
-    def shell(self) -> tuple[str, int]:
-        sid = self.ok("POST", "api", "labs", "start", body={}, expect=201)["sessionId"]
-        _, offset = self.read_until(sid, re.escape(PROMPT))
-        return sid, offset
-
-    def start_jobs(self, sid: str) -> dict[str, psutil.Process]:
-        first = None
-        for _, line in JOB_LINES:
-            accepted = self.command(sid, line)
-            first = accepted["offset"] if first is None else first
-        text, _ = self.read_until(sid, r"SHELL=\[\d+@", first)
-        return _check_jobs(text)
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"the server did not stop on SIGTERM:\n{self.log()}") from None
-
-
+@pytest.mark.server
 def test_server_shutdown_ends_every_process_of_every_session(tmp_path):
-    server = ServerProcess(tmp_path)
+    server = ServerProcess(tmp_path, manager=FAST)
     try:
         procs: dict[str, psutil.Process] = {}
         for n in range(2):
             sid, _ = server.shell()
-            procs.update({f"{name}{n}": p for name, p in server.start_jobs(sid).items()})
+            procs.update({f"{name}{n}": p for name, p in start_jobs_on(server, sid).items()})
         assert len(still_there(procs)) == len(procs) == 8  # two shells and their jobs, running
     finally:
         server.terminate()
@@ -506,7 +351,7 @@ def test_server_shutdown_ends_every_process_of_every_session(tmp_path):
 @pytest.fixture(scope="module")
 def sigint_ignoring_server(tmp_path_factory):
     """A server started as ``jupyter server &`` from a script would be: SIGINT ignored."""
-    server = ServerProcess(tmp_path_factory.mktemp("sigint"), ignore_sigint=True)
+    server = ServerProcess(tmp_path_factory.mktemp("sigint"), manager=FAST, ignore_sigint=True)
     try:
         assert sig_ignored(server.proc.pid) & SIGINT_BIT, "the test server should ignore SIGINT"
         yield server
@@ -526,6 +371,7 @@ def _foreground_sleep(server: ServerProcess, sid: str) -> tuple[psutil.Process, 
     return proc, offset
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("interrupt", [
     pytest.param({"data": "\u0003"}, id="ctrl-c-keystroke"),
     pytest.param({"type": "signal", "signal": "SIGINT"}, id="sigint-message"),
@@ -594,7 +440,7 @@ async def test_sigtstp_and_sigcont_messages_stop_and_continue_the_foreground_gro
 # -- retention ------------------------------------------------------------------------
 
 
-@config(retention=0.5)
+@pytest.mark.labkernel(retention=0.5)
 async def test_ended_session_stays_readable_until_retention_then_every_route_answers_404(api):
     sid, _ = await api.shell()
     await run(api, sid, "echo kept-$((3*3))", r"kept-9")
@@ -631,7 +477,7 @@ async def test_ended_session_stays_readable_until_retention_then_every_route_ans
 # -- the session limit --------------------------------------------------------------
 
 
-@config(max_sessions=2)
+@pytest.mark.labkernel(max_sessions=2)
 async def test_ended_sessions_do_not_count_toward_the_session_limit(api):
     first = (await api.start())["sessionId"]
     second, _ = await api.shell()
@@ -655,7 +501,7 @@ async def test_ended_sessions_do_not_count_toward_the_session_limit(api):
 # -- one session flooding -----------------------------------------------------------
 
 
-@config(buffer_size=256 * 1024)
+@pytest.mark.labkernel(buffer_size=256 * 1024)
 async def test_a_flooding_session_does_not_hold_up_another_and_keeps_its_memory_bounded(api, manager):
     limit = 256 * 1024
     flood = (await api.start())["sessionId"]

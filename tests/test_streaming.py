@@ -11,7 +11,6 @@ Markers a test looks for in the output are built from pieces on the command line
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import re
 import time
@@ -20,21 +19,10 @@ from typing import Any
 
 import pytest
 
-from conftest import PROMPT, eventually
+from support.api import PROMPT, eventually
+from support.streaming import DONE_BYTES_RE, DONE_RE, KIB, PROMPT_RE, Reader, log_tail, start_unattached
 
-KIB = 1024
-PROMPT_RE = re.escape(PROMPT)
 SMALL_BUFFER = 256 * KIB
-#: The end of the output once ``...; echo DO''NE`` has finished and the prompt is back
-#: (bash announces bracketed paste before each prompt).
-DONE_RE = re.compile(r"DONE\r\n(?:\x1b\[\?2004h)?" + PROMPT_RE + r"\Z")
-DONE_BYTES_RE = re.compile(DONE_RE.pattern.encode())
-
-
-def server(**settings: Any) -> Any:
-    """Run a test against a server whose LabSessionManager has these settings."""
-    name = ",".join(f"{key}={value}" for key, value in settings.items())
-    return pytest.mark.parametrize("labkernel_config", [settings], ids=[name])
 
 
 async def run(api: Any, sid: str, line: str, offset: int) -> int:
@@ -43,54 +31,6 @@ async def run(api: Any, sid: str, line: str, offset: int) -> int:
     assert accepted["offset"] >= offset
     _, offset = await api.read_until(sid, PROMPT_RE, accepted["offset"])
     return offset
-
-
-class Reader:
-    """A client reading one session's output as the contract says: always from nextOffset.
-
-    Every answer is checked: it starts where the previous one said to continue, its
-    data is exactly ``nextOffset - offset`` bytes, and it is never truncated.
-    """
-
-    def __init__(self, api: Any, sid: str, offset: int, encoding: str = "base64"):
-        self.api, self.sid, self.offset, self.encoding = api, sid, offset, encoding
-        #: The offset of the last poll: where flow control counts this reader to be.
-        #: The server cannot know that an answer arrived until the next poll (a lost
-        #: answer is asked for again), so it keeps the bytes from here on for it.
-        self.asked = offset
-        self.status = "running"
-
-    async def read(self, max_bytes: int, wait: float = 5) -> Any:
-        """One poll; returns the data (bytes for base64, str for utf-8) and checks the answer."""
-        self.asked = self.offset
-        answer = await self.api.output(self.sid, self.offset, wait=wait, max=max_bytes,
-                                       encoding=self.encoding)
-        assert answer["truncated"] is False, f"output lost at {self.offset}: {answer}"
-        assert answer["offset"] == self.offset, (answer["offset"], self.offset)
-        if self.encoding == "base64":
-            data = base64.b64decode(answer["data"])
-            size = len(data)
-        else:
-            data = answer["data"]
-            # U+FFFD stands for invalid bytes of any count
-            size = None if "\ufffd" in data else len(data.encode("utf-8"))
-        if size is not None:
-            assert answer["nextOffset"] - answer["offset"] == size
-        else:
-            size = answer["nextOffset"] - answer["offset"]
-        # max bounds the bytes; in utf-8 mode one whole character may exceed a tiny max
-        assert size <= max(max_bytes, 4)
-        self.offset = answer["nextOffset"]
-        self.status = answer["status"]
-        return data
-
-
-async def start_unattached(api: Any, manager: Any) -> tuple[str, int]:
-    """Start a shell and wait for its prompt without polling, so no reader is attached."""
-    sid = (await api.start())["sessionId"]
-    log = manager.get(sid).output
-    await eventually(lambda: log.read(0, log.end).data.endswith(PROMPT.encode()))
-    return sid, log.end
 
 
 async def eventually_status(api: Any, sid: str, status: str) -> None:
@@ -124,11 +64,6 @@ async def held_back(log: Any, asked: int, manager: Any) -> None:
         assert log.end - asked <= window, "the output ran past the window of a lagging reader"
         assert log.base <= asked, "bytes the reader had not had were dropped"
         still, end = (still + 1, end) if log.end == end else (0, log.end)
-
-
-def log_tail(log: Any, size: int = 200) -> bytes:
-    """The newest bytes of an output log, read without attaching a reader."""
-    return log.read(max(log.base, log.end - size), size).data
 
 
 # -- long polling ---------------------------------------------------------------
@@ -167,7 +102,7 @@ async def test_long_poll_with_no_output_answers_empty_after_wait(api):
     assert 0.29 <= elapsed < 10
 
 
-@server(max_wait=0.5)
+@pytest.mark.labkernel(max_wait=0.5)
 async def test_wait_longer_than_max_wait_is_capped(api):
     sid, offset = await api.shell()
     started = time.monotonic()
@@ -275,7 +210,7 @@ async def test_reader_resuming_from_next_offset_gets_every_byte_exactly_once(api
     assert hashlib.sha256(content).hexdigest() == digest.group(1).decode()
 
 
-@server(buffer_size=SMALL_BUFFER)
+@pytest.mark.labkernel(buffer_size=SMALL_BUFFER)
 async def test_attached_reader_that_stops_reading_pauses_the_program(api, manager):
     sid, offset = await api.shell()
     log = manager.get(sid).output
@@ -300,7 +235,7 @@ async def test_attached_reader_that_stops_reading_pauses_the_program(api, manage
     assert max(map(len, re.findall("x+", text))) == 5_000_000
 
 
-@server(buffer_size=SMALL_BUFFER)
+@pytest.mark.labkernel(buffer_size=SMALL_BUFFER)
 async def test_flood_with_no_reader_attached_keeps_going_within_the_buffer(api, manager):
     sid, offset = await start_unattached(api, manager)
     log = manager.get(sid).output
@@ -324,17 +259,23 @@ async def test_flood_with_no_reader_attached_keeps_going_within_the_buffer(api, 
     assert DONE_RE.search(late["data"]) and late["data"][-1100:-100].count("x") > 900
 
 
-@server(buffer_size=SMALL_BUFFER, attach_timeout=0.5, max_wait=0.2)
+@pytest.mark.labkernel(buffer_size=SMALL_BUFFER, attach_timeout=0.5, max_wait=0.2)
 async def test_reader_that_polls_while_behind_then_goes_away_stops_holding_back_the_program(
         api, manager):
     sid, offset = await api.shell()
     log = manager.get(sid).output
     await api.output(sid, offset)  # attached
     await api.command(sid, "head -c 3000000 /dev/zero | tr '\\0' x; echo DO''NE")
-    await eventually(lambda: log.end - offset > SMALL_BUFFER // 2)
-    # Still polling, still behind: the program waits for this reader...
-    await asyncio.sleep(0.2)
-    await api.output(sid, offset, max=1)
+    # Still polling, still behind: the program waits for this reader... It polls far
+    # more often than attach_timeout, however slow the machine, so it stays attached
+    # while the output fills half the window and for 0.2 s more.
+    behind_since, deadline = None, time.monotonic() + 15
+    while behind_since is None or time.monotonic() - behind_since < 0.2:
+        assert time.monotonic() < deadline, "the output never filled half the window"
+        await api.output(sid, offset, max=1)
+        if behind_since is None and log.end - offset > SMALL_BUFFER // 2:
+            behind_since = time.monotonic()
+        await asyncio.sleep(0.05)
     assert b"DONE" not in log_tail(log)
     # ...which then goes away for good: once it is no longer attached, the program
     # must go on (a build left running in a closed tab must not stall).
@@ -483,7 +424,7 @@ async def test_base64_returns_the_exact_bytes(api):
 # -- truncation ---------------------------------------------------------------------------
 
 
-@server(buffer_size=SMALL_BUFFER)
+@pytest.mark.labkernel(buffer_size=SMALL_BUFFER)
 async def test_reading_from_zero_after_the_window_slid_says_truncated_and_goes_on(api, manager):
     sid, offset = await start_unattached(api, manager)
     log = manager.get(sid).output

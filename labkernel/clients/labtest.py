@@ -15,29 +15,24 @@ The pieces, so that each can be tested on its own:
 - ``LabTester``: the step loop, talking to a server through ``Api`` (a thin layer
   over ``LabClient`` plus the checks route).
 - ``LocalServer``: a ``jupyter server`` subprocess with labkernel on a free port and
-  a random token, its log captured to show when it fails to start.
+  a random token, its log captured to show when it fails to start
+  (``localserver.JupyterServer`` for the labs given).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
 from .client import LabClient, LabError
+from .localserver import JupyterServer
+from .localserver import ServerFailed as ServerFailed  # where cli.py and callers catch it
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 _MARK = {PASSED: "✓", FAILED: "✗", SKIPPED: "-"}
@@ -412,107 +407,36 @@ class _Session:
 
 # -- a server of our own -----------------------------------------------------------------
 
-class ServerFailed(Exception):
-    """The Jupyter server did not come up; the message carries its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalServer:
+class LocalServer(JupyterServer):
     """A ``jupyter server`` with labkernel for the labs in ``lab_paths``, as a context manager.
 
     It listens on 127.0.0.1 on a free port with a random token, in ``root_dir``
     (default: a fresh temporary folder, so that nothing but the given labs is in its
-    catalog). Its log goes to a file, shown by ``log()`` when something fails.
+    catalog). Its log goes to a file, shown by ``log()`` when something fails; the
+    temporary folder with it is removed when the block ends.
     """
 
     def __init__(self, lab_paths: list[Path], *, root_dir: Path | None = None, startup_timeout: float = 90.0,
                  extra_config: dict[str, Any] | None = None):
         self.lab_paths = [str(Path(p).resolve()) for p in lab_paths]
-        self.root_dir, self.startup_timeout = root_dir, startup_timeout
-        self.extra_config = extra_config or {}
-        self.token = secrets.token_hex(24)
-        self.url = ""
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__("", {"LabSessionManager": {"lab_path": self.lab_paths}}, root_dir=root_dir,
+                         startup_timeout=startup_timeout)
+        for section, values in (extra_config or {}).items():
+            self.extra_config.setdefault(section, {}).update(values)
         self._tmp: str | None = None
-
-    def config(self, port: int, root: str) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "ServerApp": {"ip": "127.0.0.1", "port": port, "port_retries": 0, "open_browser": False,
-                          "root_dir": root, "jpserver_extensions": {"labkernel": True}},
-            "IdentityProvider": {"token": self.token},
-            "LabSessionManager": {"lab_path": self.lab_paths},
-        }
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            config["ServerApp"]["allow_root"] = True  # Jupyter refuses root without it
-        for section, values in self.extra_config.items():
-            config.setdefault(section, {}).update(values)
-        return config
 
     def __enter__(self) -> "LocalServer":
         self._tmp = tempfile.mkdtemp(prefix="labkernel-test-")
-        root = str(self.root_dir.resolve()) if self.root_dir else os.path.join(self._tmp, "root")
-        if not self.root_dir:
-            os.makedirs(root)
-        port = free_port()
-        config_file = os.path.join(self._tmp, "jupyter_server_config.json")
-        with open(config_file, "w") as f:
-            json.dump(self.config(port, root), f)
-        self.log_file = os.path.join(self._tmp, "server.log")
-        env = dict(os.environ)
-        env.pop("JUPYTER_TOKEN", None)  # ours is in the config
-        with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_server", f"--config={config_file}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self._tmp, env=env,
-                start_new_session=True)  # our Ctrl-C is ours to handle: we stop it cleanly
-        self.url = f"http://127.0.0.1:{port}/"
+        self.workdir = Path(self._tmp)
         try:
-            self._wait_ready()
+            self.start()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise ServerFailed(f"the Jupyter server exited with status {self.proc.returncode} "
-                                   f"before it answered; its log:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "health", timeout=5) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise ServerFailed(f"the Jupyter server did not answer within {self.startup_timeout:g} s "
-                                   f"(is labkernel installed and enabled?); its log:\n{self.log()}")
-            time.sleep(0.2)
-
-    def log(self, tail: int = 8000) -> str:
-        try:
-            with open(self.log_file, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except (OSError, AttributeError):
-            return "(no log)"
-        return text[-tail:]
-
     def __exit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()  # SIGTERM: Jupyter shuts down, and stops every lab session
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+        self.stop()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
