@@ -35,8 +35,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "browser"))
 
-from browser_bench import jupyterlab_target, labkernel_target, log, open_page, start_server  # noqa: E402
 from labservers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+from browser_bench import jupyterlab_target, labkernel_target, log, open_page, start_server  # noqa: E402
 
 CELL = "from labkernel import Terminal\nTerminal()"
 

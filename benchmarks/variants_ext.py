@@ -16,7 +16,6 @@ import os
 
 from jupyter_server.utils import url_path_join
 
-
 #: LabKernelApp's settings a variant may override for its own routes.
 HTTP_LIMITS = ("max_wait", "batch_delay", "max_answer_size", "max_body_size")
 

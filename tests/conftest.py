@@ -3,7 +3,7 @@
 Servers: a real Jupyter server with labkernel in the test process (pytest-jupyter),
 and real shells. pytest-jupyter's default base URL is ``/a%40b/``; it stays, so that
 any place that forgets ``base_url`` fails a test. A module changes the server's
-``LabSessionManager`` settings by overriding ``labkernel_config``; one test adds
+settings (the manager's and the app's HTTP limits) by overriding ``labkernel_config``; one test adds
 to them with ``@pytest.mark.labkernel(name=value)``.
 
 Markers (registered in pyproject.toml): ``server`` (Jupyter servers in subprocesses),
@@ -27,6 +27,7 @@ import psutil
 import pytest
 from traitlets.config import Config
 
+from labkernel.server.app import MOVED_FROM_MANAGER
 from support.api import PROMPT, SHELL_COMMAND, Api
 from support.auth import DenyingAuthorizer
 from support.processes import with_token
@@ -49,9 +50,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # -- the in-process server ------------------------------------------------------------
 
 
+#: Settings of ``LabKernelApp``, the web layer; ``labkernel_config`` may name them too.
+HTTP_LIMITS = (*MOVED_FROM_MANAGER, "max_body_size")
+
+
 @pytest.fixture
 def labkernel_config() -> dict[str, Any]:
-    """LabSessionManager settings for the test server; override in a test module to change."""
+    """Settings for the test server (the manager's, and the app's ``HTTP_LIMITS``);
+    override in a test module to change."""
     return {}
 
 
@@ -66,13 +72,13 @@ def denied_actions() -> list[str] | None:
 def jp_server_config(request: pytest.FixtureRequest, labkernel_config: dict[str, Any],
                      denied_actions: list[str] | None) -> Config:
     marker = request.node.get_closest_marker("labkernel")
+    settings = {"shell_command": SHELL_COMMAND, **labkernel_config, **(marker.kwargs if marker else {})}
+    # The HTTP limits are the app's; every other setting is the manager's.
+    app = {name: settings.pop(name) for name in HTTP_LIMITS if name in settings}
     config = Config({
         "ServerApp": {"jpserver_extensions": {"labkernel": True}},
-        "LabSessionManager": {
-            "shell_command": SHELL_COMMAND,
-            **labkernel_config,
-            **(marker.kwargs if marker else {}),
-        },
+        "LabSessionManager": settings,
+        "LabKernelApp": app,
     })
     if denied_actions is not None:
         config["ServerApp"]["authorizer_class"] = DenyingAuthorizer

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROMPT
 from jupyter_server.utils import url_path_join
-from labhelpers import lab_config, write_lab
 from traitlets.config import Config
 
 from labkernel.errors import LabNotFound
 from labkernel.manager import LabSessionManager
 from labkernel.server import handlers
 from labkernel.server.app import LabKernelApp
+from support.api import PROMPT
+from support.labs import lab_config, write_lab
 
 LIMITS = {"max_wait": 0.3, "batch_delay": 0.0, "max_answer_size": 4096}
 
@@ -32,10 +32,11 @@ def app_config(**settings: Any) -> Any:
 
 
 def manager_config(**settings: Any) -> Any:
-    """Run a test against a server whose LabSessionManager has these settings."""
+    """Run a test against a server whose LabSessionManager section has these settings, as
+    a deployer's config from before the HTTP limits moved to the app has them (the
+    shared ``labkernel_config`` would give the app those names)."""
     name = ",".join(f"{key}={value}" for key, value in settings.items())
-    return pytest.mark.parametrize("labkernel_config", [settings], ids=[f"manager:{name}"],
-                                   indirect=True)
+    return pytest.mark.parametrize("old_manager_config", [settings], ids=[f"manager:{name}"])
 
 
 @pytest.fixture
@@ -47,6 +48,11 @@ def labkernel_config(request: Any, tmp_path: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def labkernel_app_config() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def old_manager_config() -> dict[str, Any]:
     return {}
 
 
@@ -78,8 +84,9 @@ def app_log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def jp_server_config(jp_server_config: Config, labkernel_app_config: dict[str, Any],
-                     app_log: list[str]) -> Config:
-    jp_server_config.merge(Config({"LabKernelApp": labkernel_app_config}))
+                     old_manager_config: dict[str, Any], app_log: list[str]) -> Config:
+    jp_server_config.merge(Config({"LabKernelApp": labkernel_app_config,
+                                   "LabSessionManager": old_manager_config}))
     return jp_server_config
 
 

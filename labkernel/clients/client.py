@@ -115,6 +115,7 @@ class LabClient:
         # New, or closed after an error or a `Connection: close` answer.
         conn.timeout = timeout
         conn.connect()
+        assert conn.sock is not None  # connect() made it
         # Small requests and answers must not wait for Nagle / delayed ACKs.
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return False
@@ -301,13 +302,14 @@ class LabClient:
                 buf, start, searched = "", out["offset"], 0
             buf += decoder.decode(out["data"])
             offset = out["nextOffset"]
+            found: Union[str, "re.Match[str]", None]
             if isinstance(text, str):
                 i = buf.find(text, searched)
                 searched = max(0, len(buf) - len(text) + 1)  # a match may straddle two reads
                 found, end = (text, i + len(text)) if i >= 0 else (None, 0)
             else:
-                found = text.search(buf)
-                end = found.end() if found else 0
+                match = text.search(buf)
+                found, end = match, (match.end() if match else 0)
             if found is not None:
                 return found, start + len(buf[:end].encode("utf-8", "surrogateescape"))
             if out["status"] not in _LIVE and not out["data"]:

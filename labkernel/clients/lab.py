@@ -44,8 +44,19 @@ from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Patt
 
 from .client import LabClient, LabError
 from .results import CheckReport, CommandFailed, IncompleteCommand, LabBusy, LabEnded, LabTimeout, RunResult
-from .screen import (OSC, Marker, clean, clean_spans, cursor_column, cut_escape, has_command, keys_for, raw_end,
-                     setup_line, tail)
+from .screen import (
+    OSC,
+    Marker,
+    clean,
+    clean_spans,
+    cursor_column,
+    cut_escape,
+    has_command,
+    keys_for,
+    raw_end,
+    setup_line,
+    tail,
+)
 
 __all__ = ["Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy", "LabEnded",
            "IncompleteCommand", "current_lab"]

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable
 
-from ..containment import Enclosure, members, reaper_argv, read_procs, signal_all
+from ..containment import Enclosure, members, read_procs, reaper_argv, signal_all
 
 #: Set in a hidden script's environment, to find what it started when it is killed.
 SCRIPT_MARKER_ENV = "LABKERNEL_SCRIPT"

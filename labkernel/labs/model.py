@@ -12,9 +12,8 @@ file changes under it; paths in a definition are relative to its folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
 
 
 @dataclass(frozen=True)

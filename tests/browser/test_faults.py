@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .labservers import PROMPT, JupyterProcess
-from .termpage import Notebook, RequestLog, TerminalView, first_terminal, wait_until
+from .termpage import Notebook, RequestLog, TerminalView, first_terminal
 
 PROMPT_RX = re.escape(PROMPT.strip()) + "$"
 TERMINAL_CELL = "from labkernel import Terminal\nt = Terminal()\nt"

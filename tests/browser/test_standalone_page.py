@@ -46,7 +46,8 @@ def no_websockets(page: Any) -> Any:
     assert page.evaluate("window.__webSocketAttempts") == 0
 
 
-def test_the_lab_page_starts_a_lab_and_runs_a_command_without_websockets(lab: JupyterProcess, no_websockets: Any) -> None:
+def test_the_lab_page_starts_a_lab_and_runs_a_command_without_websockets(lab: JupyterProcess,
+                                                                         no_websockets: Any) -> None:
     page = no_websockets
     page.goto(lab.page_url("labkernel/labs/shell"))
     term = first_terminal(page)
