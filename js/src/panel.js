@@ -337,8 +337,7 @@ export function mountLab(host, options) {
         return b;
       }
       const wrap = el("span", "labkernel-copyable");
-      const copy = button("labkernel-copy labkernel-inline", "⧉", "Copy");
-      copy.setAttribute("aria-label", "Copy");
+      const copy = button("labkernel-copy labkernel-inline", "Copy", "Copy to the clipboard");
       copy.addEventListener("click", () => copyAction(action, copy));
       wrap.append(el("code", "", node.textContent), copy);
       return wrap;
@@ -617,8 +616,10 @@ export function mountLab(host, options) {
   }
 
   function describeResult(result) {
-    if (result.error) return { kind: "error", line: `⚠ ${result.error}` };
-    if (result.timedOut) return { kind: "timeout", line: "⏱ The check took too long and was stopped: it timed out." };
+    // Only glyphs every font has (✓ ✗ ▶ ←): emoji and rarer symbols show as boxes
+    // where no emoji font is installed (a plain Linux server, a container).
+    if (result.error) return { kind: "error", line: `✗ ${result.error}` };
+    if (result.timedOut) return { kind: "timeout", line: "✗ Timed out: the check took too long and was stopped." };
     if (result.passed === null) return { kind: "done", line: "✓ Marked done" };
     if (result.passed) return { kind: "passed", line: "✓ Passed" };
     return { kind: "failed", line: "✗ Not yet" };
