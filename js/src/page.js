@@ -36,7 +36,7 @@ function main() {
   lab = mountLab(document.getElementById("labkernel-page"), {
     api,
     sessionId,
-    labId: labId || "shell",
+    labId, // "" on a session's page: the panel learns it from the session
     rows: "fill",
     onSessionId(id) {
       sessionId = id;
@@ -51,7 +51,7 @@ function main() {
         sessionId = "";
         lab.restart();
       }
-      document.title = `${config.title || labId || "Lab"} — ${state.name.replace("_", " ")}`;
+      document.title = `${lab?.labTitle || config.title || labId || "Lab"} — ${state.name.replace("_", " ")}`;
     },
   });
   globalThis.labkernelPage = lab.view; // the terminal's view, for the browser tests and the curious

@@ -103,10 +103,15 @@ export function mountLab(host, options) {
   root.dataset.page = "none";
   root.dataset.state = "connecting";
   if (opts.rows === "fill") root.classList.add("labkernel-fill");
-  if (!opts.sessionId && (!opts.labId || opts.labId === "shell")) root.classList.add("labkernel-lab-bare");
+  // The plain shell has nothing to read: the terminal alone from the start (no
+  // panel that appears and vanishes, resizing the terminal twice).
+  if (opts.labId === "shell") root.classList.add("labkernel-lab-bare");
   const body = el("div", "labkernel-lab-body");
   const panel = el("section", "labkernel-panel");
   panel.setAttribute("aria-label", "Lab instructions");
+  // Keys pressed on the panel's buttons are not JupyterLab's (Enter would also
+  // put the cell in edit mode).
+  panel.dataset.lmSuppressShortcuts = "true";
   const termSlot = el("div", "labkernel-lab-terminal");
   body.append(panel, termSlot);
   root.append(body);
@@ -692,6 +697,7 @@ export function mountLab(host, options) {
     root,
     get sessionId() { return sessionId; },
     get state() { return termState; },
+    get labTitle() { return lab?.title || session?.title || ""; },
     attach(id) {
       view.attach(id);
       if (id && id !== sessionId) attach(id);
