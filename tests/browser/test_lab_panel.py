@@ -50,7 +50,10 @@ title = "Slow check"
 scratch = true
 [[steps]]
 title = "Read this"
-text = "Nothing to do here but read: press **Mark done**."
+text = '''
+Nothing to check here: start `sleep 100`{{exec}}, stop it and go on with
+`echo stopped-$((6*7))`{{exec interrupt}}, then press **Mark done**.
+'''
 [[steps]]
 title = "Wait"
 text = "This step's check takes longer than the server allows."
@@ -284,6 +287,36 @@ def test_the_welcome_notebook_s_lab_passes_a_step_with_its_run_and_check_buttons
     assert not page.console_errors, page.console_errors
 
 
+def test_the_panel_works_while_the_kernel_is_busy_and_comes_back_after_a_reload(
+        server: JupyterProcess, page: Any) -> None:
+    server.write_notebook("busy-panel.ipynb", 'from labkernel import Lab\nlab = Lab("files-and-folders")\nlab',
+                          "import time\ntime.sleep(60)")
+    notebook = Notebook(page, server, "busy-panel.ipynb").open(workspace="busy-panel")
+    notebook.run_cell(0)
+    panel = Panel(page)
+    panel.wait_page("intro")
+    panel.terminal.wait_state("connected")
+    notebook.run_cell(1)
+    wait_until(lambda: notebook.kernel()["execution_state"] == "busy", 20, "the kernel to be busy")
+
+    panel.root.locator(".labkernel-next").click()
+    panel.run("cat inbox/letter.txt > seen.txt")
+    wait_prompt(panel.terminal)
+    panel.check()
+    panel.wait_page("step", 2)
+    assert notebook.kernel()["execution_state"] == "busy", "the kernel finished before the check"
+    sid = panel.session_id
+    notebook.save()
+
+    page.reload()
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    panel = Panel(page)
+    panel.wait_page("step", 2)  # where the learner was, from the server's progress
+    assert panel.session_id == sid
+    assert panel.root.locator(".labkernel-step-pill[data-step='1']").get_attribute("data-state") == "passed"
+    page.shot("reloaded")
+
+
 # -- the stand-alone lab page --------------------------------------------------------
 
 
@@ -311,6 +344,13 @@ def test_the_lab_page_takes_a_killercoda_lab_from_intro_to_finish(server: Jupyte
     panel.wait_page("step", 2)
     assert "errors.txt holds 3 errors" in panel.root.locator(".labkernel-flash").inner_text()
     page.shot("step-2")
+
+    # {{copy}}: to the clipboard, not into the terminal.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    panel.root.locator(".labkernel-copyable .labkernel-copy").click()
+    wait_until(lambda: page.evaluate("navigator.clipboard.readText()").startswith("cut -d' ' -f1 logs/access.log | sort"),
+               10, "the command on the clipboard")
+    assert "uniq -c" not in term.screen()
 
     # A fenced block: its two lines run as they would if pasted.
     panel.run("cut -d' ' -f1 logs/access.log | sort -u | wc -l > visitors.txt\ncat visitors.txt")
@@ -418,6 +458,15 @@ def test_mark_done_then_a_check_that_times_out_says_so(server: JupyterProcess, p
     panel = Panel(page)
     panel.wait_page("step", 1)
     panel.terminal.wait_state("connected")
+    term = panel.terminal
+    wait_prompt(term)
+    # {{exec interrupt}}: Ctrl-C for the program that runs, then the command.
+    panel.run("sleep 100")
+    term.wait_text(r"sleep 100\n?$")
+    panel.run("echo stopped-$((6*7))")
+    term.wait_text(r"^stopped-42$")
+    assert "^C" in term.screen()
+
     check = panel.root.locator(".labkernel-check")
     assert check.inner_text() == "Mark done"
     check.click()
