@@ -17,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from .clients.widget import Terminal
 
         return Terminal
+    if name == "LabPanel":
+        from .clients.panel import LabPanel
+
+        return LabPanel
     if name in _LAB_NAMES:
         from .clients import lab
 

@@ -339,11 +339,12 @@ async def test_async_calls_leave_the_event_loop_free(client: LabClient) -> None:
     assert ticks > 20
 
 
-async def test_blocking_calls_work_from_a_thread_and_a_lab_shows_its_terminal(client: LabClient) -> None:
+async def test_blocking_calls_work_from_a_thread_and_a_lab_shows_its_panel(client: LabClient) -> None:
     lab = await asyncio.to_thread(Lab, client=client)
     assert (await asyncio.to_thread(lab.run, "echo sync")).output == "sync\n"
     bundle, _ = lab._repr_mimebundle_()
-    assert bundle[WIDGET_VIEW]["model_id"] == lab.terminal.model_id
+    assert bundle[WIDGET_VIEW]["model_id"] == lab.panel.model_id  # its steps beside its terminal
+    assert lab.panel.session_id == lab.session_id and lab.panel.kind == "lab"
     assert lab.terminal.session_id == lab.session_id
     assert bundle["text/plain"] == repr(lab) and lab.session_id in repr(lab)
     with lab:  # a with-block stops the session at its end
@@ -409,7 +410,7 @@ async def test_the_lab_magic_runs_a_cells_lines_and_stops_the_notebook_at_a_fail
     assert cells[6].outputs == []  # the run stopped at the failure
     sessions = (await api.ok("GET", "api", "labs", "sessions"))["sessions"]
     assert len(sessions) == 1
-    # The Lab shows the Terminal widget of its own session.
+    # The Lab shows the panel (steps and terminal) of its own session.
     model = runner.widget_state[view[WIDGET_VIEW]["model_id"]]  # as the kernel sent it
     assert model["session_id"] == sessions[0]["sessionId"]
     assert view["text/plain"].startswith("<Lab 'shell' session ")

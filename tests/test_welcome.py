@@ -39,9 +39,13 @@ async def test_the_welcome_notebook_opens_a_terminal_and_links_its_page(
     assert all(s.status == "running" for s in sessions.values())
     session = sessions["shell"]
     printed = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
-    assert "1. Look around" in printed
     # Nothing was done in the lab yet: its first step's check has not passed.
     assert "✗ 1 Look around" in printed
+    # The lab's cell shows its panel (a widget of its own, not the bare terminal).
+    states = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    kinds = [m["state"].get("kind") for m in states.get("state", {}).values()]
+    assert "lab" in kinds, kinds
     links = "".join(out.get("data", {}).get("text/markdown", "") for out in outputs)
     assert f"({jp_base_url}labkernel/labs/shell)" in links
     assert f"({jp_base_url}labkernel/sessions/{session.id})" in links
+    assert f"({jp_base_url}labkernel/sessions/{sessions['files-and-folders'].id})" in links

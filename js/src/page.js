@@ -1,9 +1,11 @@
 // The stand-alone lab page (labkernel/labs/{labId}, labkernel/sessions/{id}):
-// the same terminal as the widget, filling a page of its own. The page remembers
+// the same lab panel and terminal as the widget, filling a page of its own:
+// instructions left, terminal right, as on Killercoda. The page remembers
 // its session per lab in localStorage, so a reload attaches again instead of
 // starting over.
 
-import { mountTerminal, pageApi, pageConfig } from "./view.js";
+import { pageApi, pageConfig } from "./view.js";
+import { mountLab } from "./panel.js";
 
 function remember(key, id) {
   try {
@@ -30,11 +32,11 @@ function main() {
   const key = `labkernel:${config.baseUrl}:lab:${labId}`;
   let sessionId = config.sessionId || (labId ? recall(key) : "");
   const fromStorage = !config.sessionId && !!sessionId;
-  let view;
-  view = mountTerminal(document.getElementById("labkernel-page"), {
+  let lab;
+  lab = mountLab(document.getElementById("labkernel-page"), {
     api,
     sessionId,
-    labId: labId || "shell",
+    labId, // "" on a session's page: the panel learns it from the session
     rows: "fill",
     onSessionId(id) {
       sessionId = id;
@@ -44,16 +46,17 @@ function main() {
     },
     onState(state) {
       // A remembered session the server no longer knows (it restarted): start afresh.
-      if (state.name === "not_found" && fromStorage && view?.sessionId === sessionId && labId) {
+      if (state.name === "not_found" && fromStorage && lab?.view.sessionId === sessionId && labId) {
         remember(key, "");
         sessionId = "";
-        view.restart();
+        lab.restart();
       }
-      document.title = `${config.title || labId || "Lab"} — ${state.name.replace("_", " ")}`;
+      document.title = `${lab?.labTitle || config.title || labId || "Lab"} — ${state.name.replace("_", " ")}`;
     },
   });
-  globalThis.labkernelPage = view; // for the browser tests and the curious
-  view.term.focus();
+  globalThis.labkernelPage = lab.view; // the terminal's view, for the browser tests and the curious
+  globalThis.labkernelLab = lab;
+  lab.view.term.focus();
 }
 
 main();

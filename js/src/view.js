@@ -131,6 +131,7 @@ export function mountTerminal(el, options) {
   let disposed = false;
   let state = { name: "connecting" };
   let starting = null;
+  let lastOutput = 0; // when output last arrived (performance.now()), for whenQuiet
 
   function show(next) {
     state = next;
@@ -190,6 +191,7 @@ export function mountTerminal(el, options) {
       liveFrom: live ? 0 : null,
       budget: pageBudget(),
       onOutput: (data, done, { replay }) => {
+        lastOutput = performance.now();
         if (replay) root.dataset.replay = "true";
         // The next poll waits until the last piece is parsed (flow control).
         io.write(data, { replay }, () => {
@@ -254,6 +256,26 @@ export function mountTerminal(el, options) {
       if (sessionId) attach(sessionId);
     },
     restart: startNew,
+    /** Keys to the session as typed (`\x03`: Ctrl-C); nothing while there is no session. */
+    send(data) {
+      if (!opts.readOnly) transport?.send(data);
+    },
+    /** Text as pasted into the terminal (bracketed when the program asked for it). */
+    paste(text) {
+      if (!opts.readOnly && transport) term.paste(text);
+    },
+    /** Resolves once no output has come for `quiet` ms (or after `max` ms at most). */
+    whenQuiet(quiet = 300, max = 3000) {
+      const began = performance.now();
+      return new Promise((resolve) => {
+        const tick = () => {
+          const now = performance.now();
+          if (now - Math.max(lastOutput, began) >= quiet || now - began >= max || disposed) resolve();
+          else setTimeout(tick, 50);
+        };
+        setTimeout(tick, 50);
+      });
+    },
     setReadOnly(readOnly) {
       opts.readOnly = readOnly;
       term.options.disableStdin = !!readOnly;

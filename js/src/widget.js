@@ -3,8 +3,12 @@
 // client of that session, with its own clientId, talking to the REST API
 // straight from the browser: the kernel never relays terminal traffic, so the
 // terminal keeps working while the kernel is busy or after it restarts.
+//
+// The same module renders labkernel.LabPanel (model `kind` "lab"): the lab's
+// instructions beside the terminal (panel.js), driven by the same traits.
 
 import { mountTerminal, pageApi } from "./view.js";
+import { mountLab } from "./panel.js";
 
 // Where the kernel could not start a session (it was not started by a labkernel
 // server), the first view starts one; views rendered meanwhile share that start.
@@ -22,7 +26,8 @@ function save(model) {
 
 function render({ model, el }) {
   const api = pageApi(model.get("http"));
-  const view = mountTerminal(el, {
+  const mount = model.get("kind") === "lab" ? mountLab : mountTerminal;
+  const view = mount(el, {
     api,
     sessionId: model.get("session_id"),
     labId: model.get("lab"),
@@ -59,6 +64,8 @@ function render({ model, el }) {
   const onReadOnly = () => view.setReadOnly(model.get("read_only"));
   const onMessage = (msg) => {
     if (msg?.type === "stop") view.stop();
+    // A check ran in the kernel (Lab.check): the panel reads the progress again.
+    if (msg?.type === "refresh") view.refresh?.();
   };
   model.on("change:session_id", onSession);
   model.on("change:rows", onRows);

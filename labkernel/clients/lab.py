@@ -3,7 +3,7 @@
 ::
 
     from labkernel import Lab
-    lab = Lab("files-and-folders")      # starts a session; `lab` in a cell shows its terminal
+    lab = Lab("files-and-folders")      # starts a session; `lab` in a cell shows its panel and terminal
     r = lab.run("ls -l")                # typed into that terminal, visible there as typed
     r.output, r.exit_status             # what it printed (no ANSI codes, "\\n" line ends), and $?
     lab.run("make", check=True)         # raises CommandFailed on a non-zero status
@@ -104,9 +104,9 @@ class Lab:
     ``Lab("files-and-folders")`` starts a session of that lab (``Lab()``: the plain
     ``shell`` lab); ``Lab(session_id="…")`` attaches to a running one. The server is
     found as ``LabClient()`` finds it (a kernel of a labkernel server knows it), or
-    pass ``client=``. Displaying a ``Lab`` in a notebook shows, today, the session's
-    ``Terminal`` widget (``lab.terminal``); the lab panel (steps, hints, Check) will
-    take its place.
+    pass ``client=``. Displaying a ``Lab`` in a notebook shows its panel
+    (``lab.panel``: the steps, hints and Check beside the session's terminal);
+    ``lab.terminal`` is the terminal alone.
 
     ``run`` types commands into that terminal and returns their output and exit
     status; ``send`` writes raw keys; ``expect`` waits for a regex in the output;
@@ -162,6 +162,7 @@ class Lab:
         self._settle = False                # something may have been typed: let it show first
         self._status = session.get("status", "running")
         self._terminal: Any = None
+        self._panel: Any = None
         _current = self
 
     def _no_such_lab(self, lab_id: str) -> str:
@@ -187,10 +188,17 @@ class Lab:
             self._terminal = Terminal(session_id=self.session_id, client=self.client)
         return self._terminal
 
+    @property
+    def panel(self) -> Any:
+        """The session's ``LabPanel`` widget: its steps beside its terminal (made on first use)."""
+        if self._panel is None:
+            from .panel import LabPanel  # ipywidgets only when something is displayed
+            self._panel = LabPanel(lab=self.lab_id, session_id=self.session_id, client=self.client)
+        return self._panel
+
     def _view(self) -> Any:
-        # The one place that says what a Lab shows: today the terminal; the lab
-        # panel (an anywidget with the steps and the terminal) replaces it.
-        return self.terminal
+        # The one place that says what a Lab shows.
+        return self.panel
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         view = self._view()._repr_mimebundle_(**kwargs)  # anywidget: (data, metadata)
@@ -525,6 +533,9 @@ class Lab:
         """
         report = CheckReport(self._checked(lambda: self.client.check(self.session_id, step)))
         self._settle = True
+        if self._panel is not None:
+            with contextlib.suppress(Exception):  # no front-end attached: nothing to tell
+                self._panel.refresh()
         return report
 
     def stop(self) -> Dict[str, Any]:

@@ -272,6 +272,9 @@ class DisabledHandler(LabHandler):
         raise Forbidden("Lab sessions are disabled on this server, as its terminals are.")
 
 
+# Built on LabHandler above (hence imported here, not at the top).
+from .labfiles import LabFileHandler  # noqa: E402
+
 _ID = r"([^/]*)"
 
 default_handlers = [
@@ -281,6 +284,7 @@ default_handlers = [
     (r"/api/labs/sessions", SessionsHandler),
     (rf"/api/labs/session/{_ID}", SessionHandler),
     (rf"/api/labs/session/{_ID}/check", CheckHandler),
+    (rf"/api/labs/{_ID}/files/(.+)", LabFileHandler),
     (rf"/api/ws/status/{_ID}", StatusHandler),
     (r"/api/ws/message", MessageHandler),
     (rf"/api/ws/output/{_ID}", OutputHandler),
