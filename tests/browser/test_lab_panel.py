@@ -348,7 +348,8 @@ def test_the_lab_page_takes_a_killercoda_lab_from_intro_to_finish(server: Jupyte
     # {{copy}}: to the clipboard, not into the terminal.
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     panel.root.locator(".labkernel-copyable .labkernel-copy").click()
-    wait_until(lambda: page.evaluate("navigator.clipboard.readText()").startswith("cut -d' ' -f1 logs/access.log | sort"),
+    copied = "cut -d' ' -f1 logs/access.log | sort"
+    wait_until(lambda: page.evaluate("navigator.clipboard.readText()").startswith(copied),
                10, "the command on the clipboard")
     assert "uniq -c" not in term.screen()
 
