@@ -246,12 +246,12 @@ class OutputHandler(LabHandler):
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         # Made with the handler: the client may hang up before get() begins.
-        self._poll = longpoll.OutputPoll(self)
+        self._poll = longpoll.OutputPoll()
 
     @web.authenticated
     @authorized("read")
     async def get(self, session_id: str) -> None:
-        await self._poll.run(self.manager.get(session_id), self.extensionapp)
+        await self._poll.run(self, self.manager.get(session_id), self.extensionapp)
 
     def on_connection_close(self) -> None:
         super().on_connection_close()

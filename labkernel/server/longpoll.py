@@ -88,8 +88,10 @@ class OutputPoll:
     before ``run`` too: a long poll is cancelled, and nothing more is built or sent.
     """
 
-    def __init__(self, handler: web.RequestHandler) -> None:
-        self._handler = handler
+    def __init__(self) -> None:
+        # No reference to the handler, which holds this: that cycle would leave every
+        # answered handler (its request, headers, connection) to the garbage collector
+        # instead of freeing it at once, and doubled its longest pause during a flood.
         self._wait: asyncio.Future[None] | None = None
         self._gone = False  # the client hung up, possibly before the poll began
 
@@ -99,10 +101,11 @@ class OutputPoll:
         if self._wait is not None:
             self._wait.cancel()
 
-    async def run(self, session: LabSession, limits: Limits) -> None:
-        """Answer with ``session``'s output as the query asks; raises BadRequest."""
-        query = OutputQuery.parse(self._handler, limits)
-        chunk = await self._first_piece(session, query, limits.batch_delay)
+    async def run(self, handler: web.RequestHandler, session: LabSession, limits: Limits) -> None:
+        """Answer ``handler``'s request with ``session``'s output as its query asks; raises
+        BadRequest."""
+        query = OutputQuery.parse(handler, limits)
+        chunk = await self._first_piece(handler, session, query, limits.batch_delay)
         if chunk is None:
             return  # the client went away; there is no one to answer
         # The pieces after the first read the log itself: flow control counts this
@@ -115,9 +118,10 @@ class OutputPoll:
             await asyncio.sleep(0)  # a piece encoded: let the other sessions run
             if self._gone:
                 return  # the client went away meanwhile
-        await self._send(session, answer)
+        await self._send(handler, session, answer)
 
-    async def _first_piece(self, session: LabSession, query: OutputQuery, batch_delay: float) -> Chunk | None:
+    async def _first_piece(self, handler: web.RequestHandler, session: LabSession, query: OutputQuery,
+                           batch_delay: float) -> Chunk | None:
         """The answer's first piece, read through the session (None: the client is gone).
 
         Only the first piece: a large answer is read and encoded a piece at a time.
@@ -126,7 +130,7 @@ class OutputPoll:
         chunk = session.read(offset, first, utf8=utf8, reader=reader)
         if not chunk.data and query.wait > 0 and session.status in ("starting", "running"):
             # Nothing complete past offset yet: wait for bytes past what exists now.
-            stream = getattr(self._handler.request.connection, "stream", None)
+            stream = getattr(handler.request.connection, "stream", None)
             if self._gone or (stream is not None and stream.closed()):
                 # The client hung up before the poll began (with streamed bodies its
                 # close can come while prepare() runs, when no one hears it): no one
@@ -148,9 +152,8 @@ class OutputPoll:
             chunk = session.read(offset, first, utf8=utf8, reader=reader)
         return chunk
 
-    async def _send(self, session: LabSession, answer: answers.Answer) -> None:
+    async def _send(self, handler: web.RequestHandler, session: LabSession, answer: answers.Answer) -> None:
         """The answer's JSON: its fields around the data's pieces, as they are."""
-        handler = self._handler
         head = json.dumps({"sessionId": session.id, "offset": answer.offset,
                            "truncated": answer.truncated})
         tail = json.dumps({"nextOffset": answer.next_offset, "status": session.status,
