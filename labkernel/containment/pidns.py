@@ -194,7 +194,7 @@ class PidNamespaceEnclosure(Enclosure):
         program = 0
         while True:
             self._look_for_init()
-            program = next(iter(children(self._init)), 0) if self._init else 0
+            program = self._program() if self._init else 0
             if program or not alive(self._creator) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(delay)
@@ -207,6 +207,10 @@ class PidNamespaceEnclosure(Enclosure):
                 os.close(fd)
             return
         self._ns_files = files
+
+    def _program(self) -> int:
+        """The namespace's program: its init's child, once there is one (0 till then)."""
+        return next(iter(children(self._init)), 0)
 
     def _open_namespace(self, program: int) -> dict[str, int]:
         """The namespaces scripts enter, as files: the program's (see ``open_namespace``)."""

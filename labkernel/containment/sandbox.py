@@ -75,6 +75,12 @@ SANDBOXER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandboxer.
 #: not in argv, where it would show in the command line of the session's leader.
 INIT = '"$@"; exit $?'
 
+#: The init of a root server's sandbox: the same, once it has taken the folder of
+#: ``newuidmap`` and ``newgidmap`` (see ``sandboxer.ID_MAPPER``) off PATH. They stay
+#: in /run/labkernel (removing them would fork, and the init's first child must be
+#: the program); they write maps only where the first namespace's root could anyway.
+MAPPED_INIT = 'PATH=${PATH#/run/labkernel:}; "$@"; exit $?'
+
 #: The architectures ``sandboxer.pivot_root`` knows the syscall's number of.
 _MACHINES = {"x86_64", "aarch64", "riscv64", "ppc64le", "s390x", "armv7l", "i686"}
 
@@ -186,11 +192,17 @@ def inside_folder(folder: str) -> str:
 
 
 def chain(*, python: str, unshare: str, spec: dict[str, Any]) -> list[str]:
-    """The argv that builds a sandbox by ``spec`` and runs what follows in it."""
+    """The argv that builds a sandbox by ``spec`` and runs what follows in it.
+
+    The lock's user namespace maps the first one's root to its root, or, for a root
+    server, all 65536 of the first one's ids to themselves.
+    """
+    count = spec["map"]["count"] if spec["map"] else 0
+    lock = [f"--map-users=0,0,{count}", f"--map-groups=0,0,{count}"] if count else ["--map-root-user"]
     return [python, "-I", "-S", SANDBOXER, json.dumps(spec), "--",
             unshare, "--pid", "--fork", "--kill-child", "--mount-proc", "--",
-            unshare, "--user", "--map-root-user", "--mount", "--",
-            "sh", "-c", INIT, "labkernel-init"]
+            unshare, "--user", *lock, "--mount", "--",
+            "sh", "-c", MAPPED_INIT if count else INIT, "labkernel-init"]
 
 
 # -- probing: once per process, before the server answers --------------------------------
@@ -257,7 +269,7 @@ def _try(options: dict[str, Any], sandbox: str, folder: str) -> tuple[dict[str, 
         init = program = 0
         while not program and holder.poll() is None and time.monotonic() < deadline:
             init = init or find_init(holder.pid)
-            program = next(iter(children(init)), 0) if init else 0
+            program = locked_program(init, holder.pid) if init else 0
             time.sleep(0.005)  # once, at start, before the server answers (as works)
         if not program:
             return None, "the sandbox's init did not start its program"
@@ -277,6 +289,21 @@ def _try(options: dict[str, Any], sandbox: str, folder: str) -> tuple[dict[str, 
         holder.wait()
         holder.stdout.close()
         holder.stderr.close()
+
+
+def locked_program(init: int, creator: int) -> int:
+    """The sandbox's program: the child of its init that runs in the lock's user
+    namespace (before, a root server's init has another child: the id mapper
+    ``unshare --map-users`` forks); 0 while there is none."""
+    try:
+        first = os.readlink(f"/proc/{creator}/ns/user")
+    except OSError:
+        return 0
+    for child in children(init):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{child}/ns/user") != first:
+                return child
+    return 0
 
 
 def make_spec(options: dict[str, Any], sandbox: str, folder: str, cwd: str, *,
@@ -309,7 +336,8 @@ def sandbox_status(options: dict[str, Any] | None, reason: str = "") -> dict[str
         "rootInside": True,
         "uidsOutside": UID_COUNT if mapping else 1,
         "hostRootFiles": "own" if mapping else "read-only",
-        "packageInstall": False,
+        # With one uid, dpkg cannot chown to root:adm and the like (measured).
+        "packageInstall": bool(mapping),
         "overlaid": layout["overlay"],
         "asOnHost": [p for p in layout["bound"] if p != "/proc"],
         "fresh": layout["fresh"],
@@ -371,6 +399,9 @@ class SandboxEnclosure(PidNamespaceEnclosure):
         assert self._ns_files, "prepare() first"
         # The server's uid is the namespace's root, unless the server is host root.
         return nsenter_argv(self._nsenter, self._ns_files, argv, become_root=bool(self._options["mapping"]))
+
+    def _program(self) -> int:
+        return locked_program(self._init, self._creator)
 
     def _open_namespace(self, program: int) -> dict[str, int]:
         return open_namespace(program, KINDS, user_from=self._creator)

@@ -73,6 +73,21 @@ SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "
 #: Top-level directories made anew rather than overlaid or bound.
 FRESH = {"tmp": 0o1777, "run": 0o755}
 
+#: Where a root server's sandbox keeps ``ID_MAPPERS`` (see ``write_id_mappers``).
+MAPPERS = "/run/labkernel"
+
+#: util-linux's ``unshare --map-users`` runs ``newuidmap PID INNER OUTER COUNT``
+#: (and ``newgidmap``) from a child it forks before it unshares, to write the new
+#: namespace's map: these do it themselves. The child is the first namespace's root,
+#: which may map any of its ids; shadow's setuid newuidmap would want /etc/subuid
+#: entries, and is not installed everywhere.
+ID_MAPPER = """#!/bin/sh
+pid=$1; shift; map=
+while [ $# -ge 3 ]; do map="$map$1 $2 $3
+"; shift 3; done
+printf '%s' "$map" > /proc/$pid/{kind}_map
+"""
+
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -207,8 +222,10 @@ class Builder:
 
     def __init__(self, spec: dict, trees: dict[str, int]):
         self.spec = spec
-        self.dir = spec["dir"]
-        self.root = os.path.join(self.dir, "root")
+        # Relative to the sandbox's folder, the working directory: a root server's
+        # lab uid may not search the folders above it (as a test's tmp_path).
+        self.dir = "."
+        self.root = "root"
         #: Detached idmapped mounts made by host root: "lower:/etc", "folder".
         self.trees = trees
         self.report: dict[str, list[str]] = {"overlay": [], "bound": [], "fresh": [], "hidden": [], "failed": []}
@@ -332,31 +349,32 @@ def idmapped_trees(spec: dict, userns: int) -> dict[str, int]:
             tree = open_tree(path, recursive)
             idmap(tree, userns, recursive)
         except OSError:
-            if tree >= 0:
+            if tree >= 0 and key != "folder":  # the folder goes in unmapped: the lab may not reach it
                 os.close(tree)
-            continue
+                continue
+            if tree < 0:
+                continue
         trees[key] = tree
         if key.startswith("lower:"):
-            os.makedirs(os.path.join(spec["dir"], "lower", key[len("lower:/"):]), exist_ok=True)
+            os.makedirs(os.path.join("lower", key[len("lower:/"):]), exist_ok=True)
     return trees
 
 
 def build(spec: dict) -> dict[str, list[str]]:
     """Steps 1 to 4 (see the module docstring); what was made how."""
     os.mkdir(spec["dir"], 0o700)
+    os.chdir(spec["dir"])  # everything below is made relative to it
+    os.mkdir("root")
     trees: dict[str, int] = {}
     mapping = spec.get("map")
     if mapping:
         userns = mapped_user_namespace(mapping["base"], mapping["count"])
         trees = idmapped_trees(spec, userns)
-        for path, _, files in os.walk(spec["dir"]):
+        for path, _, files in os.walk("."):
             for name in (path, *(os.path.join(path, f) for f in files)):
                 os.chown(name, mapping["base"], mapping["base"])
-        os.makedirs(os.path.join(spec["dir"], "root"), exist_ok=True)
-        os.chown(os.path.join(spec["dir"], "root"), mapping["base"], mapping["base"])
         join(userns, spec["server"])
     else:
-        os.mkdir(os.path.join(spec["dir"], "root"))
         own_user_namespace()
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare(mount, IPC, UTS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -364,9 +382,23 @@ def build(spec: dict) -> dict[str, list[str]]:
     builder.build()
     for tree in trees.values():
         os.close(tree)
+    if mapping:
+        write_id_mappers(builder.at(MAPPERS))
     pivot_root(builder.root)
     os.chdir(spec["cwd"])  # kept through the chain's execs and namespace copies
     return builder.report
+
+
+def write_id_mappers(folder: str) -> None:
+    """``newuidmap`` and ``newgidmap`` for the lock's ``unshare --map-users``, first
+    on PATH (the sandbox's init takes them off it, and removes them)."""
+    os.makedirs(folder, 0o755, exist_ok=True)
+    for kind in ("uid", "gid"):
+        path = os.path.join(folder, f"new{kind}map")
+        with open(path, "w") as f:
+            f.write(ID_MAPPER.replace("{kind}", kind))
+        os.chmod(path, 0o755)
+    os.environ["PATH"] = f"{MAPPERS}:{os.environ.get('PATH', os.defpath)}"
 
 
 def main(argv: list[str]) -> None:
