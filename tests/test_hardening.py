@@ -129,7 +129,9 @@ def test_a_signal_the_kernel_refuses_is_a_clear_error_not_a_500(tmp_path: Path) 
     without CAP_KILL (setpriv), and the lab's foreground program changes its user.
     """
     prefix = ["setpriv", "--bounding-set=-kill"]
-    with ServerProcess(tmp_path, prefix=prefix) as server:
+    # Not in a sandbox: there the server owns the lab's user namespace, and with it
+    # every capability over the lab's processes, whatever their uid.
+    with ServerProcess(tmp_path, prefix=prefix, manager={"containment": "pidns"}) as server:
         sid = server.ok("POST", "api/labs/start", {}, expect=201)["sessionId"]
         _, offset = read_until(server, sid, re.escape(PROMPT))
         marker = "labkernel-refused-signal-test"

@@ -25,8 +25,6 @@ import asyncio
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -34,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import NS, PROMPT, eventually, printed_pid
 from labhelpers import _no_leftovers, check, lab_config, token, with_token, write_lab  # noqa: F401 (fixtures)
-from labkernel import containment
-from labkernel.containment.sandbox import SandboxSettings, host_root, probe_sandbox
 from test_containment import escapes, nobody_server, start_escapes_on, survivors
 from test_sessions import ServerProcess, run
+
+from labkernel import containment
+from labkernel.containment.sandbox import SandboxSettings, host_root, probe_sandbox
 
 pytestmark = pytest.mark.skipif(not containment.available("sandbox"),
                                 reason="the sandbox does not work here: "
@@ -122,7 +120,7 @@ async def test_the_lab_is_root_in_its_namespace_and_nobodys_root_on_the_host(api
     # only), and not host root by uid either (which passes checks that look at
     # the uid alone): the 65536 uids from sandbox_uid_base.
     assert os.readlink(f"/proc/{shell}/ns/user") != os.readlink("/proc/self/ns/user")
-    uids = re.search(r"^Uid:\s+(.*)$", Path(f"/proc/{shell}/status").read_text(), re.M).group(1).split()
+    uids = re.search(r"^Uid:\s+(.*)$", Path(f"/proc/{shell}/status").read_text(), re.MULTILINE).group(1).split()
     assert set(uids) == {str(SandboxSettings().uid_base)}
 
     # What host root could do and the lab's root cannot: write a host sysctl (uid 0
@@ -130,13 +128,13 @@ async def test_the_lab_is_root_in_its_namespace_and_nobodys_root_on_the_host(api
     # mount the host sees.
     sysctl = "cat /proc/sys/vm/swappiness > /proc/sys/vm/swappiness"
     assert "Permission denied" in await say(api, sid, f"({sysctl}) 2>&1", "SYSCTL")
-    outsider = subprocess.Popen(["sleep", f"600.{token}"])  # root's, on the host
+    outsider = await asyncio.create_subprocess_exec("sleep", f"600.{token}")  # root's, on the host
     try:
         assert await say(api, sid, f"kill -9 {outsider.pid} 2>/dev/null; echo $?", "KILL") == "1"
-        assert outsider.poll() is None
+        assert outsider.returncode is None
     finally:
         outsider.kill()
-        outsider.wait()
+        await outsider.wait()
     mounted = await say(api, sid, f"mount -t tmpfs lab /mnt && touch /mnt/inside-{token} && echo made", "MOUNT")
     assert mounted == "made"  # in its own mount namespace, where it is root
     assert not os.path.exists(f"/mnt/inside-{token}")
@@ -347,7 +345,7 @@ def test_an_unprivileged_server_sandboxes_its_labs_as_root_inside_and_itself_out
         assert (sandbox["uidsOutside"], sandbox["hostRootFiles"], sandbox["packageInstall"]) == (1, "read-only",
                                                                                                  False)
         sid = server.ok("POST", "api", "labs", "start", body={"labId": "checked"}, expect=201)["sessionId"]
-        _, offset = server.read_until(sid, re.escape(PROMPT))
+        server.read_until(sid, re.escape(PROMPT))
 
         def say_(line: str, name: str) -> str:
             accepted = server.command(sid, f'echo "{name[0]}""{name[1:]}[$({line})]{name}"')

@@ -59,6 +59,7 @@ from typing import Any
 from .enclosure import Support
 from .pidns import PidNamespaceEnclosure, find_init, nsenter_argv, open_namespace
 from .procfs import children, server_alive
+from .sandboxer import encode_spec
 from .scripts import CD_THEN_EXEC, HOLDER, helper_python, works
 
 #: The first of the 65536 host uids (and gids) a root server's labs are 0..65535 of:
@@ -199,7 +200,7 @@ def chain(*, python: str, unshare: str, spec: dict[str, Any]) -> list[str]:
     """
     count = spec["map"]["count"] if spec["map"] else 0
     lock = [f"--map-users=0,0,{count}", f"--map-groups=0,0,{count}"] if count else ["--map-root-user"]
-    return [python, "-I", "-S", SANDBOXER, json.dumps(spec), "--",
+    return [python, "-I", "-S", SANDBOXER, encode_spec(spec), "--",
             unshare, "--pid", "--fork", "--kill-child", "--mount-proc", "--",
             unshare, "--user", *lock, "--mount", "--",
             "sh", "-c", MAPPED_INIT if count else INIT, "labkernel-init"]
