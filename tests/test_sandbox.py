@@ -135,6 +135,10 @@ async def test_the_lab_is_root_in_its_namespace_and_nobodys_root_on_the_host(api
     finally:
         outsider.kill()
         await outsider.wait()
+    # /sys (cgroupfs with it) is read-only, for good: its mounts are locked.
+    writable = "awk '$5 ~ \"^/sys(/|$)\" && $6 ~ \"^rw\"' /proc/self/mountinfo | wc -l"
+    assert await say(api, sid, writable, "SYSRW") == "0"
+    assert await say(api, sid, "mount -o remount,bind,rw /sys 2>/dev/null; echo $?", "REMOUNT") != "0"
     mounted = await say(api, sid, f"mount -t tmpfs lab /mnt && touch /mnt/inside-{token} && echo made", "MOUNT")
     assert mounted == "made"  # in its own mount namespace, where it is root
     assert not os.path.exists(f"/mnt/inside-{token}")

@@ -50,8 +50,9 @@ The package, from the bottom up:
   the ``cgroup``, ``subreaper`` and ``scan`` modes' enclosures;
 - ``pidns``: the ``pidns`` mode's enclosure, entering its namespace, its probes;
 - ``sandbox``: the ``sandbox`` mode's enclosure (a ``pidns`` one, made another way),
-  its settings and probe; ``sandboxer``, the program that builds a sandbox (run in
-  the session's first process, never imported by the server);
+  its settings and probe; ``sandboxer``, the program that builds a sandbox (run by
+  a fresh interpreter in the session's first process; the server imports it only
+  to write its spec);
 - ``modes``: the table of modes (``ENCLOSURES``: a new mode is one more entry),
   ``choose``, ``Containment`` (the mode in force) and ``clean_leftovers``.
 """

@@ -22,10 +22,15 @@ a second one, nested, whose mount namespace is a copy, and the kernel refuses to
 unmount there what came with the copy (``umount -l /proc`` included): nothing under
 a mount can be revealed. The chain, from the server's spawn:
 
-``python sandboxer.py SPEC`` (namespaces, mounts, pivot_root) → ``unshare --pid
---fork --kill-child --mount-proc`` (the leader; its child, the PID namespace's init,
-mounts its /proc) → ``unshare --user --map-root-user --mount`` (the lock) → ``sh``
-(the init: cd, then the program, whose exit is its own).
+``python sandboxer.py SPEC`` (namespaces, mounts, pivot_root, chdir) → ``unshare
+--pid --fork --kill-child --mount-proc`` (the leader; its child, the PID namespace's
+init, mounts its /proc) → ``unshare --user --mount`` with ``--map-root-user``, or
+for a root server ``--map-users`` of all 65536 ids (the lock) → ``sh`` (the init:
+the program, whose exit is its own).
+
+The leader is watched as ``pidns``'s is. It dies with the server (PDEATHSIG, set
+again by the sandboxer where it changes uid) and kills the init as it dies
+(``--kill-child``); the kernel kills the rest.
 
 Why these tools: bubblewrap (``pidns``'s) makes no overlay before 0.11 (Debian 12
 has 0.8), and maps no other uid than the caller's; util-linux's ``unshare`` and
@@ -46,7 +51,6 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import select
 import shutil
 import stat
@@ -59,7 +63,7 @@ from typing import Any
 from .enclosure import Support
 from .pidns import PidNamespaceEnclosure, find_init, nsenter_argv, open_namespace
 from .procfs import children, server_alive
-from .sandboxer import encode_spec
+from .sandboxer import SYS_PIVOT_ROOT, encode_spec
 from .scripts import CD_THEN_EXEC, HOLDER, helper_python, works
 
 #: The first of the 65536 host uids (and gids) a root server's labs are 0..65535 of:
@@ -83,7 +87,7 @@ INIT = '"$@"; exit $?'
 MAPPED_INIT = 'PATH=${PATH#/run/labkernel:}; "$@"; exit $?'
 
 #: The architectures ``sandboxer.pivot_root`` knows the syscall's number of.
-_MACHINES = {"x86_64", "aarch64", "riscv64", "ppc64le", "s390x", "armv7l", "i686"}
+_MACHINES = set(SYS_PIVOT_ROOT)
 
 
 @dataclass(frozen=True)
@@ -226,8 +230,8 @@ def probe_sandbox(settings: SandboxSettings) -> Probe:
     missing = [name for name, path in tools.items() if not path]
     if missing:
         return Probe(None, f"{' and '.join(missing)} not found (util-linux)")
-    if platform.machine() not in _MACHINES:
-        return Probe(None, f"pivot_root's syscall number is not known on {platform.machine()}")
+    if os.uname().machine not in _MACHINES:
+        return Probe(None, f"pivot_root's syscall number is not known on {os.uname().machine}")
     try:
         ensure_dir(settings.dir)
     except OSError as e:

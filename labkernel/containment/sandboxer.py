@@ -8,26 +8,33 @@ off the server's event loop, and exits into ``ARGV`` once the sandbox is built.
 What it does, in order:
 
 1. A user namespace: the lab's root is this server's uid outside (one uid), or,
-   for a server that is root of the host, a range of unprivileged uids (``SPEC["map"]``)
-   written by a short-lived child that stays outside, since a process cannot map
-   other uids than its own into a namespace it is in. Host root is never mapped: a
-   process whose uid is host root passes every permission check that looks at the
-   uid alone (sysctls under /proc/sys were writable that way, measured here).
+   for a server that is host root, a range of unprivileged uids (``SPEC["map"]``):
+   a short-lived child makes the namespace and this process, still host root
+   outside, writes its map (a process may map only its own uid into a namespace it
+   is in), makes what needs host root (below), then joins it. Host root is never
+   mapped: a process whose uid is host root passes every permission check that
+   looks at the uid alone (sysctls under /proc/sys were writable that way).
 2. A mount, IPC and UTS namespace, nothing propagating out.
 3. A new root, on a tmpfs: each top-level directory of the host's root is the
    lower layer of an overlay whose upper layer is the session's (on disk, in
-   ``SPEC["dir"]``), or, where an overlay cannot be made (a directory with mounts
-   below it, ``/dev`` and ``/sys``), bound as it is; symlinks (``/bin``) copied;
-   ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run`` fresh; the session's folder
-   bound at its own path and at ``/root``; the paths in ``SPEC["hide"]`` (the
-   server's home, runtime, data and config folders) covered by empty tmpfs.
-   For a root server the overlays' lower layers and the session's folder are
-   idmapped mounts (host uid ``n`` is the lab's ``n``), so that the lab's root owns
-   what host root owns: editing ``/etc/passwd`` and ``dpkg``'s chowns work.
-4. ``pivot_root`` into it, and the old root detached: nothing of the host's tree
-   but what was put there stays reachable. The host's ``/proc`` stays at ``/proc``
-   for ``unshare --mount-proc`` (next in the chain) to mount the PID namespace's
-   over it: the kernel refuses a new procfs where no full one is visible.
+   ``SPEC["dir"]``, the working directory from the start: a root server's lab uid
+   may not search the folders above it), or, where an overlay cannot be made (a
+   directory with mounts below it, ``/dev`` and ``/sys``), bound as it is; symlinks
+   (``/bin``) copied; ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run`` fresh; the
+   session's folder bound at its own path and at ``/root``; the paths in
+   ``SPEC["hide"]`` (the server's home, runtime, data and config folders) covered
+   by empty tmpfs, where the lab would see them. For a root server the overlays'
+   lower layers and the session's folder are idmapped mounts (host uid ``n`` is
+   the lab's ``n``), so that the lab's root owns what host root owns: editing
+   ``/etc/passwd`` and dpkg's chowns work; and ``ID_MAPPER`` goes to /run/labkernel.
+4. ``pivot_root`` into it, the old root detached: nothing of the host's tree but
+   what was put there stays reachable. The host's ``/proc`` stays at ``/proc`` for
+   ``unshare --mount-proc`` (next in the chain) to mount the PID namespace's over
+   it: the kernel refuses a new procfs where no full one is visible. Then the
+   program's folder, the one chdir that the rest of the chain keeps.
+
+Nothing may be imported after step 4: the interpreter's library may be out of
+sight (under the server's home, or /root).
 
 Failures are written to stderr (the session's terminal) and end it with 126.
 """
@@ -62,6 +69,7 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_IDMAP = 0x00100000
 
 #: pivot_root has no libc wrapper, and its number differs by architecture.
@@ -125,6 +133,14 @@ def idmap(tree: int, userns: int, recursive: bool) -> None:
     attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns), 32)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(libc.syscall(SYS_MOUNT_SETATTR, tree, b"", flags, attr, 32), "mount_setattr idmap")
+
+
+def read_only(target: str) -> None:
+    """Make the mount at ``target`` and every one below it read-only (once the mounts
+    are locked, the lab cannot undo it)."""
+    attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0), 32)
+    _check(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, _b(target), AT_RECURSIVE, attr, 32),
+           f"mount_setattr read-only {target}")
 
 
 def attach(tree: int, target: str) -> None:
@@ -279,6 +295,10 @@ class Builder:
         if entry.name in ("proc", "dev", "sys") or below:
             # /proc: the host's, for now; the PID namespace's goes over it (see above).
             rbind(path, target)
+            if entry.name == "sys":
+                # Read-only, cgroupfs included: a server that is not root may have a
+                # pids cgroup of its own, whose pids.max its lab's uid could raise.
+                read_only(target)
             self.report["bound"].append(path)
             return
         try:
