@@ -331,8 +331,8 @@ def describe(options: dict[str, Any]) -> str:
 
 
 def sandbox_status(options: dict[str, Any] | None, reason: str = "") -> dict[str, Any]:
-    """What the sandbox gives here, for ``GET /health``: no host path in it (the route
-    needs no authentication)."""
+    """What the sandbox gives here, for ``GET /health``: no host path in it but the
+    names of the host root's top-level folders (the route needs no authentication)."""
     if options is None:
         return {"available": False, "reason": reason}
     layout, mapping = options["layout"], options["mapping"]
