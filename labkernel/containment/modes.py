@@ -52,7 +52,6 @@ class Containment:
         self.mode, _, variant = mode.partition("-")
         self.max_processes = max_processes
         self.log = log
-        self.settings = settings
         self._enclosure = _BY_MODE[self.mode]
         support = self._enclosure.probe(variant, **settings)
         if support is None:
