@@ -17,6 +17,12 @@ from traitlets.config import LoggingConfigurable
 
 from .containment import Containment, choose, clean_leftovers
 from .containment.modes import CHOICES
+from .containment.sandbox import (
+    DEFAULT_UID_BASE,
+    SandboxSettings,
+    probe_sandbox,
+    sandbox_status,
+)
 from .credentials import CREDENTIAL_ENV
 from .errors import SessionNotFound, TooManySessions
 from .labs import pool
@@ -123,6 +129,11 @@ class LabSessionManager(LoggingConfigurable):
         CHOICES, default_value="auto",
         help="""How a session's processes are held so that all of them end with it
         (see labkernel/containment/). "auto" takes the strongest that works here:
+        "sandbox", a user, PID, mount, IPC and UTS namespace per session: root
+        inside and no capability outside, the host's root under a copy-on-write
+        overlay of the session's, private /tmp, the session's folder as /root and
+        HOME, the server's files hidden (needs user namespaces, util-linux's
+        unshare and nsenter, and overlayfs; see the sandbox_* options);
         "pidns", a PID namespace per session (bwrap, else unshare; "pidns-bwrap" or
         "pidns-unshare" names one; needs root or unprivileged user namespaces, and
         nsenter for setup and checks to enter it);
@@ -133,6 +144,30 @@ class LabSessionManager(LoggingConfigurable):
         marker). A lab's setup and checks run inside the same containment. A mode
         that does not work here falls back to the next. GET /health says which is
         in force.""",
+    ).tag(config=True)
+
+    sandbox_dir = Unicode(
+        "", help="""Where the "sandbox" containment makes each session's folder: the upper
+        layers of its overlays, which hold what the session wrote outside its own folder
+        (/etc, /usr, /opt, ...), removed when it ends (or, after a crash, at the next
+        start). It needs a filesystem that overlayfs takes as an upper layer in a user
+        namespace (ext4, xfs, btrfs; tmpfs from Linux 6.6). Empty: a folder of this
+        server's user in the system's temporary folder. Hidden from the labs.""",
+    ).tag(config=True)
+
+    sandbox_uid_base = Int(
+        DEFAULT_UID_BASE, min=1, help="""For a server running as root: the host uid and gid
+        that a sandboxed lab's root is, and the first of the 65536 its uids 0-65535 are
+        (so that the lab's root owns, through idmapped mounts, what host root owns, and
+        package managers can chown). Pick a range no user or other container uses. A
+        server that is not root maps its own uid, and only that one.""",
+    ).tag(config=True)
+
+    sandbox_hidden = List(
+        Unicode(), help="""Folders hidden from sandboxed labs (empty in their place), in
+        addition to the server's home, its Jupyter runtime, data and config folders and
+        sandbox_dir, which always are. A lab's root can read what the server's user (or,
+        for a root server, host root) can, elsewhere: list here what holds secrets.""",
     ).tag(config=True)
 
     max_processes = Int(
@@ -211,21 +246,41 @@ class LabSessionManager(LoggingConfigurable):
         self._refill_timer: asyncio.TimerHandle | None = None
         self._refill: asyncio.Future[None] | None = None
         self.warm_pool = pool.WarmPool(self._create_pooled, self.log)
-        # Probed once per process (a few ms), before the server answers requests.
+        # Probed once per process (a few ms; the sandbox's ~150 ms), before the server answers.
+        self._sandbox = self._sandbox_settings()
         self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
-                                                log=self.log)
+                                                log=self.log, sandbox=self._sandbox)
         self.log.info("labkernel: session containment: %s", self._containment.describe())
+        if self.containment in ("auto", "sandbox") and self._containment.mode != "sandbox":
+            self.log.warning("labkernel: no sandbox for the sessions: %s",
+                             probe_sandbox(self._sandbox).reason)
         IOLoop.current().add_callback(self._clean_leftovers)
+
+    def _sandbox_settings(self) -> SandboxSettings:
+        """The sandbox's settings, resolved; the server's runtime folder hidden too
+        (it may be configured elsewhere than Jupyter's default)."""
+        runtime = getattr(self.parent, "runtime_dir", "") if self.parent is not None else ""
+        hide = tuple(p for p in (runtime, *self.sandbox_hidden) if p)
+        return SandboxSettings(dir=self.sandbox_dir, uid_base=self.sandbox_uid_base, hide=hide).resolved()
 
     @property
     def containment_mode(self) -> str:
-        """The containment mode in force: "pidns", "cgroup", "subreaper" or "scan"."""
+        """The containment mode in force: "sandbox", "pidns", "cgroup", "subreaper" or "scan"."""
         return self._containment.mode
+
+    def sandbox_status(self) -> dict[str, Any]:
+        """What the sandbox gives here (in force or not), or why there is none."""
+        if self.containment not in ("auto", "sandbox"):
+            model = {"available": None, "reason": f"not probed: containment is set to {self.containment!r}"}
+        else:
+            found = probe_sandbox(self._sandbox)  # probed at start, when choosing
+            model = sandbox_status(found.options, found.reason)
+        return {"inForce": self._containment.mode == "sandbox", **model}
 
     async def _clean_leftovers(self) -> None:
         """Kill what a server that died without cleaning up left behind (off the loop)."""
         try:
-            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log)
+            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log, self._sandbox.dir)
         except Exception:
             self.log.exception("labkernel: cleaning up after a previous server failed")
 

@@ -168,8 +168,8 @@ async def test_a_secret_echoed_by_a_check_is_masked(api: Any, labs: Path,
     assert "token=********" in result["message"] and SECRET not in result["message"]
 
 
-async def test_checks_of_one_session_run_one_at_a_time(api: Any, labs: Path, tmp_path: Path) -> None:
-    log = tmp_path / "log"
+async def test_checks_of_one_session_run_one_at_a_time(api: Any, labs: Path, jp_root_dir: Path) -> None:
+    log = jp_root_dir / "log"  # in the session's folder: a sandboxed check writes nowhere else on the host
     write_lab(labs, "serial", f"""
         [[steps]]
         title = "Slow"

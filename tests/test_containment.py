@@ -47,6 +47,9 @@ from support.serverproc import ServerProcess
 
 pytestmark = pytest.mark.containment
 
+#: The modes whose sessions are PID namespaces: they die with the server.
+NAMESPACED = ("pidns", "sandbox")
+
 #: The deadline of the tests about processes that cannot be killed; the others get a
 #: generous one, since a loaded machine makes every /proc scan slow.
 KILL_TIMEOUT = 3.0
@@ -164,7 +167,7 @@ def test_server_killed_with_sigkill_leaves_nothing_or_its_successor_cleans_up(tm
     finally:
         server.proc.kill()
         server.proc.wait()
-    if not mode.startswith("pidns"):
+    if not mode.startswith(NAMESPACED):
         time.sleep(0.5)
         if not survivors(token):
             # Both ways are right, and neither can be held off by the test (perf's
@@ -189,7 +192,7 @@ def test_server_killed_with_sigkill_leaves_nothing_or_its_successor_cleans_up(tm
                     for entry in os.scandir(parent) if entry.name.startswith(f"labkernel-{server.proc.pid}-")]
             assert left == [], "the dead server's cgroups were not removed"
     finally:
-        if not mode.startswith("pidns"):
+        if not mode.startswith(NAMESPACED):
             successor.terminate()
 
 
@@ -221,7 +224,7 @@ def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_sam
     def prepare(base: Path) -> None:
         (base / "root" / "forks.py").write_text(FORKS % (2 * limit))
 
-    with nobody_server({"max_processes": limit}, prepare) as server:
+    with nobody_server({"containment": "pidns", "max_processes": limit}, prepare) as server:
         health = server.ok("GET", "health")
         assert health["containment"] == "pidns"
         sid, offset = server.shell()
@@ -242,13 +245,14 @@ def test_an_unprivileged_server_holds_its_sessions_in_a_pid_namespace_as_the_sam
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("mode", [m for m in MODE_PARAMS if m.values[0] != "cgroup"])
+@pytest.mark.parametrize("mode", [m for m in MODE_PARAMS if m.values[0] not in ("cgroup", "sandbox")])
 def test_a_setuid_process_the_server_may_not_signal_ends_the_session_by_the_deadline(token, mode):
     """The real case: a server running as nobody, a lab that runs a setuid-root program
     which takes root for good (real, effective and saved uid). nobody may not signal
     it: the stop ends the session at kill_timeout and reports it. In a PID namespace
     (a user namespace, for nobody) the setuid bit does not elevate: it dies as usual.
-    (cgroup needs a writable cgroup, which nobody lacks here.)"""
+    (cgroup needs a writable cgroup, which nobody lacks here; sandbox: see
+    test_sandbox.py, where the lab is root and the setuid program gives it nothing.)"""
     with nobody_server({"containment": mode, "kill_timeout": KILL_TIMEOUT}) as server:
         assert server.ok("GET", "health")["containment"] == mode
         # Made after the server's directory was given to nobody: chown clears the bit.

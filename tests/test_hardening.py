@@ -116,7 +116,9 @@ def test_a_signal_the_kernel_refuses_is_a_clear_error_not_a_500(tmp_path: Path) 
     without CAP_KILL (setpriv), and the lab's foreground program changes its user.
     """
     prefix = ["setpriv", "--bounding-set=-kill"]
-    with ServerProcess(tmp_path, prefix=prefix) as server:
+    # Not in a sandbox: there the server owns the lab's user namespace, and with it
+    # every capability over the lab's processes, whatever their uid.
+    with ServerProcess(tmp_path, prefix=prefix, manager={"containment": "pidns"}) as server:
         sid, offset = server.shell()
         marker = "labkernel-refused-signal-test"
         server.command(sid, f"setpriv --reuid=65534 --regid=65534 --clear-groups bash -c 'exec -a {marker} sleep 60'")

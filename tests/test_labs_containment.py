@@ -168,7 +168,7 @@ async def test_scan_mode_loses_what_a_script_started_that_dropped_the_marker(
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("mode", [m for m in WITH_UNSHARE if m.values[0].startswith("pidns")])
+@pytest.mark.parametrize("mode", [m for m in WITH_UNSHARE if m.values[0].startswith(("pidns", "sandbox"))])
 def test_a_server_killed_with_sigkill_takes_its_setups_namespace_with_it(tmp_path, mode, token):
     """The holder namespace made for a setup dies with the server, as a shell's does."""
     kinds = escapes(token, "pidns")
@@ -214,7 +214,7 @@ async def test_a_check_sees_and_signals_the_learners_processes_and_under_pidns_n
         # check's kill reached the learner's process.
         assert f"CHECK-SEES=[{learner.group(1)}]" in result["message"]
         await eventually(lambda: not sleeping(token, "997"))
-        assert ("SEES-THE-SERVERS" in result["message"]) == (kind(mode) != "pidns")
+        assert ("SEES-THE-SERVERS" in result["message"]) == (kind(mode) not in ("pidns", "sandbox"))
         assert (await api.get(sid))["status"] == "running"
     finally:
         outsider.kill()
@@ -305,7 +305,7 @@ async def test_setup_shell_and_checks_share_the_sessions_enclosure(api, labs, jp
     setup, shell, checked = ((folder / f"{who}.where").read_text() for who in ("setup", "shell", "check"))
     assert setup == shell == checked
     pid_ns = setup.splitlines()[0]
-    if kind(mode) == "pidns":
+    if kind(mode) in ("pidns", "sandbox"):
         assert pid_ns != os.readlink("/proc/self/ns/pid")
     if kind(mode) == "cgroup":
         assert f"labkernel-{os.getpid()}-" in setup

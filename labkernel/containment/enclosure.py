@@ -90,14 +90,21 @@ class Enclosure:
     variants: tuple[str, ...] = ()
 
     @classmethod
-    def probe(cls, variant: str = "") -> Support | None:
+    def probe(cls, variant: str = "", **settings: Any) -> Support | None:
         """Whether the mode works on this host for this server's user, and how (by
         ``variant``, or the first of ``variants`` that works); None if it does not.
-        Cheap, or probed once per process: it runs before the server answers."""
+        Cheap, or probed once per process: it runs before the server answers.
+        ``settings`` are the server's for the modes that have some (``sandbox``);
+        the others take none."""
         raise NotImplementedError
 
-    def __init__(self, session_id: str, *, max_processes: int, log: Any):
+    #: The host folder that is the session's home (``~``), if not the server's own.
+    home: str | None = None
+
+    def __init__(self, session_id: str, *, max_processes: int, log: Any, folder: str = ""):
         self.session_id = session_id
+        #: The session's folder (its working directory), where a mode needs to know it.
+        self.folder = folder
         self.leader = 0
         self.log = log
         self._max_processes = max_processes
@@ -303,7 +310,7 @@ class ScanEnclosure(_Scanning):
     mode = "scan"
 
     @classmethod
-    def probe(cls, variant: str = "") -> Support | None:
+    def probe(cls, variant: str = "", **settings: Any) -> Support | None:
         return Support({}) if os.path.isdir("/proc") else None
 
 
@@ -324,7 +331,7 @@ class SubreaperEnclosure(_Scanning):
     needs_reapers = True
 
     @classmethod
-    def probe(cls, variant: str = "") -> Support | None:
+    def probe(cls, variant: str = "", **settings: Any) -> Support | None:
         works = _prctl is not None and os.path.exists("/proc/self/task") and bool(shutil.which("sh"))
         return Support({}) if works else None
 
@@ -354,7 +361,7 @@ class CgroupEnclosure(Enclosure):
     mode = "cgroup"
 
     @classmethod
-    def probe(cls, variant: str = "") -> Support | None:
+    def probe(cls, variant: str = "", **settings: Any) -> Support | None:
         return Support({}) if cgroup_dirs().unified is not None else None
 
     def __init__(self, session_id: str, **kwargs: Any):

@@ -19,10 +19,11 @@ from .cgroups import cgroup_dirs, kill_stale_cgroups
 from .enclosure import CgroupEnclosure, Enclosure, ScanEnclosure, SubreaperEnclosure
 from .pidns import PidNamespaceEnclosure
 from .procfs import signal_all, stale_processes
+from .sandbox import SandboxEnclosure, remove_stale_sandboxes
 
 #: The modes' enclosures, strongest first.
-ENCLOSURES: tuple[type[Enclosure], ...] = (PidNamespaceEnclosure, CgroupEnclosure, SubreaperEnclosure,
-                                           ScanEnclosure)
+ENCLOSURES: tuple[type[Enclosure], ...] = (SandboxEnclosure, PidNamespaceEnclosure, CgroupEnclosure,
+                                           SubreaperEnclosure, ScanEnclosure)
 _BY_MODE = {cls.mode: cls for cls in ENCLOSURES}
 
 #: The modes, strongest first.
@@ -33,32 +34,36 @@ MODES = tuple(_BY_MODE)
 CHOICES = ("auto", *MODES, *(f"{cls.mode}-{variant}" for cls in ENCLOSURES for variant in cls.variants))
 
 
-def available(mode: str) -> bool:
-    """Whether ``mode`` (or ``<mode>-<variant>``) works on this host, for this server's user."""
+def available(mode: str, **settings: Any) -> bool:
+    """Whether ``mode`` (or ``<mode>-<variant>``) works on this host, for this server's
+    user, with these ``settings`` (see ``Containment``)."""
     name, _, variant = mode.partition("-")
     cls = _BY_MODE.get(name)
-    return cls is not None and variant in ("", *cls.variants) and cls.probe(variant) is not None
+    return cls is not None and variant in ("", *cls.variants) and cls.probe(variant, **settings) is not None
 
 
 class Containment:
     """The containment mode in force on a server; makes each session's ``Enclosure``."""
 
-    def __init__(self, mode: str, *, max_processes: int, log: Any):
+    def __init__(self, mode: str, *, max_processes: int, log: Any, **settings: Any):
         """``mode`` is one of ``MODES``, or ``<mode>-<variant>`` (``pidns-bwrap``,
-        ``pidns-unshare``) for one variant. Raises ValueError if it does not work here."""
+        ``pidns-unshare``) for one variant. ``settings``: the modes' own
+        (``sandbox=SandboxSettings(...)``). Raises ValueError if it does not work here."""
         self.mode, _, variant = mode.partition("-")
         self.max_processes = max_processes
         self.log = log
         self._enclosure = _BY_MODE[self.mode]
-        support = self._enclosure.probe(variant)
+        support = self._enclosure.probe(variant, **settings)
         if support is None:
             raise ValueError(f"containment {mode!r} does not work here")
         self._options = support.options
         self.detail = support.detail
 
-    def enclose(self, session_id: str) -> Enclosure:
-        """The enclosure of a new session (a cgroup mode's cgroups are made now)."""
-        return self._enclosure(session_id, max_processes=self.max_processes, log=self.log, **self._options)
+    def enclose(self, session_id: str, folder: str = "") -> Enclosure:
+        """The enclosure of a new session whose folder is ``folder`` (a cgroup mode's
+        cgroups are made now)."""
+        return self._enclosure(session_id, max_processes=self.max_processes, log=self.log, folder=folder,
+                               **self._options)
 
     def describe(self) -> str:
         limit = "none"
@@ -69,30 +74,31 @@ class Containment:
         return f"{self.mode}{detail}, process limit: {limit}"
 
 
-def choose(wanted: str, *, max_processes: int, log: Any) -> Containment:
+def choose(wanted: str, *, max_processes: int, log: Any, **settings: Any) -> Containment:
     """The mode ``wanted`` ("auto": the strongest that works), or the next that works.
 
     ``<mode>-<variant>`` (``pidns-bwrap``, ``pidns-unshare``) asks for one variant
     of a mode; where it does not work, the next mode is taken, not another variant.
     """
     name, _, variant = wanted.partition("-")
-    if variant and available(wanted):
-        return Containment(wanted, max_processes=max_processes, log=log)
+    if variant and available(wanted, **settings):
+        return Containment(wanted, max_processes=max_processes, log=log, **settings)
     start = 0 if wanted == "auto" else MODES.index(name)
     for mode in MODES[start:]:
-        if available(mode) and not (variant and mode == name):
+        if available(mode, **settings) and not (variant and mode == name):
             if wanted not in ("auto", mode):
                 log.warning("labkernel: containment %r is not available here; using %r", wanted, mode)
-            return Containment(mode, max_processes=max_processes, log=log)
+            return Containment(mode, max_processes=max_processes, log=log, **settings)
     raise RuntimeError("no containment mode works here (no /proc?)")
 
 
-def clean_leftovers(log: Any) -> list[int]:
+def clean_leftovers(log: Any, sandbox_dir: str = "") -> list[int]:
     """Kill and remove what servers that died without cleaning up left behind.
 
-    Their cgroups (named ``labkernel-<pid>-...``, the pid no longer running) and the
-    processes that still carry a dead server's pid in their environment. Returns
-    the pids signalled. A whole-/proc scan: run it in an executor.
+    Their cgroups (named ``labkernel-<pid>-...``, the pid no longer running), the
+    processes that still carry a dead server's pid in their environment, and their
+    sandboxes' folders in ``sandbox_dir`` (the upper layers of their overlays).
+    Returns the pids signalled. A whole-/proc scan: run it in an executor.
     """
     killed = kill_stale_cgroups(log)
     for _ in range(50):  # a leftover loop may fork between rounds: until none is left
@@ -105,4 +111,6 @@ def clean_leftovers(log: Any) -> list[int]:
         time.sleep(0.02)
     if killed:
         log.info("labkernel: killed %d process(es) a dead server left behind", len(set(killed)))
+    if sandbox_dir:  # once nothing of theirs runs: nothing uses the overlays
+        remove_stale_sandboxes(sandbox_dir, log)
     return sorted(set(killed))

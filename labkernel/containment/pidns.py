@@ -48,18 +48,22 @@ def find_init(creator: int) -> int:
     return init if ns and ns != pid_namespace(os.getpid()) else 0
 
 
-def open_namespace(pid: int) -> dict[str, int]:
-    """Open the user (if not ours), mount and PID namespaces of process ``pid`` as
-    files, if it is alive and stays so meanwhile (then no other process can have had
-    its pid). Take them from the namespace's program (its init's child), not from
-    the init: bwrap's init changes its mount namespace while it builds the sandbox,
-    and forks the program once that is done."""
-    pidfd = os.pidfd_open(pid)
+def open_namespace(pid: int, kinds: tuple[str, ...] = ("user", "mnt", "pid"), *,
+                   user_from: int = 0) -> dict[str, int]:
+    """Open the namespaces ``kinds`` of process ``pid`` as files (its user namespace
+    only if it is not ours; that of ``user_from`` instead, if given), if the processes
+    are alive and stay so meanwhile (then no other process can have had their pids).
+    Take them from the namespace's program (its init's child), not from the init:
+    bwrap's init changes its mount namespace while it builds the sandbox, and forks
+    the program once that is done."""
+    owners = {kind: user_from if kind == "user" and user_from else pid for kind in kinds}
+    pidfds = [os.pidfd_open(p) for p in set(owners.values())]
     try:
-        files = _open_namespace_files(pid)
-        readable, _, _ = select.select([pidfd], [], [], 0)
+        files = _open_namespace_files(owners)
+        readable, _, _ = select.select(pidfds, [], [], 0)
     finally:
-        os.close(pidfd)
+        for fd in pidfds:
+            os.close(fd)
     if readable:
         for fd in files.values():
             os.close(fd)
@@ -67,10 +71,10 @@ def open_namespace(pid: int) -> dict[str, int]:
     return files
 
 
-def _open_namespace_files(pid: int) -> dict[str, int]:
+def _open_namespace_files(owners: Mapping[str, int]) -> dict[str, int]:
     files: dict[str, int] = {}
     try:
-        for kind in ("user", "mnt", "pid"):
+        for kind, pid in owners.items():
             path = f"/proc/{pid}/ns/{kind}"
             if kind == "user" and os.readlink(path) == os.readlink("/proc/self/ns/user"):
                 continue  # entering one's own user namespace is an error
@@ -82,20 +86,30 @@ def _open_namespace_files(pid: int) -> dict[str, int]:
     return files
 
 
-def nsenter_argv(nsenter: str, files: Mapping[str, int], argv: list[str]) -> list[str]:
+#: nsenter's option for each kind of namespace file, in the order given.
+_NSENTER_OPTIONS = {"ipc": "--ipc", "uts": "--uts", "mnt": "--mount", "pid": "--pid"}
+
+
+def nsenter_argv(nsenter: str, files: Mapping[str, int], argv: list[str], *, become_root: bool = False) -> list[str]:
     """``argv`` run by nsenter in the namespaces this server holds open as ``files``.
 
     nsenter opens them as ``/proc/<server>/fd/N``: no pid is named, so none can have
     been reused by another process in between, and no descriptor is passed down to
     the program. It forks after entering, so the program is inside the PID namespace.
+    In a user namespace the program keeps the server's uid (which a sandbox maps to
+    its root), unless ``become_root``: then nsenter makes it uid and gid 0 there
+    (where the namespace allows setgroups: its map was written from outside).
     """
     server = os.getpid()
     args = [nsenter]
     if "user" in files:
-        # Without --preserve-credentials nsenter would become uid 0 in the namespace.
-        args += [f"--user=/proc/{server}/fd/{files['user']}", "--preserve-credentials"]
-    return [*args, f"--mount=/proc/{server}/fd/{files['mnt']}", f"--pid=/proc/{server}/fd/{files['pid']}",
-            "--", *argv]
+        args.append(f"--user=/proc/{server}/fd/{files['user']}")
+        if not become_root:
+            # Without --preserve-credentials nsenter would become uid 0 in the namespace.
+            args.append("--preserve-credentials")
+    args += [f"{option}=/proc/{server}/fd/{files[kind]}" for kind, option in _NSENTER_OPTIONS.items()
+             if kind in files]
+    return [*args, "--", *argv]
 
 
 # -- the enclosure --------------------------------------------------------------------
@@ -116,10 +130,10 @@ class PidNamespaceEnclosure(Enclosure):
     """
 
     mode = "pidns"
-    variants = PIDNS_TOOLS
+    variants: tuple[str, ...] = PIDNS_TOOLS
 
     @classmethod
-    def probe(cls, variant: str = "") -> Support | None:
+    def probe(cls, variant: str = "", **settings: Any) -> Support | None:
         nsenter, prefix = nsenter_path(variant), pidns_prefix(variant)
         if nsenter is None or prefix is None:
             return None
@@ -180,19 +194,27 @@ class PidNamespaceEnclosure(Enclosure):
         program = 0
         while True:
             self._look_for_init()
-            program = next(iter(children(self._init)), 0) if self._init else 0
+            program = self._program() if self._init else 0
             if program or not alive(self._creator) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         if not program:
             raise OSError(3, "the session's PID namespace is gone")
-        files = open_namespace(program)
+        files = self._open_namespace(program)
         if self._ns_files:  # another prepare() got there first
             for fd in files.values():
                 os.close(fd)
             return
         self._ns_files = files
+
+    def _program(self) -> int:
+        """The namespace's program: its init's child, once there is one (0 till then)."""
+        return next(iter(children(self._init)), 0)
+
+    def _open_namespace(self, program: int) -> dict[str, int]:
+        """The namespaces scripts enter, as files: the program's (see ``open_namespace``)."""
+        return open_namespace(program)
 
     def _spawn_holder(self) -> None:
         """Make the namespace with the holder in it (fork and exec on the loop, as a

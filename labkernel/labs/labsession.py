@@ -66,7 +66,7 @@ class LabSession:
 
     def __init__(self, lab: Lab, *, rows: int, cols: int, lifetime: float, settings: SessionSettings,
                  log: Any, lab_settings: LabSettings, argv: list[str],
-                 enclose: Callable[[str], Enclosure] | None = None):
+                 enclose: Callable[[str, str], Enclosure] | None = None):
         self.session = Session(lab, rows=rows, cols=cols, lifetime=lifetime, settings=settings, log=log)
         self.id = self.session.id
         self.lab = lab
@@ -190,7 +190,8 @@ class LabSession:
         try:
             self.cwd, self.scratch = prepare_folder(self.lab, self.lab_settings.root_dir,
                                                     self.lab_settings.scratch_dir)
-            self.session.enclose(self._enclose(self.id) if self._enclose is not None else None)
+            # The enclosure knows the folder: a sandbox makes it the session's home.
+            self.session.enclose(self._enclose(self.id, self.cwd) if self._enclose is not None else None)
         except (OSError, ValueError) as e:
             self.session.end_unstarted("failed", f"labkernel: lab {self.lab.id!r} cannot start: {e}")
             return
@@ -203,7 +204,9 @@ class LabSession:
         loop = asyncio.get_running_loop()
         try:
             if self.lab.assets:
-                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd)
+                enclosure = self.session.enclosure
+                home = enclosure.home if enclosure is not None else None
+                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd, home)
             if self.lab.setup and not await self._setup(self.lab.setup, "setup"):
                 return
             first = self.progress.enter_current()

@@ -177,8 +177,13 @@ class WarmPool:
         failed = self._failed.get(lab.id)
         return failed is not None and failed[0] is lab and time.monotonic() - failed[1] < self.retry
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, patience: float = 5.0) -> None:
+        """Stop every pooled session; wait (up to ``patience`` s) until what their
+        containment made is gone too (cgroups, a sandbox's folder)."""
         sessions = [s for ss in self._pools.values() for s in ss]
         self._pools.clear()
         await asyncio.gather(*(s.stop("stopped") for s in sessions), *self._stopping,
                              return_exceptions=True)
+        releases = [s.released for s in sessions if s.released is not None and not s.released.done()]
+        if releases:
+            await asyncio.wait(releases, timeout=patience)

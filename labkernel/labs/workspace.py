@@ -89,15 +89,19 @@ def _chmod(path: str, mode: str) -> None:
     os.chmod(path, current | bits if op == "+" else current & ~bits)
 
 
-def copy_assets(assets: tuple[Asset, ...], cwd: str) -> None:
+def copy_assets(assets: tuple[Asset, ...], cwd: str, home: str | None = None) -> None:
     """Copy a lab's files into place (blocking: run it in an executor).
 
     A target is taken relative to the session's folder, or to the home folder with
-    ``~``; one ending in ``/`` or naming a folder receives the source inside it.
-    Symlinks in a copied folder are copied as links, never followed.
+    ``~``: the session's ``home`` if it has one of its own (a sandbox's home is its
+    folder), else the server's. One ending in ``/`` or naming a folder receives the
+    source inside it. Symlinks in a copied folder are copied as links, never followed.
     """
     for asset in assets:
-        target = os.path.expanduser(asset.target)
+        if home and (asset.target == "~" or asset.target.startswith("~/")):
+            target = home + asset.target[1:]
+        else:
+            target = os.path.expanduser(asset.target)
         if not os.path.isabs(target):
             target = os.path.join(cwd, target)
         if asset.target.endswith("/") or os.path.isdir(target):

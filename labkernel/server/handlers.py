@@ -149,6 +149,7 @@ class HealthHandler(LabHandler):
             "transport": "http-polling",
             "activeSessions": self.manager.active_count,
             "containment": self.manager.containment_mode,
+            "sandbox": self.manager.sandbox_status(),
         })
 
 
