@@ -259,6 +259,13 @@ class Lab:
         self._cursor = max(self._cursor, upto)
         self._drop(self._cursor)
 
+    def _fill_until(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:
+        """Read once, long polling up to the server's cap or to ``deadline``; None once that has passed."""
+        remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        return self._fill(min(_MAX_WAIT, round(remaining, 3)))
+
     def _catch_up(self) -> None:
         """Read what the session has written so far, without waiting."""
         for _ in range(64):  # a flood is not followed to its end: its state is known by then
@@ -290,10 +297,9 @@ class Lab:
             found = self._find(start, kinds)
             if found is not None:
                 return found
-            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            out = self._fill_until(deadline)
+            if out is None:
                 return None
-            out = self._fill(min(_MAX_WAIT, round(remaining, 3)))
             if not out["data"] and not self._live():
                 raise self._ended_error(f"\nIt showed: {tail(clean(self._text(start)))}"
                                         if clean(self._text(start)).strip() else "")
@@ -328,10 +334,8 @@ class Lab:
     def _install(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         """Type the setup line that installs this Lab's markers (see the module docstring)."""
         while self._pos == 0 and self._live():  # no prompt yet: typing would be held anyway
-            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            if self._fill_until(deadline) is None:
                 break
-            self._fill(min(_MAX_WAIT, round(remaining, 3)))
         self._catch_up()
         if not self._live():
             raise self._ended_error()
@@ -364,11 +368,9 @@ class Lab:
             raise self._ended_error()
         if not self._installed:
             self._install(deadline, timeout)
-        while self._state == "running":
-            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0 or not self._live():
+        while self._state == "running" and self._live():
+            if self._fill_until(deadline) is None:
                 break
-            self._fill(min(_MAX_WAIT, round(remaining, 3)))
         if not self._live():
             raise self._ended_error()
         if self._state in ("running", "more"):
@@ -517,13 +519,11 @@ class Lab:
                     return match
                 if not self._live():
                     raise self._ended_error(f"\nBefore {regex.pattern!r} appeared it showed: {tail(text)}")
-                remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+                if self._fill_until(deadline) is None:
                     raise LabTimeout(f"{regex.pattern!r} did not appear within {timeout:g} s; the new "
                                      f"output was:\n{tail(text)}" if text.strip() else
                                      f"{regex.pattern!r} did not appear within {timeout:g} s; "
                                      "there was no new output.", output=text, timeout=timeout)
-                self._fill(min(_MAX_WAIT, round(remaining, 3)))
 
     def check(self, step: Optional[int] = None) -> CheckReport:
         """Run the lab's checks (of one step, counted from 1, or all); see ``CheckReport``.
