@@ -16,7 +16,7 @@ variants run it in the event loop's default executor, so ``await lab.run_async(â
 in a notebook cell leaves the kernel's loop free. ``%%lab`` (``magics.py``) runs a
 cell's lines with the same machinery.
 
-How ``run`` finds the end of a command and types its lines: see ``screen``.
+How ``run`` finds the end of a command and types its lines: see ``screen``; how it reads the output: ``stream``.
 
 Timeouts
 --------
@@ -44,31 +44,16 @@ from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Patt
 
 from .client import LabClient, LabError
 from .results import CheckReport, CommandFailed, IncompleteCommand, LabBusy, LabEnded, LabTimeout, RunResult
-from .screen import (
-    OSC,
-    Marker,
-    clean,
-    clean_spans,
-    cursor_column,
-    cut_escape,
-    has_command,
-    keys_for,
-    raw_end,
-    setup_line,
-    tail,
-)
+from .screen import clean, cursor_column, has_command, keys_for, setup_line, tail
+from .stream import MarkedStream
 
 __all__ = ["Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy", "LabEnded",
            "IncompleteCommand", "current_lab"]
 
 _T = TypeVar("_T")
 
-_LIVE = ("starting", "running")
-_MAX_WAIT = 25.0         # the server's default long-poll cap; asking for more gains nothing
 _CLEAR_LINE = "\x01\x0b"  # Ctrl-A Ctrl-K: readline's line emptied (no bell when it is empty already)
 _CTRL_C = "\x03"
-_RECENT = 4096           # bytes of the stream kept to measure the prompt before the setup line
-_KEEP = 4 << 20          # unread output kept for expect(); older output is dropped
 _SETTLE = 0.2            # seconds of quiet that show keys typed a moment ago have been echoed
 
 
@@ -144,23 +129,12 @@ class Lab:
         self.lab_id: str = session["labId"]
         self.title: str = session.get("title", self.lab_id)
         self._nonce = secrets.token_hex(8)
-        self._marker = re.compile(rb"\x1b\]" + OSC + b";" + self._nonce.encode() + rb";(s|c|\d{1,3})\x07")
         self._reader = f"lab-{self._nonce}"  # this Lab's own reader for the server's flow control
         self._lock = threading.RLock()
-        # The output stream as read so far: bytes from _base on, read up to _pos;
-        # expect() looks from _cursor on. A new session is read from its start; an
-        # attached one from a little before its end (enough to see its prompt).
-        start = 0 if not session_id else max(0, int(session.get("outputOffset", 0)) - _RECENT)
-        self._pos = self._base = start
-        self._cursor = int(session.get("outputOffset", 0)) if session_id else 0
-        self._buf = bytearray()
-        self._pin: Optional[int] = None     # output a run in progress still needs
-        self._tail = b""                    # the stream's last bytes: a marker cut in two
-        self._recent = b""                  # the stream's last _RECENT bytes
-        self._state = "unknown"             # from our markers: idle, running, more
-        self._installed = False             # a marker of ours has been seen
+        self._stream = MarkedStream(self._nonce, self._read, self._ended_error,
+                                    status=session.get("status", "running"),
+                                    attach_at=int(session.get("outputOffset", 0)) if session_id else None)
         self._settle = False                # something may have been typed: let it show first
-        self._status = session.get("status", "running")
         self._terminal: Any = None
         self._panel: Any = None
         _current = self
@@ -220,83 +194,10 @@ class Lab:
 
     # -- reading the stream ------------------------------------------------------------
 
-    def _fill(self, wait: float) -> Dict[str, Any]:
-        """Read once from ``_pos`` (long polling up to ``wait``), scanning for our markers."""
-        out = self._checked(lambda: self.client.read(self.session_id, self._pos, wait=wait,
-                                                     encoding="base64", reader=self._reader))
-        data: bytes = out["data"]
-        if out["offset"] != self._pos:  # what we had not read is gone: go on from there
-            self._buf = bytearray()
-            self._base = self._cursor = out["offset"]
-            self._tail = b""
-            if self._pin is not None:
-                self._pin = out["offset"]
-        chunk = self._tail + data
-        for m in self._marker.finditer(chunk):
-            if m.end() > len(self._tail):
-                self._state = {b"s": "running", b"c": "more"}.get(m.group(1), "idle")
-                self._installed = True
-        self._tail = chunk[-64:]
-        self._recent = (self._recent + data)[-_RECENT:]
-        self._buf += data
-        self._pos = out["nextOffset"]
-        self._status = out["status"]
-        if len(self._buf) > _KEEP:
-            self._drop(self._base + len(self._buf) - _KEEP)
-        return out
-
-    def _drop(self, upto: int) -> None:
-        """Forget the output before offset ``upto`` (never what a running ``run`` needs)."""
-        if self._pin is not None:
-            upto = min(upto, self._pin)
-        if upto > self._base:
-            del self._buf[:upto - self._base]
-            self._base = upto
-            self._cursor = max(self._cursor, upto)
-
-    def _consume(self, upto: int) -> None:
-        """Everything before ``upto`` has been seen: ``expect`` looks after it."""
-        self._cursor = max(self._cursor, upto)
-        self._drop(self._cursor)
-
-    def _catch_up(self) -> None:
-        """Read what the session has written so far, without waiting."""
-        for _ in range(64):  # a flood is not followed to its end: its state is known by then
-            if not self._fill(0)["data"]:
-                return
-
-    def _live(self) -> bool:
-        return self._status in _LIVE
-
-    def _text(self, start: int, end: Optional[int] = None) -> str:
-        end = self._base + len(self._buf) if end is None else end
-        return self._buf[max(0, start - self._base):end - self._base].decode("utf-8", "replace")
-
-    def _find(self, start: int, kinds: str) -> Optional[Marker]:
-        for m in self._marker.finditer(self._buf, max(0, start - self._base)):
-            kind = m.group(1).decode()
-            kind = kind if kind in ("s", "c") else "e"
-            if kind in kinds:
-                status = int(m.group(1)) if kind == "e" else None
-                return Marker(kind, status, self._base + m.start(), self._base + m.end())
-        return None
-
-    def _wait_marker(self, start: int, kinds: str, deadline: Optional[float]) -> Optional[Marker]:
-        """The first marker of ``kinds`` at or after offset ``start``; None at the deadline.
-
-        Raises ``LabEnded`` when the session ends first.
-        """
-        while True:
-            found = self._find(start, kinds)
-            if found is not None:
-                return found
-            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            out = self._fill(min(_MAX_WAIT, round(remaining, 3)))
-            if not out["data"] and not self._live():
-                raise self._ended_error(f"\nIt showed: {tail(clean(self._text(start)))}"
-                                        if clean(self._text(start)).strip() else "")
+    def _read(self, offset: int, wait: float) -> Dict[str, Any]:
+        """The stream's read: from ``offset``, long polling up to ``wait``, as this Lab's reader."""
+        return self._checked(lambda: self.client.read(self.session_id, offset, wait=wait,
+                                                      encoding="base64", reader=self._reader))
 
     def _ended_error(self, more: str = "") -> LabEnded:
         try:
@@ -327,81 +228,58 @@ class Lab:
 
     def _install(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         """Type the setup line that installs this Lab's markers (see the module docstring)."""
-        while self._pos == 0 and self._live():  # no prompt yet: typing would be held anyway
-            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._fill(min(_MAX_WAIT, round(remaining, 3)))
-        self._catch_up()
-        if not self._live():
+        self._stream.wait_started(deadline)  # no prompt yet: typing would be held anyway
+        self._stream.catch_up()
+        if not self._stream.live:
             raise self._ended_error()
         try:
             cols = int(self.client.get(self.session_id).get("cols") or 0)
         except LabError:
             cols = 0
-        recent = self._recent.decode("utf-8", "replace")
+        recent = self._stream.recent.decode("utf-8", "replace")
         offset = self._type(setup_line(self._nonce, cursor_column(recent) if recent else None, cols))
-        marker = self._wait_marker(offset, "e", deadline)
+        marker = self._stream.wait_marker(offset, "e", deadline)
         if marker is None:
             raise LabTimeout(
                 f"The terminal did not take labkernel's setup line within {timeout} s: Lab.run needs "
                 "bash (4.4 or later) at its prompt, not a program running there. It showed: "
-                f"{tail(clean(self._text(offset)))!r}", output=clean(self._text(offset)), timeout=timeout)
-        self._consume(marker.end)
+                f"{tail(clean(self._stream.text(offset)))!r}", output=clean(self._stream.text(offset)), timeout=timeout)
+        self._stream.consume(marker.end)
 
     def _ready(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         """Markers installed, shell at its prompt: else LabEnded, LabTimeout or LabBusy.
 
         A program running in the terminal is waited for, up to the deadline.
         """
-        self._catch_up()
+        self._stream.catch_up()
         if self._settle:
             # Keys typed just before (by send, or a step's foreground typed by the
             # server as a check passed) may not have reached the output yet.
             self._settle = False
-            self._quiet(_SETTLE, deadline)
-        if not self._live():
+            self._stream.quiet(_SETTLE, deadline)
+        if not self._stream.live:
             raise self._ended_error()
-        if not self._installed:
+        if not self._stream.installed:
             self._install(deadline, timeout)
-        while self._state == "running":
-            remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-            if remaining <= 0 or not self._live():
-                break
-            self._fill(min(_MAX_WAIT, round(remaining, 3)))
-        if not self._live():
+        self._stream.wait_idle(deadline)
+        if not self._stream.live:
             raise self._ended_error()
-        if self._state in ("running", "more"):
+        if self._stream.state in ("running", "more"):
             what = (f"a program has been running in it for the last {timeout:g} s"
-                    if self._state == "running" else "a command typed there waits for more lines")
+                    if self._stream.state == "running" else "a command typed there waits for more lines")
             raise LabBusy(f"The terminal of session {self.session_id} is busy: {what}. Wait for it, "
                           "or press Ctrl-C there (lab.send('\\x03')).")
-
-    def _quiet(self, seconds: float, deadline: Optional[float]) -> None:
-        """Read until the output has been still for ``seconds`` (or the deadline)."""
-        while self._live() and (deadline is None or time.monotonic() < deadline):
-            if not self._fill(seconds)["data"]:
-                return
-
-    def _output(self, start: int, end: Marker, lines: int) -> str:
-        """The output of the command typed from ``start`` whose end marker is ``end``."""
-        began = self._find(start, "s")
-        if began is not None and began.start < end.start:
-            return clean(self._text(began.end, end.start))
-        # Nothing ran (a syntax error, a cancelled line): what followed the echo.
-        text = clean(self._text(start, end.start))
-        return "\n".join(text.split("\n")[lines:]) if text.count("\n") >= lines else ""
 
     def _interrupt(self, start: int) -> bool:
         """Ctrl-C in the terminal; whether the shell got back to its prompt."""
         self._checked(lambda: self.client.send(self.session_id, _CTRL_C))
         try:
-            marker = self._wait_marker(start, "e", time.monotonic() + self.interrupt_timeout)
+            marker = self._stream.wait_marker(start, "e", time.monotonic() + self.interrupt_timeout)
         except LabEnded:
             return False
         if marker is None:
             return False
-        self._consume(marker.end)
+        self._stream.consume(marker.end)
         return True
 
     def _commands(self, text: str, timeout: Optional[float] = 30, *,
@@ -425,17 +303,17 @@ class Lab:
                         continue
                     offset = self._type(line)
                     if not typed:
-                        start = self._pin = offset
+                        start = self._stream.pin = offset
                     typed.append(line)
-                    marker = self._wait_marker(offset, "ce", deadline)
+                    marker = self._stream.wait_marker(offset, "ce", deadline)
                     if marker is None:
                         self._timed_out("\n".join(typed), start, timeout)
                     if marker.kind == "c":
                         continue
-                    result = RunResult("\n".join(typed), self._output(start, marker, len(typed)),
+                    result = RunResult("\n".join(typed), self._stream.output(start, marker, len(typed)),
                                        marker.status or 0)
-                    self._pin = None
-                    self._consume(marker.end)
+                    self._stream.pin = None
+                    self._stream.consume(marker.end)
                     typed = []
                     yield result
                     if each and timeout is not None:
@@ -452,11 +330,10 @@ class Lab:
                     self.client.send(self.session_id, _CTRL_C)
                 raise
             finally:
-                self._pin = None
+                self._stream.pin = None
 
     def _timed_out(self, command: str, start: int, timeout: Optional[float]) -> NoReturn:
-        began = self._find(start, "s")
-        seen = clean(self._text(began.end if began else start))
+        seen = self._stream.printed(start)
         back = self._interrupt(start)
         after = ("Ctrl-C brought the shell back to its prompt." if back else
                  f"It did not stop on Ctrl-C within {self.interrupt_timeout:g} s: the terminal is still "
@@ -506,24 +383,18 @@ class Lab:
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
-            self._catch_up()
+            self._stream.catch_up()
             while True:
-                raw = self._buf[self._cursor - self._base:].decode("utf-8", "surrogateescape")
-                text, clean_starts, raw_starts = clean_spans(cut_escape(raw) if self._live() else raw)
-                match = regex.search(text)
+                match, text = self._stream.search(regex)
                 if match is not None:
-                    end = raw_end(clean_starts, raw_starts, match.end())
-                    self._consume(self._cursor + len(raw[:end].encode("utf-8", "surrogateescape")))
                     return match
-                if not self._live():
+                if not self._stream.live:
                     raise self._ended_error(f"\nBefore {regex.pattern!r} appeared it showed: {tail(text)}")
-                remaining = _MAX_WAIT if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+                if self._stream.fill_until(deadline) is None:
                     raise LabTimeout(f"{regex.pattern!r} did not appear within {timeout:g} s; the new "
                                      f"output was:\n{tail(text)}" if text.strip() else
                                      f"{regex.pattern!r} did not appear within {timeout:g} s; "
                                      "there was no new output.", output=text, timeout=timeout)
-                self._fill(min(_MAX_WAIT, round(remaining, 3)))
 
     def check(self, step: Optional[int] = None) -> CheckReport:
         """Run the lab's checks (of one step, counted from 1, or all); see ``CheckReport``.
