@@ -282,9 +282,10 @@ class Lab:
         self._stream.consume(marker.end)
         return True
 
-    def _commands(self, text: str, timeout: Optional[float] = 30, *,
+    def run_lines(self, text: str, timeout: Optional[float] = 30, *,
                   each: bool = False) -> Iterator[RunResult]:
-        """Type the lines of ``text``, yielding a result per complete command.
+        """Type the lines of ``text``, yielding a result per complete command, as ``%%lab``
+        runs a cell (``run`` of several lines is this, with the results joined).
 
         ``timeout`` is for all of them, or for each one if ``each``. Blank and
         comment lines between commands are skipped (inside a here-document, kept).
@@ -361,7 +362,7 @@ class Lab:
         ``LabBusy`` raised. Raises ``LabEnded`` if the session has ended,
         ``IncompleteCommand`` if the shell wants more lines after the last one.
         """
-        results = list(self._commands(command, timeout))
+        results = list(self.run_lines(command, timeout))
         result = results[0] if len(results) == 1 else RunResult(
             command, "".join(r.output for r in results), results[-1].exit_status)
         return result.check_returncode() if check else result

@@ -72,7 +72,7 @@ class LabMagics(Magics):
             return
         try:
             lab = self._lab(args.session_id)
-            for result in lab._commands(cell, args.timeout, each=True):
+            for result in lab.run_lines(cell, args.timeout, each=True):
                 if result.output:
                     print(result.output, end="" if result.output.endswith("\n") else "\n")
                     sys.stdout.flush()
