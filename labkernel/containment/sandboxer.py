@@ -466,6 +466,10 @@ def main(argv: list[str]) -> None:
         os._exit(126)
     if spec.get("report"):
         print(json.dumps(report), flush=True)
+    # Python ignores SIGPIPE and SIGXFSZ at start, and ignored signals survive exec:
+    # the lab's `yes | head` would print "Broken pipe" instead of ending quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
         os.execvp(argv[3], argv[3:])
     except OSError as e:

@@ -101,7 +101,11 @@ def reaper_argv(argv: list[str], cwd: str) -> list[str]:
 #: the server's own interpreter, it costs ~25 ms per script, off the loop. (Inside a
 #: PID namespace it would have to run after nsenter's fork: an orphan goes to the
 #: nearest subreaper in its own namespace.)
-PRCTL_EXEC = """import ctypes, os, resource, sys
+PRCTL_EXEC = """import ctypes, os, resource, signal, sys
+# Python ignores SIGPIPE and SIGXFSZ at start, and ignored signals survive exec: a
+# script's `yes | head` would print "Broken pipe" instead of ending quietly.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 limit = int(sys.argv[1])
 if limit > 0:
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)

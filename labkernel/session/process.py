@@ -38,9 +38,10 @@ def _reset_signals() -> None:
     """Run in the child before exec: start from default signal dispositions.
 
     Ignored signals survive exec; a server started with ``&`` from a script ignores
-    SIGINT, and without this Ctrl-C would do nothing in the lab.
+    SIGINT, and without this Ctrl-C would do nothing in the lab; Python itself ignores
+    SIGPIPE and SIGXFSZ, which a program on a terminal expects to be killed by.
     """
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGTERM,
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGTERM, signal.SIGXFSZ,
                 signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
