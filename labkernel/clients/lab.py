@@ -223,6 +223,7 @@ class Lab:
 
     def _type(self, line: str) -> int:
         """Type ``line`` and Enter at the prompt; returns the output offset at that moment."""
+        self._stream.wait_prompt()
         answer = self._checked(lambda: self.client.send(self.session_id, _CLEAR_LINE + keys_for(line) + "\r"))
         return int(answer["offset"])
 

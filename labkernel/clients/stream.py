@@ -60,6 +60,7 @@ class MarkedStream:
         self.state = "unknown"              # from our markers: idle, running, more
         self.installed = False              # a marker of ours has been seen
         self._status = status
+        self._prompt_from: Optional[int] = None  # an end marker found: its prompt is coming
 
     @property
     def live(self) -> bool:
@@ -117,6 +118,30 @@ class MarkedStream:
             if self.fill_until(deadline) is None:
                 return
 
+    def wait_prompt(self, limit: float = 1.0) -> None:
+        """After an end marker, read until the shell's line editor has the terminal again,
+        for at most ``limit`` seconds.
+
+        The end marker comes from ``PROMPT_COMMAND``, before readline has set the
+        terminal up: keys typed in that moment are echoed by the terminal itself
+        (Ctrl-A Ctrl-K as ``^A^K`` before the command, about 1 run in 60 here).
+        Readline switches bracketed paste on (``ESC[?2004h``) once the terminal is
+        its own; where bracketed paste is off, the wait ends at ``limit`` or when the
+        output has been still for a moment after the prompt.
+        """
+        after, self._prompt_from = self._prompt_from, None
+        if after is None:
+            return
+        end = time.monotonic() + limit
+        while self.live:
+            if b"\x1b[?2004h" in self._buf[max(0, after - self._base):]:
+                return
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            if not self._fill(min(remaining, 0.1))["data"] and self._base + len(self._buf) > after:
+                return  # still, with a prompt printed after the marker: no bracketed paste here
+
     def quiet(self, seconds: float, deadline: Optional[float]) -> None:
         """Read until the output has been still for ``seconds`` (or the deadline)."""
         while self.live and (deadline is None or time.monotonic() < deadline):
@@ -162,6 +187,8 @@ class MarkedStream:
         while True:
             found = self._find(start, kinds)
             if found is not None:
+                if found.kind == "e":
+                    self._prompt_from = found.end
                 return found
             out = self.fill_until(deadline)
             if out is None:
