@@ -265,10 +265,15 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
             await asyncio.wait_for(asyncio.shield(out.eof), 2.0 if failed or not keep_background else 0.2)
     except asyncio.CancelledError:
         # The session is stopping, and ends what is in its enclosure: where that needs
-        # the reaper, it stays for it; else the script is killed now, without waiting.
+        # the reaper, it stays for it; else the script is killed now, and its process
+        # waited for (briefly): a stop answers once the script is gone, nsenter in front
+        # of it (outside the namespace, gone only after its child) included.
         kept = enclosure is not None and enclosure.needs_reapers
         if not kept:
-            kill()
+            killing = kill()
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # re-raised below
+                await asyncio.wait_for(asyncio.shield(killing), 2.0)
+                await asyncio.wait_for(asyncio.shield(out.exited), 2.0)
         raise
     finally:
         status.cancel()
