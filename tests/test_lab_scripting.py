@@ -282,6 +282,22 @@ async def test_a_lab_attaches_to_a_running_session(api: Any, client: LabClient) 
         await Lab.create_async(session_id="no-such-session", client=client)
 
 
+async def test_a_lab_follows_the_session_its_panel_started_again(api: Any, client: LabClient) -> None:
+    """The panel's "Start again" (and the terminal's "New session") start a session in
+    the browser and set the widget's ``session_id``; the comm sets the trait in the
+    kernel as this test does (the browser side is tested in tests/browser)."""
+    lab = await Lab.create_async("greet", client=client)
+    old = lab.session_id
+    await lab.run_async("echo hello > hello.txt")
+    panel, terminal = lab.panel, lab.terminal
+    new = (await api.start(labId="greet"))["sessionId"]
+    await asyncio.to_thread(setattr, panel, "session_id", new)  # the comm's thread, not the server's loop
+    assert lab.session_id == new and terminal.session_id == new
+    assert (await lab.run_async("ls hello.txt || echo fresh")).output.endswith("fresh\n")
+    assert not (await lab.check_async()).passed  # the new session's check, not the old one's
+    assert (await api.get(old))["status"] == "running"
+
+
 # -- send, expect, check --------------------------------------------------------------
 
 

@@ -160,6 +160,7 @@ class Lab:
         if self._terminal is None:
             from .widget import Terminal  # ipywidgets only when something is displayed
             self._terminal = Terminal(session_id=self.session_id, client=self.client)
+            self._terminal.observe(self._view_switched, names="session_id")
         return self._terminal
 
     @property
@@ -168,7 +169,28 @@ class Lab:
         if self._panel is None:
             from .panel import LabPanel  # ipywidgets only when something is displayed
             self._panel = LabPanel(lab=self.lab_id, session_id=self.session_id, client=self.client)
+            self._panel.observe(self._view_switched, names="session_id")
         return self._panel
+
+    def _view_switched(self, change: Dict[str, Any]) -> None:
+        """A view of this Lab started a new session ("Start again", "New session" in
+        the browser: the widget's ``session_id`` changes): the Lab follows it, so that
+        ``run``, ``check`` and ``%%lab`` act on the session the learner sees, and its
+        other view shows that session too."""
+        session_id = change["new"]
+        if not session_id or session_id == self.session_id:
+            return
+        with self._lock:
+            session = self.client.get(session_id)
+            self.session_id = session["sessionId"]
+            self.lab_id = session.get("labId", self.lab_id)
+            self._stream = MarkedStream(self._nonce, self._read, self._ended_error,
+                                        status=session.get("status", "running"),
+                                        attach_at=int(session.get("outputOffset", 0)))
+            self._settle = False
+        for view in (self._terminal, self._panel):
+            if view is not None and view.session_id != session_id:
+                view.session_id = session_id
 
     def _view(self) -> Any:
         # The one place that says what a Lab shows.
