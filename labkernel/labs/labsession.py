@@ -76,7 +76,7 @@ class LabSession:
         #: Makes the enclosure (see ``containment``) that holds the session's processes.
         self._enclose = enclose
         self.argv = argv
-        self.lab_env, self.mask = expand_env(lab, log)
+        self.lab_env, self.mask = expand_env(lab, log, lab_settings.hidden_env)
         self.progress = StepProgress(len(lab.steps))
         self.cwd = lab_settings.root_dir
         self.scratch: str | None = None

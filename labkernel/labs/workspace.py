@@ -16,7 +16,7 @@ import stat
 import tempfile
 from typing import Any
 
-from ..credentials import without_credentials
+from ..credentials import is_credential, without_credentials
 from .checks import Masker
 from .model import Asset, Lab
 
@@ -31,16 +31,29 @@ def server_environment(root_dir: str, hidden: tuple[str, ...] = ()) -> dict[str,
     return env
 
 
-def expand_env(lab: Lab, log: Any = None) -> tuple[dict[str, str], Masker]:
-    """The lab's variables with ``${NAME}`` taken from the server's environment, and a
-    masker for the secret ones."""
+def expand_env(lab: Lab, log: Any = None, hidden: tuple[str, ...] = ()) -> tuple[dict[str, str], Masker]:
+    """The lab's variables with ``${NAME}`` taken from the server's environment less
+    its credentials (``credentials``, and the ``hidden`` names), and a masker for the
+    secret ones.
+
+    ``${LABKERNEL_TOKEN}`` or ``${JUPYTERHUB_API_TOKEN}`` in a ``lab.toml`` must not
+    put the server's token in the shell: a credential expands to nothing, as an unset
+    variable does, and the log says which.
+    """
+    source = without_credentials(os.environ, hidden)
     values, secret_values = {}, []
     for var in lab.env:
         def take(m: re.Match[str], name: str = var.name) -> str:
-            if m[1] not in os.environ and log is not None:
-                log.warning("labkernel: lab %s: ${%s} in env.%s is not set on the server; "
-                            "it is empty in the session", lab.id, m[1], name)
-            return os.environ.get(m[1], "")
+            if m[1] in source:
+                return source[m[1]]
+            if log is not None:
+                if m[1] in os.environ or is_credential(m[1], hidden):
+                    log.warning("labkernel: lab %s: ${%s} in env.%s names a credential of the server, "
+                                "which labs never get; it is empty in the session", lab.id, m[1], name)
+                else:
+                    log.warning("labkernel: lab %s: ${%s} in env.%s is not set on the server; "
+                                "it is empty in the session", lab.id, m[1], name)
+            return ""
         values[var.name] = _VAR.sub(take, var.value)
         if var.secret:
             secret_values.append(values[var.name])
