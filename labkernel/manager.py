@@ -27,6 +27,7 @@ from .credentials import CREDENTIAL_ENV
 from .errors import SessionNotFound, TooManySessions
 from .labs import pool
 from .labs.catalog import LabCatalog, LabScanner
+from .labs.files import Limits
 from .labs.labsession import LabSession, LabSettings
 from .labs.model import Lab, LabProblem
 from .session import SessionSettings
@@ -205,6 +206,24 @@ class LabSessionManager(LoggingConfigurable):
         and changed definitions are re-read. A start of a lab the catalog does not
         know always waits for a walk begun after it asked, so a lab added a moment ago
         is found. Nothing is walked while nobody asks. 0: on every request.""",
+    ).tag(config=True)
+
+    max_definition_size = Int(
+        1024 * 1024, min=1024, help="""The largest lab definition file (lab.toml, a Killercoda
+        index.json) read, in bytes. A larger one is not read at all (refused by its size
+        before a byte is), and is listed among the catalog's errors.""",
+    ).tag(config=True)
+
+    max_lab_file_size = Int(
+        4 * 1024 * 1024, min=1024, help="""The largest file a lab definition names (a step's
+        text, a script, intro, finish) read, in bytes; a larger one makes the lab an
+        error of the catalog, unread.""",
+    ).tag(config=True)
+
+    max_lab_size = Int(
+        16 * 1024 * 1024, min=1024, help="""The most bytes one lab's definition and the files
+        it names may take together (a scenario of many steps); beyond it the lab is an
+        error of the catalog.""",
     ).tag(config=True)
 
     pool_max = Int(
@@ -417,7 +436,8 @@ class LabSessionManager(LoggingConfigurable):
         self.scan_count += 1
         try:
             if self._scanner is None:
-                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log)
+                caps = Limits(self.max_definition_size, self.max_lab_file_size, self.max_lab_size)
+                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log, caps=caps)
             result = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
             for problem in result.new_problems:
                 self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
+from ..credentials import is_credential
 from ..errors import LabNotFound
+from . import files
 from .killercoda import load_scenario
 from .labtoml import check_lab_id, load_lab_toml
 from .model import SHELL, DefinitionError, Lab, LabProblem
+from .workspace import ENV_REFERENCE
 
 #: The files that make a folder a lab, in order of precedence.
 DEFINITION_FILES = ("lab.toml", "index.json")
@@ -133,10 +136,13 @@ class LabScanner:
     Not thread-safe: one scan at a time (the manager makes sure of that).
     """
 
-    def __init__(self, root_dir: str, lab_path: list[str], log: logging.Logger | None = None):
+    def __init__(self, root_dir: str, lab_path: list[str], log: logging.Logger | None = None, *,
+                 caps: files.Limits | None = None):
         self.root = Path(root_dir).resolve()
         self.lab_path = list(lab_path)
         self.log = log or logging.getLogger(__name__)
+        #: The most a lab's definition, each of its files, and all of them may be (``files``).
+        self.caps = caps or files.Limits()
         self._cache: dict[str, _Entry] = {}
         self._last_problems: set[LabProblem] = set()
 
@@ -149,8 +155,14 @@ class LabScanner:
         if kind is None:  # removed between the walk and now
             return LabProblem(display, "lab.toml", "the definition file disappeared", folder.name)
         try:
-            lab = LOADERS[kind](folder, folder.name)
+            with files.limits(self.caps.definition, self.caps.text, self.caps.total):
+                lab = LOADERS[kind](folder, folder.name)
             check_lab_id(lab.id)
+            credentials = sorted({name for var in lab.env for name in ENV_REFERENCE.findall(var.value)
+                                  if is_credential(name)})
+            if credentials:
+                lab = _with_note(lab, f"its env names {', '.join(credentials)}: credentials of the server, "
+                                      "which labs never get (they are empty in its sessions)")
             if kind == "lab.toml" and (folder / "index.json").is_file():
                 lab = _with_note(lab, "index.json is ignored: lab.toml takes precedence")
             return lab

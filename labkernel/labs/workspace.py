@@ -20,7 +20,8 @@ from ..credentials import is_credential, without_credentials
 from .checks import Masker
 from .model import Asset, Lab
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: ``${NAME}`` in a lab's env: the server's variable NAME.
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def server_environment(root_dir: str, hidden: tuple[str, ...] = ()) -> dict[str, str]:
@@ -54,7 +55,7 @@ def expand_env(lab: Lab, log: Any = None, hidden: tuple[str, ...] = ()) -> tuple
                     log.warning("labkernel: lab %s: ${%s} in env.%s is not set on the server; "
                                 "it is empty in the session", lab.id, m[1], name)
             return ""
-        values[var.name] = _VAR.sub(take, var.value)
+        values[var.name] = ENV_REFERENCE.sub(take, var.value)
         if var.secret:
             secret_values.append(values[var.name])
     return values, Masker(secret_values)
