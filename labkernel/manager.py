@@ -349,6 +349,10 @@ class LabSessionManager(LoggingConfigurable):
         catalog = await self.refresh_labs()
         if lab_id not in catalog:
             catalog = await self.refresh_labs(since=asked)
+        if lab_id not in catalog:
+            # Close matches among 10,000 ids take some 50 ms: not on the loop.
+            close = await asyncio.get_running_loop().run_in_executor(None, catalog.close_matches, lab_id)
+            raise catalog.not_found(lab_id, close)
         return catalog.get(lab_id)
 
     def _lifetime(self, lab: Lab) -> float:
@@ -442,7 +446,8 @@ class LabSessionManager(LoggingConfigurable):
             for problem in result.new_problems:
                 self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,
                                  problem.path, problem.field, problem.reason)
-            self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
+            if result.changed:
+                self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
             self.log.debug("labkernel: %d labs found in %.0f ms", len(result.labs),
                            (time.monotonic() - started) * 1000)
         except Exception:

@@ -90,11 +90,13 @@ def inside(folder: Path, relative: str, field: str) -> Path:
         raise DefinitionError(field, f"{relative!r} must be a path relative to the lab's folder")
     if ".." in Path(relative).parts:
         raise DefinitionError(field, f"{relative!r} leaves the lab's folder ('..')")
-    base = folder.resolve()
-    target = (base / relative).resolve()
-    if target != base and base not in target.parents:
+    # os.path rather than Path.resolve: half the cost, and a scan calls this for
+    # every file of every lab.
+    base = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(base, relative))
+    if target != base and not target.startswith(base.rstrip("/") + "/"):
         raise DefinitionError(field, f"{relative!r} leads out of the lab's folder (through a symlink)")
-    return target
+    return Path(target)
 
 
 def read_text(folder: Path, relative: str, field: str) -> str:
@@ -244,7 +246,9 @@ def load_lab_toml(folder: Path, default_id: str) -> Lab:
     """
     # Its size is capped, a byte-order mark dropped (files.py); and it may not be a
     # symlink out of the folder, as no file it names may.
-    path = inside(folder, "lab.toml", "lab.toml")
+    path = folder / "lab.toml"
+    if os.path.islink(path):
+        path = inside(folder, "lab.toml", "lab.toml")
     text = files.read_text(path, "lab.toml", definition=True)
     try:
         data = tomllib.loads(text)

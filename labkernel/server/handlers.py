@@ -160,8 +160,7 @@ class LabsHandler(LabHandler):
     @authorized("read")
     async def get(self) -> None:
         catalog = await self.manager.refresh_labs()
-        self.write_json({"labs": [lab.summary() for lab in catalog.list()],
-                         "errors": [problem.model() for problem in catalog.problems()]})
+        self.finish(await catalog.answer())  # made off the loop, once per snapshot
 
 
 class StartHandler(LabHandler):
