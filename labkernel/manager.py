@@ -268,19 +268,29 @@ class LabSessionManager(LoggingConfigurable):
         # Probed once per process (a few ms; the sandbox's ~150 ms), before the server answers.
         self._sandbox = self._sandbox_settings()
         self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
-                                                log=self.log, sandbox=self._sandbox)
+                                                log=self.log, sandbox=self._sandbox,
+                                                protected=self._protected(), runtime_dir=self._runtime_dir())
         self.log.info("labkernel: session containment: %s", self._containment.describe())
         if self.containment in ("auto", "sandbox") and self._containment.mode != "sandbox":
             self.log.warning("labkernel: no sandbox for the sessions: %s",
                              probe_sandbox(self._sandbox).reason)
         IOLoop.current().add_callback(self._clean_leftovers)
 
+    def _runtime_dir(self) -> str:
+        """The server's Jupyter runtime folder (its token and cookie secret are there)."""
+        return getattr(self.parent, "runtime_dir", "") if self.parent is not None else ""
+
     def _sandbox_settings(self) -> SandboxSettings:
         """The sandbox's settings, resolved; the server's runtime folder hidden too
         (it may be configured elsewhere than Jupyter's default)."""
-        runtime = getattr(self.parent, "runtime_dir", "") if self.parent is not None else ""
-        hide = tuple(p for p in (runtime, *self.sandbox_hidden) if p)
+        hide = tuple(p for p in (self._runtime_dir(), *self.sandbox_hidden) if p)
         return SandboxSettings(dir=self.sandbox_dir, uid_base=self.sandbox_uid_base, hide=hide).resolved()
+
+    def _protected(self) -> tuple[str, ...]:
+        """Folders of the server's no lab file is written into: those the sandbox hides,
+        but the server's home (outside a sandbox, a lab's ``~/`` asset goes there)."""
+        home = os.path.realpath(os.path.expanduser("~"))
+        return tuple(p for p in self._sandbox.hide if p != home)
 
     @property
     def containment_mode(self) -> str:
@@ -441,7 +451,8 @@ class LabSessionManager(LoggingConfigurable):
         try:
             if self._scanner is None:
                 caps = Limits(self.max_definition_size, self.max_lab_file_size, self.max_lab_size)
-                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log, caps=caps)
+                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log, caps=caps,
+                                           sandbox=self._containment.mode == "sandbox")
             result = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
             for problem in result.new_problems:
                 self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,

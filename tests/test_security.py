@@ -5,11 +5,16 @@
 - a sparse 500 MB ``lab.toml`` costs the server no memory and no time: it is refused
   by its size, unread (the caps themselves, the byte-order mark and FIFOs are
   ``test_definitions``' tests);
+- an absolute asset target (``/tmp/x``, ``/etc/x``) is never written on the host: outside
+  a sandbox the session fails saying why and the catalog notes it (inside one it lands
+  in the session's own filesystem: ``test_sandbox``), and no asset is written through
+  a symlink the learner left in the session's folder, in any mode;
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,7 +24,7 @@ import pytest
 from labkernel.credentials import CREDENTIAL_ENV
 from support.api import FAST, run
 from support.containment import MODE_PARAMS
-from support.labs import lab_config, started, write_lab
+from support.labs import lab_config, started, wait_running, write_lab
 from support.serverproc import ServerProcess
 
 
@@ -107,3 +112,97 @@ def test_a_sparse_500_mb_definition_costs_the_server_neither_memory_nor_time(tmp
         assert error["path"] == "labs/huge/lab.toml" and "524288000 bytes" in error["reason"]
         assert peak_rss(server.proc.pid) - peak < 32 * 1024 * 1024
         server.terminate()
+
+
+# -- asset targets -----------------------------------------------------------------------------
+
+
+async def failed_with(api: Any, sid: str) -> str:
+    session = await wait_running(api, sid)
+    assert session["status"] == "failed", session
+    return (await api.output(sid))["data"]
+
+
+@pytest.mark.containment
+@pytest.mark.parametrize("mode", [m for m in MODE_PARAMS if m.values[0] != "sandbox"])
+class TestAbsoluteAssetTargetsOutsideTheSandbox:
+    @pytest.fixture
+    def labkernel_config(self, tmp_path: Path, mode: str) -> dict[str, Any]:
+        return lab_config(tmp_path, containment=mode, **FAST)
+
+    async def test_an_absolute_target_fails_the_start_and_writes_nothing_on_the_host(
+            self, api: Any, labs: Path, token: str) -> None:
+        target = f"/tmp/lk-asset-{token}"
+        write_lab(labs, "absolute", f"""
+            [[assets]]
+            source = "data.txt"
+            target = "{target}"
+        """, files={"data.txt": "from the lab"})
+        body = await api.ok("GET", "api", "labs")
+        (lab,) = [lab for lab in body["labs"] if lab["id"] == "absolute"]
+        assert any("needs the sandbox" in note and target in note for note in lab["notes"]), lab["notes"]
+        sid = (await api.start(labId="absolute"))["sessionId"]
+        text = await failed_with(api, sid)
+        assert "absolute targets are placed only in a sandbox" in text and target in text
+        assert not os.path.exists(target)
+
+
+@pytest.mark.containment
+@pytest.mark.parametrize("mode", MODE_PARAMS)
+class TestNoAssetThroughALearnersSymlink:
+    @pytest.fixture
+    def labkernel_config(self, tmp_path: Path, mode: str) -> dict[str, Any]:
+        return lab_config(tmp_path, containment=mode, **FAST)
+
+    @pytest.mark.parametrize("target", ["data/x.txt", "data/", "~/data/x.txt", "x.txt", "tree/"])
+    async def test_a_symlink_left_in_the_folder_is_not_followed(
+            self, api: Any, labs: Path, jp_root_dir: Path, tmp_path: Path, target: str, mode: str) -> None:
+        """The learner (root in a sandbox, and the folder is theirs) plants
+        ``data -> /etc`` or ``x.txt -> /etc/passwd``; the next session's copy, by the
+        server's user (maybe host root), must not write there."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "x.txt").write_text("the host's")
+        work = jp_root_dir / "work"
+        work.mkdir()
+        (work / "data").symlink_to(outside)
+        (work / "x.txt").symlink_to(outside / "x.txt")
+        (work / "tree").mkdir()
+        (work / "tree" / "files").symlink_to(outside)
+        if target.startswith("~") and mode != "sandbox":
+            pytest.skip("~ is the server's own home outside a sandbox, not the session's folder")
+        write_lab(labs, "planted", f"""
+            workdir = "work"
+            [[assets]]
+            source = "{'files' if target == 'tree/' else 'x.txt'}"
+            target = "{target}"
+        """, files={"x.txt": "from the lab", "files/x.txt": "from the lab"})
+        sid = (await api.start(labId="planted"))["sessionId"]
+        text = await failed_with(api, sid)
+        assert "symlink" in text, text
+        assert sorted(p.name for p in outside.iterdir()) == ["x.txt"]
+        assert (outside / "x.txt").read_text() == "the host's"
+
+
+@pytest.mark.containment
+@pytest.mark.parametrize("mode", MODE_PARAMS)
+class TestNoAssetInTheServersFolders:
+    @pytest.fixture
+    def jp_runtime_dir(self, jp_root_dir: Path) -> Path:
+        (jp_root_dir / "runtime").mkdir(exist_ok=True)
+        return jp_root_dir / "runtime"  # under the session's folder, as a home-based setup has it
+
+    @pytest.fixture
+    def labkernel_config(self, tmp_path: Path, mode: str) -> dict[str, Any]:
+        return lab_config(tmp_path, containment=mode, **FAST)
+
+    async def test_an_asset_aimed_at_the_runtime_folder_is_refused(
+            self, api: Any, labs: Path, jp_runtime_dir: Path) -> None:
+        write_lab(labs, "planter", """
+            [[assets]]
+            source = "fake.json"
+            target = "runtime/jpserver-1.json"
+        """, files={"fake.json": "{}"})
+        sid = (await api.start(labId="planter"))["sessionId"]
+        assert "a folder of the server's own" in await failed_with(api, sid)
+        assert not (jp_runtime_dir / "jpserver-1.json").exists()

@@ -101,10 +101,21 @@ class Enclosure:
     #: The host folder that is the session's home (``~``), if not the server's own.
     home: str | None = None
 
-    def __init__(self, session_id: str, *, max_processes: int, log: Any, folder: str = ""):
+    def place(self, target: str) -> tuple[str, str]:
+        """Where on the host a file goes that the session must find at absolute path
+        ``target``: ``(folder, path below it)``. Only a sandbox has a filesystem of the
+        session's own; elsewhere the target is the host's, and a lab's file must not
+        land there: ValueError."""
+        raise ValueError(f"its asset target {target!r} is outside the session's folder: absolute targets are "
+                         "placed only in a sandbox (containment 'sandbox'), which this session does not have")
+
+    def __init__(self, session_id: str, *, max_processes: int, log: Any, folder: str = "",
+                 protected: tuple[str, ...] = ()):
         self.session_id = session_id
         #: The session's folder (its working directory), where a mode needs to know it.
         self.folder = folder
+        #: The server's folders no file of the lab is ever written into (real paths).
+        self.protected = protected
         self.leader = 0
         self.log = log
         self._max_processes = max_processes

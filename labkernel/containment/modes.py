@@ -45,12 +45,16 @@ def available(mode: str, **settings: Any) -> bool:
 class Containment:
     """The containment mode in force on a server; makes each session's ``Enclosure``."""
 
-    def __init__(self, mode: str, *, max_processes: int, log: Any, **settings: Any):
+    def __init__(self, mode: str, *, max_processes: int, log: Any, protected: tuple[str, ...] = (),
+                 **settings: Any):
         """``mode`` is one of ``MODES``, or ``<mode>-<variant>`` (``pidns-bwrap``,
-        ``pidns-unshare``) for one variant. ``settings``: the modes' own
-        (``sandbox=SandboxSettings(...)``). Raises ValueError if it does not work here."""
+        ``pidns-unshare``) for one variant. ``protected``: the server's folders no
+        file of a lab is written into (its Jupyter runtime, data and config folders).
+        ``settings``: the modes' own (``sandbox=SandboxSettings(...)``,
+        ``runtime_dir``). Raises ValueError if it does not work here."""
         self.mode, _, variant = mode.partition("-")
         self.max_processes = max_processes
+        self.protected = protected
         self.log = log
         self._enclosure = _BY_MODE[self.mode]
         support = self._enclosure.probe(variant, **settings)
@@ -63,7 +67,7 @@ class Containment:
         """The enclosure of a new session whose folder is ``folder`` (a cgroup mode's
         cgroups are made now)."""
         return self._enclosure(session_id, max_processes=self.max_processes, log=self.log, folder=folder,
-                               **self._options)
+                               protected=self.protected, **self._options)
 
     def describe(self) -> str:
         limit = "none"
@@ -74,7 +78,8 @@ class Containment:
         return f"{self.mode}{detail}, process limit: {limit}"
 
 
-def choose(wanted: str, *, max_processes: int, log: Any, **settings: Any) -> Containment:
+def choose(wanted: str, *, max_processes: int, log: Any, protected: tuple[str, ...] = (),
+           **settings: Any) -> Containment:
     """The mode ``wanted`` ("auto": the strongest that works), or the next that works.
 
     ``<mode>-<variant>`` (``pidns-bwrap``, ``pidns-unshare``) asks for one variant
@@ -82,13 +87,13 @@ def choose(wanted: str, *, max_processes: int, log: Any, **settings: Any) -> Con
     """
     name, _, variant = wanted.partition("-")
     if variant and available(wanted, **settings):
-        return Containment(wanted, max_processes=max_processes, log=log, **settings)
+        return Containment(wanted, max_processes=max_processes, log=log, protected=protected, **settings)
     start = 0 if wanted == "auto" else MODES.index(name)
     for mode in MODES[start:]:
         if available(mode, **settings) and not (variant and mode == name):
             if wanted not in ("auto", mode):
                 log.warning("labkernel: containment %r is not available here; using %r", wanted, mode)
-            return Containment(mode, max_processes=max_processes, log=log, **settings)
+            return Containment(mode, max_processes=max_processes, log=log, protected=protected, **settings)
     raise RuntimeError("no containment mode works here (no /proc?)")
 
 

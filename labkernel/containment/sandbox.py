@@ -63,7 +63,7 @@ from typing import Any
 from .enclosure import Support
 from .pidns import PidNamespaceEnclosure, find_init, nsenter_argv, open_namespace
 from .procfs import children, server_alive
-from .sandboxer import SYS_PIVOT_ROOT, encode_spec
+from .sandboxer import SEED, SYS_PIVOT_ROOT, encode_spec
 from .scripts import CD_THEN_EXEC, HOLDER, helper_python, works
 
 #: The first of the 65536 host uids (and gids) a root server's labs are 0..65535 of:
@@ -379,8 +379,35 @@ class SandboxEnclosure(PidNamespaceEnclosure):
         self._options: dict[str, Any] = {"python": python, "unshare": unshare, "settings": settings,
                                          "mapping": mapping}
         self._dir = os.path.join(settings.dir, f"{os.getpid()}-{session_id}")
+        self._layout = layout
         self.folder = os.path.realpath(self.folder) if self.folder else ""
         self.home = self.folder or None
+
+    def place(self, target: str) -> tuple[str, str]:
+        """A lab's file at absolute ``target`` goes into the sandbox before it is built:
+        into its folder's ``seed``, which the sandboxer puts in the upper layer of the
+        overlay it is under (``/etc``, ``/opt``...) or copies into a fresh folder
+        (``/tmp``...) once mounted; under ``/root``, into the session's folder. Never
+        where the host's own files are: a folder the sandbox shows as it is on the
+        host (``/dev``, ``/sys``, one with mounts below it), a hidden one, ``/proc``."""
+        if self._holder is not None or self.leader:
+            raise ValueError(f"its asset target {target!r} comes too late: the session's sandbox is built")
+        target = os.path.normpath(target)
+        if self.folder and within(target, "/root"):
+            return self.folder, target[len("/root"):].lstrip("/")
+        fresh = [p for p in self._layout["fresh"] if within(target, p)]
+        top = "/" + target.strip("/").split("/")[0]
+        hidden = [p for p in self._options["settings"].hide if within(target, p)]
+        shown_as_is = top in self._layout["bound"] or top in ("/proc", "/dev", "/sys")
+        if target == "/" or hidden or (shown_as_is and not fresh) or (
+                top not in self._layout["overlay"] and not fresh):
+            raise ValueError(f"its asset target {target!r} is where the sandbox shows the host's own files "
+                             "(or hides them): assets go under an overlaid folder (/etc, /opt, /usr...), "
+                             "a fresh one (/tmp, /run...) or the session's folder")
+        seed = os.path.join(self._dir, SEED)
+        os.makedirs(self._dir, 0o700, exist_ok=True)
+        os.makedirs(seed, 0o755, exist_ok=True)
+        return seed, target.lstrip("/")
 
     def inside(self, path: str) -> str:
         """Where host path ``path`` (the session's folder or below) is in the sandbox."""

@@ -165,12 +165,14 @@ class LabScanner:
     """
 
     def __init__(self, root_dir: str, lab_path: list[str], log: logging.Logger | None = None, *,
-                 caps: files.Limits | None = None):
+                 caps: files.Limits | None = None, sandbox: bool = True):
         self.root = Path(root_dir).resolve()
         self.lab_path = list(lab_path)
         self.log = log or logging.getLogger(__name__)
         #: The most a lab's definition, each of its files, and all of them may be (``files``).
         self.caps = caps or files.Limits()
+        #: Whether sessions run in a sandbox (else labs with absolute asset targets get a note).
+        self.sandbox = sandbox
         self._cache: dict[str, _Entry] = {}
         self._last_problems: set[LabProblem] = set()
         self._scans = 0
@@ -192,6 +194,11 @@ class LabScanner:
             if credentials:
                 lab = _with_note(lab, f"its env names {', '.join(credentials)}: credentials of the server, "
                                       "which labs never get (they are empty in its sessions)")
+            outside = [a.target for a in lab.assets if os.path.isabs(a.target)]
+            if outside and not self.sandbox:
+                lab = _with_note(lab, f"needs the sandbox: its asset target {outside[0]!r} is outside the "
+                                      "session's folder, and only a sandbox has a filesystem of the session's "
+                                      "own to put it in; its sessions cannot start on this server")
             if kind == "lab.toml" and (folder / "index.json").is_file():
                 lab = _with_note(lab, "index.json is ignored: lab.toml takes precedence")
             return lab

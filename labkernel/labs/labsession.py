@@ -206,7 +206,7 @@ class LabSession:
             if self.lab.assets:
                 enclosure = self.session.enclosure
                 home = enclosure.home if enclosure is not None else None
-                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd, home)
+                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd, home, enclosure)
             if self.lab.setup and not await self._setup(self.lab.setup, "setup"):
                 return
             first = self.progress.enter_current()

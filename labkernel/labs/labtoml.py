@@ -28,7 +28,8 @@ The format, for authors (the README's "Authoring labs" has the long form)::
 
     [[assets]]
     source = "files/data.csv"         # in the lab's folder
-    target = "data.csv"               # relative: the session's workdir; ~/…: home
+    target = "data.csv"               # relative: the session's workdir; ~/…: home;
+                                      # /etc/…: absolute, only in a sandbox
 
 Unknown keys are errors, not notes: a misspelt ``chek`` would otherwise drop a
 check without a word, and the lab would pass ``labkernel test`` for the wrong reason.
