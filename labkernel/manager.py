@@ -174,8 +174,19 @@ class LabSessionManager(LoggingConfigurable):
     max_processes = Int(
         512, help="""The most processes (and threads) one session may run at once; 0 for
         no limit. Enforced by a pids cgroup (pids.max) where the server may create
-        one; otherwise by RLIMIT_NPROC, which is weaker: it counts every process of
-        the server's user, not only the session's, and root ignores it.""",
+        one; otherwise by RLIMIT_NPROC, set in the session's own user namespace where it
+        has one (sandbox, and pidns without root), where it counts the session's
+        processes alone; elsewhere it counts every process of the server's user, so
+        one session's fork bomb can stop the others, and root ignores it. GET /health
+        says which holds.""",
+    ).tag(config=True)
+
+    max_memory = Int(
+        2 * 1024 * 1024 * 1024, min=0, help="""The most memory one session's processes may use
+        together, in bytes (page cache included, which is reclaimed first); 0 for no limit.
+        Enforced by a memory cgroup (memory.max on a delegated cgroup v2, else
+        memory.limit_in_bytes of a writable v1 hierarchy); where the server may make none,
+        there is no limit, and GET /health says so.""",
     ).tag(config=True)
 
     input_limit = Int(
@@ -269,7 +280,8 @@ class LabSessionManager(LoggingConfigurable):
         self._sandbox = self._sandbox_settings()
         self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
                                                 log=self.log, sandbox=self._sandbox,
-                                                protected=self._protected(), runtime_dir=self._runtime_dir())
+                                                protected=self._protected(), runtime_dir=self._runtime_dir(),
+                                                max_memory=self.max_memory)
         self.log.info("labkernel: session containment: %s", self._containment.describe())
         if self.containment in ("auto", "sandbox") and self._containment.mode != "sandbox":
             self.log.warning("labkernel: no sandbox for the sessions: %s",
@@ -296,6 +308,10 @@ class LabSessionManager(LoggingConfigurable):
     def containment_mode(self) -> str:
         """The containment mode in force: "sandbox", "pidns", "cgroup", "subreaper" or "scan"."""
         return self._containment.mode
+
+    def limits(self) -> dict[str, Any]:
+        """The per-session process and memory limits in force, and how (``/health``)."""
+        return self._containment.limits()
 
     def sandbox_status(self) -> dict[str, Any]:
         """What the sandbox gives here (in force or not), or why there is none."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from .enclosure import Enclosure, Support
 from .procfs import alive, children, namespace_members, pid_namespace, signal_all
-from .scripts import CD_THEN_EXEC, HOLDER, works
+from .scripts import CD_THEN_EXEC, HOLDER, with_limits, works
 
 #: The tools that make a PID namespace, in order of preference.
 PIDNS_TOOLS = ("bwrap", "unshare")
@@ -141,6 +141,8 @@ class PidNamespaceEnclosure(Enclosure):
 
     def __init__(self, session_id: str, *, prefix: list[str], nsenter: str = "nsenter", **kwargs: Any):
         super().__init__(session_id, **kwargs)
+        # Without root, bwrap and unshare make a user namespace: the process limit goes in it.
+        self._nproc_inside = os.geteuid() != 0
         self._prefix = prefix
         self._nsenter = nsenter
         self._init = 0  # the namespace's init, as the server sees it
@@ -156,8 +158,10 @@ class PidNamespaceEnclosure(Enclosure):
 
     def _wrap(self, argv: list[str], cwd: str) -> list[str]:
         if self._holder is None:
-            return [*self._prefix, *argv]
-        return self._enter(["sh", "-c", CD_THEN_EXEC, cwd or "/", *argv])
+            return [*self._prefix, *with_limits(argv, nproc=self.nproc_inside, subreaper=False, hard=True)]
+        # In front of nsenter, outside: the limit is inherited, and counted where nsenter forks.
+        return with_limits(self._enter(["sh", "-c", CD_THEN_EXEC, cwd or "/", *argv]), nproc=self.nproc_inside,
+                           subreaper=False, hard=True)
 
     def _enter(self, argv: list[str]) -> list[str]:
         assert self._ns_files, "prepare() first"

@@ -64,7 +64,7 @@ from .enclosure import Support
 from .pidns import PidNamespaceEnclosure, find_init, nsenter_argv, open_namespace
 from .procfs import children, server_alive
 from .sandboxer import SEED, SYS_PIVOT_ROOT, encode_spec
-from .scripts import CD_THEN_EXEC, HOLDER, helper_python, works
+from .scripts import CD_THEN_EXEC, HOLDER, helper_python, with_limits, works
 
 #: The first of the 65536 host uids (and gids) a root server's labs are 0..65535 of:
 #: the last 64 Ki block of the range systemd leaves to containers (524288 to
@@ -312,12 +312,13 @@ def locked_program(init: int, creator: int) -> int:
 
 
 def make_spec(options: dict[str, Any], sandbox: str, folder: str, cwd: str, *,
-              report: bool = False) -> dict[str, Any]:
+              report: bool = False, nproc: int = 0) -> dict[str, Any]:
     """``sandboxer``'s spec for a session's sandbox in folder ``sandbox``, whose
-    program starts in ``cwd`` (a path inside)."""
+    program starts in ``cwd`` (a path inside), with RLIMIT_NPROC ``nproc`` (if above
+    0) set in its user namespace."""
     settings: SandboxSettings = options["settings"]
     return {"dir": sandbox, "folder": folder, "inside": inside_folder(folder), "hide": list(settings.hide),
-            "server": os.getpid(), "map": options["mapping"], "cwd": cwd, "report": report}
+            "server": os.getpid(), "map": options["mapping"], "cwd": cwd, "report": report, "nproc": nproc}
 
 
 def describe(options: dict[str, Any]) -> str:
@@ -380,6 +381,7 @@ class SandboxEnclosure(PidNamespaceEnclosure):
                                          "mapping": mapping}
         self._dir = os.path.join(settings.dir, f"{os.getpid()}-{session_id}")
         self._layout = layout
+        self._nproc_inside = True  # set by the sandboxer in the session's user namespace
         self.folder = os.path.realpath(self.folder) if self.folder else ""
         self.home = self.folder or None
 
@@ -421,10 +423,12 @@ class SandboxEnclosure(PidNamespaceEnclosure):
             self.folder = os.path.realpath(cwd or os.getcwd())
             self.home = self.folder
         if self._holder is not None:
-            return self._enter(["sh", "-c", CD_THEN_EXEC, self.inside(cwd or self.folder), *argv])
+            return with_limits(self._enter(["sh", "-c", CD_THEN_EXEC, self.inside(cwd or self.folder), *argv]),
+                               nproc=self.nproc_inside, subreaper=False, hard=True)
         if self.folder == "/":
             raise OSError(22, "a sandbox cannot take / as the session's folder: set a root_dir or a workdir")
-        spec = make_spec(self._options, self._dir, self.folder, self.inside(cwd or self.folder))
+        spec = make_spec(self._options, self._dir, self.folder, self.inside(cwd or self.folder),
+                         nproc=self.nproc_inside)
         return [*chain(python=self._options["python"], unshare=self._options["unshare"], spec=spec), *argv]
 
     def _enter(self, argv: list[str]) -> list[str]:

@@ -235,6 +235,19 @@ def join(userns: int, server: int) -> None:
         raise OSError(3, "the server has gone")
 
 
+def limit_processes(limit: int) -> None:
+    """RLIMIT_NPROC, soft and hard, now that the user namespace exists: the kernel then
+    counts the session's processes in it, and the server's user's as a whole against
+    the limit the namespace's maker had (the server's), not this one (see
+    ``Enclosure.nproc_inside``). The lab's root cannot raise it: that takes
+    CAP_SYS_RESOURCE in the host's namespace."""
+    import resource  # a C module of the standard library: no cost worth avoiding
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
 # -- 3. the new root ----------------------------------------------------------------------
 
 
@@ -443,6 +456,8 @@ def build(spec: dict) -> dict[str, list[str]]:
         join(userns, spec["server"])
     else:
         own_user_namespace()
+    if spec.get("nproc"):
+        limit_processes(spec["nproc"])
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare(mount, IPC, UTS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     builder = Builder(spec, trees)
@@ -471,7 +486,7 @@ def write_id_mappers(folder: str) -> None:
 
 
 #: The spec's keys whose value is a list (one line each), a number, a flag.
-LISTS, NUMBERS, FLAGS = {"hide"}, {"server", "base", "count"}, {"report"}
+LISTS, NUMBERS, FLAGS = {"hide"}, {"server", "base", "count", "nproc"}, {"report"}
 
 
 def encode_spec(spec: dict) -> str:

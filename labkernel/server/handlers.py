@@ -150,6 +150,7 @@ class HealthHandler(LabHandler):
             "activeSessions": self.manager.active_count,
             "containment": self.manager.containment_mode,
             "sandbox": self.manager.sandbox_status(),
+            "limits": self.manager.limits(),
         })
 
 
