@@ -202,6 +202,34 @@ def test_a_fork_bomb_in_one_session_does_not_stop_another(server: ServerProcess)
     """The other session holds half its limit in processes first: where the limit
     counted every process of the server's user (RLIMIT_NPROC set before the user
     namespace), the bomb then ran out early and the other session could fork no more."""
+    bomb_beside_another(server)
+
+
+@pytest.mark.parametrize("mode", ["pidns-bwrap", "pidns-unshare"])
+def test_without_the_sandbox_an_unprivileged_servers_pidns_holds_a_fork_bomb_too(mode: str) -> None:
+    """pidns without root makes a user namespace per session too (bwrap's or
+    unshare's): the limit goes in it, as in the sandbox."""
+    if not containment.available(mode):
+        pytest.skip(f"{mode} does not work here")
+    config = {**FAST, "containment": mode, "max_processes": MAX_PROCESSES, "cull_idle_timeout": 3600.0,
+              "kill_timeout": 15.0}
+    with nobody_server(config, prepare) as server:
+        health = server.ok("GET", "health")
+        assert health["containment"] == "pidns"
+        assert health["limits"]["processes"] == {"max": MAX_PROCESSES, "perSession": True,
+                                                 "how": "RLIMIT_NPROC in the session's user namespace"}
+        bomb_beside_another(server)
+
+
+def test_an_unprivileged_server_without_namespaces_says_its_process_limit_is_shared() -> None:
+    with nobody_server({"containment": "scan", "max_processes": MAX_PROCESSES}) as server:
+        processes = server.ok("GET", "health")["limits"]["processes"]
+        assert (processes["max"], processes["perSession"], processes["how"]) == (MAX_PROCESSES, False,
+                                                                                  "RLIMIT_NPROC")
+        assert "fork bomb" in processes["why"]
+
+
+def bomb_beside_another(server: ServerProcess) -> None:
     bomb, other = Shell(server), Shell(server)
     try:
         held = MAX_PROCESSES // 2

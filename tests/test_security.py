@@ -9,6 +9,9 @@
   a sandbox the session fails saying why and the catalog notes it (inside one it lands
   in the session's own filesystem: ``test_sandbox``), and no asset is written through
   a symlink the learner left in the session's folder, in any mode;
+- a session that allocates more than ``max_memory`` is stopped in its own memory
+  cgroup, where one may be made (the process limit and the fork bomb, as root and
+  as nobody: ``test_attacks``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from labkernel import containment
 from labkernel.credentials import CREDENTIAL_ENV
 from support.api import FAST, run
 from support.containment import MODE_PARAMS
@@ -206,3 +210,31 @@ class TestNoAssetInTheServersFolders:
         sid = (await api.start(labId="planter"))["sessionId"]
         assert "a folder of the server's own" in await failed_with(api, sid)
         assert not (jp_runtime_dir / "jpserver-1.json").exists()
+
+
+# -- per-session memory --------------------------------------------------------------------------
+
+
+@pytest.mark.containment
+@pytest.mark.skipif(containment.cgroup_dirs().memory is None, reason="no memory cgroup may be made here")
+@pytest.mark.parametrize("mode", MODE_PARAMS)
+class TestMemoryLimit:
+    @pytest.fixture
+    def labkernel_config(self, tmp_path: Path, mode: str) -> dict[str, Any]:
+        return {**FAST, "containment": mode, "max_memory": 64 * 1024 * 1024}
+
+    async def test_a_session_over_its_memory_is_stopped_there_and_the_server_is_not(
+            self, api: Any, manager: Any) -> None:
+        health = await api.ok("GET", "health")
+        assert health["limits"]["memory"] == {"max": 64 * 1024 * 1024, "perSession": True, "how": "memory cgroup"}
+        greedy, _ = await api.shell()
+        other, _ = await api.shell()
+        # 256 MiB, touched page by page: the kernel's OOM killer ends it in its cgroup.
+        line = ("/usr/bin/python3 -c 'b = bytearray(256 << 20); b[::4096] = b\"x\" * len(b[::4096]); "
+                "print(\"KEPT\")'; echo RC=$?")
+        match = await run(api, greedy, line, r"RC=(\d+)", timeout=60)
+        assert match.group(1) == "137"  # SIGKILL
+        text = (await api.output(greedy))["data"]
+        assert "\nKEPT\r\n" not in text and "Killed" in text
+        assert (await run(api, greedy, "echo still-$((6*7))", r"still-42")).group(0)
+        assert (await run(api, other, "echo other-$((6*7))", r"other-42")).group(0)
