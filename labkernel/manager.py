@@ -30,6 +30,7 @@ from .labs.catalog import LabCatalog, LabScanner
 from .labs.files import Limits
 from .labs.labsession import LabSession, LabSettings
 from .labs.model import Lab, LabProblem
+from .labs.workspace import remove_stale_scratch
 from .session import SessionSettings
 
 
@@ -323,9 +324,12 @@ class LabSessionManager(LoggingConfigurable):
         return {"inForce": self._containment.mode == "sandbox", **model}
 
     async def _clean_leftovers(self) -> None:
-        """Kill what a server that died without cleaning up left behind (off the loop)."""
+        """Kill what a server that died without cleaning up left behind, then remove its
+        sandbox and scratch folders (off the loop)."""
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log, self._sandbox.dir)
+            await loop.run_in_executor(None, clean_leftovers, self.log, self._sandbox.dir)
+            await loop.run_in_executor(None, remove_stale_scratch, self.scratch_dir, self.log)
         except Exception:
             self.log.exception("labkernel: cleaning up after a previous server failed")
 

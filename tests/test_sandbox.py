@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from labkernel import containment
+from labkernel.containment.procfs import server_mark
 from labkernel.containment.sandbox import SandboxSettings, host_root, probe_sandbox
 from support.api import PROMPT, eventually, run
 from support.containment import escapes, nobody_server, start_escapes_on
@@ -214,7 +215,7 @@ async def test_writes_to_etc_root_and_tmp_stay_in_the_session_and_go_with_it(api
         if place != "/root":  # the host's /root is not the lab's
             assert not os.path.exists(f"{place}/lk-{token}"), place
     # It is in the first session's sandbox folder, which goes with it.
-    folder = sandboxes / f"{os.getpid()}-{first}"
+    folder = sandboxes / f"{server_mark()}-{first}"
     assert (folder / "upper" / "etc" / f"lk-{token}").exists()
     await api.stop(first)
     await eventually(lambda: not folder.exists(), timeout=15)
@@ -260,7 +261,7 @@ async def test_absolute_asset_targets_land_in_the_sessions_own_filesystem(api, l
     for target in [*places, site]:
         if not target.startswith("/root"):
             assert not os.path.exists(target), target
-    assert (sandboxes / f"{os.getpid()}-{sid}" / "upper" / "etc" / f"lk-{token}.conf").read_text() == "etc\n"
+    assert (sandboxes / f"{server_mark()}-{sid}" / "upper" / "etc" / f"lk-{token}.conf").read_text() == "etc\n"
 
 
 @pytest.mark.parametrize("target", ["/proc/lk-x", "/sys/lk-x", "/dev/lk-x", "/"])
@@ -364,14 +365,16 @@ def test_a_killed_servers_sandbox_folders_are_removed_by_the_next_server(tmp_pat
         sid, _ = server.shell()
         accepted = server.command(sid, "echo left > /etc/left-behind && echo WR$((1))OTE")
         server.read_until(sid, r"WR1OTE", accepted["offset"])
-        assert sandbox_folders(sandboxes) == [f"{server.proc.pid}-{sid}"]
+        # Named by the server's pid and start time: a pid reused later does not keep it.
+        mark = server_mark(server.proc.pid)
+        assert sandbox_folders(sandboxes) == [f"{mark}-{sid}"]
     finally:
         server.proc.kill()
         server.proc.wait()
     successor = ServerProcess(tmp_path / "second", manager=config)
     try:
         deadline = time.monotonic() + 20
-        while f"{server.proc.pid}-{sid}" in sandbox_folders(sandboxes):
+        while f"{mark}-{sid}" in sandbox_folders(sandboxes):
             assert time.monotonic() < deadline, sandbox_folders(sandboxes)
             time.sleep(0.1)
         assert "removed 1 sandbox folder(s) a dead server left" in successor.log()

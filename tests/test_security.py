@@ -11,7 +11,11 @@
   a symlink the learner left in the session's folder, in any mode;
 - a session that allocates more than ``max_memory`` is stopped in its own memory
   cgroup, where one may be made (the process limit and the fork bomb, as root and
-  as nobody: ``test_attacks``).
+  as nobody: ``test_attacks``);
+- a server killed with SIGKILL leaves scratch folders that the next server removes,
+  by the dead server's pid and start time;
+- under ``pidns`` (bwrap), ``jupyter server list`` in a lab no longer deletes the
+  server's runtime file (in the sandbox: ``test_sandbox``, ``test_attacks``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from labkernel import containment
+from labkernel.containment import procfs
 from labkernel.credentials import CREDENTIAL_ENV
+from labkernel.labs.workspace import remove_stale_scratch
 from support.api import FAST, run
 from support.containment import MODE_PARAMS
 from support.labs import lab_config, started, wait_running, write_lab
@@ -238,3 +247,91 @@ class TestMemoryLimit:
         assert "\nKEPT\r\n" not in text and "Killed" in text
         assert (await run(api, greedy, "echo still-$((6*7))", r"still-42")).group(0)
         assert (await run(api, other, "echo other-$((6*7))", r"other-42")).group(0)
+
+
+# -- a killed server's scratch folders ------------------------------------------------------------
+
+
+def test_scratch_folders_of_dead_servers_are_removed_and_no_others(tmp_path: Path) -> None:
+    """By their mark (pid and start time), never by age or pid alone: a pid reused by
+    a live process does not keep a dead server's folder, and a live server's folder,
+    another user's or one that is not a scratch folder stays."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    alive = procfs.server_mark()
+    ticks = int(alive.partition(".")[2])
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        folders = {
+            "dead": f"labkernel-scratch-{sleeper.pid}.{ticks + 12345}-lab-a1",  # its pid, not its start
+            "gone": "labkernel-scratch-4194000.5-lab-b2",  # no such pid
+            "live": f"labkernel-scratch-{alive}-lab-c3",
+            "other": "labkernel-scratch-4194001.5-lab-d4",
+            "unmarked": "labkernel-lab-e5",  # an old server's name: not judged
+        }
+        for name in folders.values():
+            (scratch / name / "inside").mkdir(parents=True)
+            (scratch / name / "inside" / "file").write_text("x")
+        (scratch / folders["dead"] / "inside").chmod(0)  # a lab may close its folders
+        os.chown(scratch / folders["other"], 65534, 65534)
+        removed = remove_stale_scratch(str(scratch), logging.getLogger("test"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(os.path.basename(p) for p in removed) == sorted([folders["dead"], folders["gone"]])
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([folders["live"], folders["other"],
+                                                                folders["unmarked"]])
+
+
+@pytest.mark.server
+def test_a_killed_servers_scratch_folders_are_removed_by_the_next_server(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    config = {"scratch_dir": str(scratch), "lab_scan_interval": 0.0}
+    first = ServerProcess(tmp_path / "first", manager=config)
+    try:
+        write_lab(first.root / "labs", "scratchy", "scratch = true")
+        sid, _ = first.shell(labId="scratchy")
+        accepted = first.command(sid, "mkdir -p deep/er && echo x > deep/er/file && chmod 0 deep && echo MA$((1))DE")
+        first.read_until(sid, r"MA1DE", accepted["offset"])
+        (left,) = list(scratch.iterdir())
+        assert left.name.startswith(f"labkernel-scratch-{first.proc.pid}.")
+    finally:
+        first.proc.kill()
+        first.proc.wait()
+    successor = ServerProcess(tmp_path / "second", manager=config)
+    try:
+        deadline = time.monotonic() + 30
+        while left.exists():
+            assert time.monotonic() < deadline, list(scratch.iterdir())
+            time.sleep(0.1)
+        assert "removed 1 scratch folder(s) a dead server left" in successor.log()
+    finally:
+        successor.terminate()
+
+
+# -- the runtime folder under pidns -------------------------------------------------------------------
+
+
+@pytest.mark.containment
+@pytest.mark.skipif(not containment.available("pidns-bwrap"), reason="bwrap makes no PID namespace here")
+class TestRuntimeFolderUnderPidns:
+    """The PID namespace hides the server's pid: ``jupyter server list`` in a lab took
+    the server for dead and deleted its runtime file. Under bwrap the folder is an
+    empty tmpfs in the lab (the sandbox's own test: ``test_sandbox``)."""
+
+    @pytest.fixture
+    def labkernel_config(self) -> dict[str, Any]:
+        return {**FAST, "containment": "pidns-bwrap"}
+
+    async def test_the_runtime_folder_is_empty_and_server_list_deletes_nothing(
+            self, api: Any, jp_serverapp: Any, jp_runtime_dir: Path) -> None:
+        jp_serverapp.write_server_info_file()
+        info = Path(jp_serverapp.info_file)
+        assert info.parent == jp_runtime_dir and info.exists()
+        sid, _ = await api.shell()
+        assert (await run(api, sid, f"ls -A {jp_runtime_dir} | wc -l; echo L$((1))S", r"(\d+)\r\nL1S")).group(1) == "0"
+        line = (f"JUPYTER_RUNTIME_DIR={jp_runtime_dir} {sys.executable} -m jupyter_server list --json "
+                "| grep -c token; echo LI$((1))ST")
+        assert (await run(api, sid, line, r"(\d+)\r\nLI1ST", timeout=60)).group(1) == "0"
+        assert info.exists(), "jupyter server list in the lab deleted the server's runtime file"

@@ -137,7 +137,8 @@ class PidNamespaceEnclosure(Enclosure):
         nsenter, prefix = nsenter_path(variant), pidns_prefix(variant)
         if nsenter is None or prefix is None:
             return None
-        return Support({"prefix": list(prefix), "nsenter": nsenter}, os.path.basename(prefix[0]))
+        return Support({"prefix": hiding(list(prefix), settings.get("runtime_dir", "")), "nsenter": nsenter},
+                       os.path.basename(prefix[0]))
 
     def __init__(self, session_id: str, *, prefix: list[str], nsenter: str = "nsenter", **kwargs: Any):
         super().__init__(session_id, **kwargs)
@@ -306,6 +307,24 @@ def pidns_prefix(tool: str = "") -> tuple[str, ...] | None:
         prefix = (path, *user, "--pid", "--fork", "--kill-child", "--mount-proc", "--",
                   "sh", "-c", '"$@"; exit $?', "labkernel-init")
     return prefix if works([*prefix, "true"]) else None
+
+
+def hiding(prefix: list[str], runtime_dir: str) -> list[str]:
+    """bwrap's ``prefix`` with the server's Jupyter runtime folder under an empty tmpfs.
+
+    The PID namespace hides the server's pid, so that ``jupyter server list`` in a lab
+    took the server for dead and deleted its ``jpserver-<pid>.json`` (and the
+    folder holds the token and the cookie secret). A lab whose shell has no
+    capability (a server that is not root) cannot take the tmpfs away; a root
+    server's lab, host root, can: only the ``sandbox`` holds that off. unshare's
+    prefix is left as it is: it mounts nothing but /proc, and its init runs
+    without the capability to (without root).
+    """
+    folder = os.path.realpath(runtime_dir) if runtime_dir else ""
+    if not folder or folder == "/" or not os.path.isdir(folder) or os.path.basename(prefix[0]) != "bwrap":
+        return prefix
+    end = prefix.index("--")
+    return [*prefix[:end], "--tmpfs", folder, *prefix[end:]]
 
 
 @functools.cache

@@ -62,7 +62,7 @@ from typing import Any
 
 from .enclosure import Support
 from .pidns import PidNamespaceEnclosure, find_init, nsenter_argv, open_namespace
-from .procfs import children, server_alive
+from .procfs import children, mark_alive, server_alive, server_mark
 from .sandboxer import SEED, SYS_PIVOT_ROOT, encode_spec
 from .scripts import CD_THEN_EXEC, HOLDER, helper_python, with_limits, works
 
@@ -155,11 +155,12 @@ def ensure_dir(path: str) -> None:
 
 
 def remove_sandbox(path: str) -> None:
-    """Remove a session's sandbox folder, if there is one (blocking: run it in an
-    executor).
+    """Remove a session's sandbox folder (or any folder a lab wrote in: its scratch
+    folder), if there is one (blocking: run it in an executor).
 
-    Its overlays' work folders hold a ``work`` folder the kernel made mode 000:
-    opened up first, where the server's user is not root.
+    Its overlays' work folders hold a ``work`` folder the kernel made mode 000, and
+    a lab may leave folders it closed (``chmod 000``): opened up first, where the
+    server's user is not root. Symlinks are removed, never followed.
     """
     def open_up(func: Any, failed: str, _exc: Any) -> None:
         opened = failed if func in (os.scandir, os.open, os.listdir) else os.path.dirname(failed)
@@ -177,13 +178,18 @@ def remove_sandbox(path: str) -> None:
 
 
 def remove_stale_sandboxes(folder: str, log: Any) -> None:
-    """Remove the sandbox folders of servers no longer running (``<pid>-<session>``)."""
+    """Remove the sandbox folders of servers no longer running (``<mark>-<session>``,
+    ``procfs.server_mark``; or ``<pid>-<session>``, as servers before named them)."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
-    stale = [e.path for e in entries
-             if e.name.partition("-")[0].isdigit() and not server_alive(int(e.name.partition("-")[0]))]
+    stale = []
+    for e in entries:
+        owner = e.name.partition("-")[0]
+        alive = mark_alive(owner) if "." in owner else server_alive(int(owner)) if owner.isdigit() else None
+        if alive is False:
+            stale.append(e.path)
     for path in stale:
         remove_sandbox(path)
     if stale:
@@ -239,8 +245,8 @@ def probe_sandbox(settings: SandboxSettings) -> Probe:
     mapping = {"base": settings.uid_base, "count": UID_COUNT} if host_root() else None
     options = {"python": helper_python(), "unshare": tools["unshare"], "nsenter": tools["nsenter"],
                "settings": settings, "mapping": mapping}
-    folder = os.path.join(settings.dir, f"{os.getpid()}-probe-folder")
-    sandbox = os.path.join(settings.dir, f"{os.getpid()}-probe")
+    folder = os.path.join(settings.dir, f"{server_mark()}-probe-folder")
+    sandbox = os.path.join(settings.dir, f"{server_mark()}-probe")
     for path in (folder, sandbox):
         remove_sandbox(path)
     try:
@@ -379,7 +385,7 @@ class SandboxEnclosure(PidNamespaceEnclosure):
         super().__init__(session_id, prefix=[], **kwargs)
         self._options: dict[str, Any] = {"python": python, "unshare": unshare, "settings": settings,
                                          "mapping": mapping}
-        self._dir = os.path.join(settings.dir, f"{os.getpid()}-{session_id}")
+        self._dir = os.path.join(settings.dir, f"{server_mark()}-{session_id}")
         self._layout = layout
         self._nproc_inside = True  # set by the sandboxer in the session's user namespace
         self.folder = os.path.realpath(self.folder) if self.folder else ""

@@ -17,6 +17,8 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..containment.procfs import mark_alive, server_mark
+from ..containment.sandbox import remove_sandbox
 from ..credentials import is_credential, without_credentials
 from .checks import Masker
 from .model import Asset, Lab
@@ -71,7 +73,7 @@ def prepare_folder(lab: Lab, root_dir: str, scratch_dir: str = "") -> tuple[str,
     of the root, OSError when a folder cannot be made."""
     root = os.path.realpath(root_dir)
     if lab.scratch:
-        scratch = tempfile.mkdtemp(prefix=f"labkernel-{lab.id}-", dir=scratch_dir or None)
+        scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{server_mark()}-{lab.id}-", dir=scratch_dir or None)
         return scratch, scratch
     if not lab.workdir:
         return root, None
@@ -80,6 +82,39 @@ def prepare_folder(lab: Lab, root_dir: str, scratch_dir: str = "") -> tuple[str,
         raise ValueError(f"its workdir {lab.workdir!r} leads out of the server's root folder")
     os.makedirs(cwd, exist_ok=True)
     return cwd, None
+
+
+#: How a scratch folder's name starts: ``labkernel-scratch-<mark>-<lab>-<random>``, the
+#: mark being the server's pid and start time (``procfs.server_mark``).
+SCRATCH_PREFIX = "labkernel-scratch-"
+
+
+def remove_stale_scratch(scratch_dir: str, log: Any) -> list[str]:
+    """Remove the scratch folders of servers no longer running (a server killed with
+    SIGKILL removes none of its own); the folders removed. Only folders of this
+    server's user, by their mark (never by age: another server may share the folder):
+    a whole-folder scan and removals, run it in an executor, once the dead servers'
+    processes are gone (``containment.clean_leftovers``)."""
+    folder = scratch_dir or tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        if not entry.name.startswith(SCRATCH_PREFIX):
+            continue
+        mark = entry.name[len(SCRATCH_PREFIX):].partition("-")[0]
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and mark_alive(mark) is False:
+            remove_sandbox(entry.path)
+            removed.append(entry.path)
+    if removed:
+        log.info("labkernel: removed %d scratch folder(s) a dead server left in %s", len(removed), folder)
+    return removed
 
 
 #: chmod's symbolic permission bits, by who and what.
