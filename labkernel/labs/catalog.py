@@ -333,11 +333,12 @@ class LabCatalog:
         """``GET /api/labs``'s body for this snapshot (JSON), made in an executor the
         first time it is asked for, a few hundred labs per ``json.dumps`` (which holds
         the interpreter's lock for as long as it runs)."""
-        if self._answer is None:
+        made = self._answer
+        if made is None or (made.done() and (made.cancelled() or made.exception() is not None)):
             labs, problems = self.list(), self.problems()
-            self._answer = asyncio.ensure_future(
+            made = self._answer = asyncio.ensure_future(
                 asyncio.get_running_loop().run_in_executor(None, _catalog_answer, labs, problems))
-        return await asyncio.shield(self._answer)
+        return await asyncio.shield(made)
 
 
 #: A lab id longer than this is cut in messages.
