@@ -18,8 +18,15 @@ from typing import Iterable, Mapping
 CREDENTIAL_ENV = ("LABKERNEL_TOKEN", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
 
+def is_credential(name: str, extra: Iterable[str] = ()) -> bool:
+    """Whether ``name`` is one of the names above or matches one of ``extra`` (fnmatch patterns)."""
+    return any(fnmatchcase(name, pattern) for pattern in (*CREDENTIAL_ENV, *extra))
+
+
 def without_credentials(env: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:
-    """``env`` less every credential: the names above and ``extra`` (fnmatch patterns)."""
-    patterns = (*CREDENTIAL_ENV, *extra)
-    return {name: value for name, value in env.items()
-            if not any(fnmatchcase(name, pattern) for pattern in patterns)}
+    """``env`` less every credential: the names above and ``extra`` (fnmatch patterns).
+
+    Both the environment a session starts from and the values a lab's ``[env]``
+    takes with ``${NAME}`` come from it (``labs.workspace``)."""
+    extra = tuple(extra)
+    return {name: value for name, value in env.items() if not is_credential(name, extra)}

@@ -27,8 +27,10 @@ from .credentials import CREDENTIAL_ENV
 from .errors import SessionNotFound, TooManySessions
 from .labs import pool
 from .labs.catalog import LabCatalog, LabScanner
+from .labs.files import Limits
 from .labs.labsession import LabSession, LabSettings
 from .labs.model import Lab, LabProblem
+from .labs.workspace import remove_stale_scratch
 from .session import SessionSettings
 
 
@@ -173,8 +175,19 @@ class LabSessionManager(LoggingConfigurable):
     max_processes = Int(
         512, help="""The most processes (and threads) one session may run at once; 0 for
         no limit. Enforced by a pids cgroup (pids.max) where the server may create
-        one; otherwise by RLIMIT_NPROC, which is weaker: it counts every process of
-        the server's user, not only the session's, and root ignores it.""",
+        one; otherwise by RLIMIT_NPROC, set in the session's own user namespace where it
+        has one (sandbox, and pidns without root), where it counts the session's
+        processes alone; elsewhere it counts every process of the server's user, so
+        one session's fork bomb can stop the others, and root ignores it. GET /health
+        says which holds.""",
+    ).tag(config=True)
+
+    max_memory = Int(
+        2 * 1024 * 1024 * 1024, min=0, help="""The most memory one session's processes may use
+        together, in bytes (page cache included, which is reclaimed first); 0 for no limit.
+        Enforced by a memory cgroup (memory.max on a delegated cgroup v2, else
+        memory.limit_in_bytes of a writable v1 hierarchy); where the server may make none,
+        there is no limit, and GET /health says so.""",
     ).tag(config=True)
 
     input_limit = Int(
@@ -205,6 +218,24 @@ class LabSessionManager(LoggingConfigurable):
         and changed definitions are re-read. A start of a lab the catalog does not
         know always waits for a walk begun after it asked, so a lab added a moment ago
         is found. Nothing is walked while nobody asks. 0: on every request.""",
+    ).tag(config=True)
+
+    max_definition_size = Int(
+        1024 * 1024, min=1024, help="""The largest lab definition file (lab.toml, a Killercoda
+        index.json) read, in bytes. A larger one is not read at all (refused by its size
+        before a byte is), and is listed among the catalog's errors.""",
+    ).tag(config=True)
+
+    max_lab_file_size = Int(
+        4 * 1024 * 1024, min=1024, help="""The largest file a lab definition names (a step's
+        text, a script, intro, finish) read, in bytes; a larger one makes the lab an
+        error of the catalog, unread.""",
+    ).tag(config=True)
+
+    max_lab_size = Int(
+        16 * 1024 * 1024, min=1024, help="""The most bytes one lab's definition and the files
+        it names may take together (a scenario of many steps); beyond it the lab is an
+        error of the catalog.""",
     ).tag(config=True)
 
     pool_max = Int(
@@ -249,24 +280,39 @@ class LabSessionManager(LoggingConfigurable):
         # Probed once per process (a few ms; the sandbox's ~150 ms), before the server answers.
         self._sandbox = self._sandbox_settings()
         self._containment: Containment = choose(self.containment, max_processes=self.max_processes,
-                                                log=self.log, sandbox=self._sandbox)
+                                                log=self.log, sandbox=self._sandbox,
+                                                protected=self._protected(), runtime_dir=self._runtime_dir(),
+                                                max_memory=self.max_memory)
         self.log.info("labkernel: session containment: %s", self._containment.describe())
         if self.containment in ("auto", "sandbox") and self._containment.mode != "sandbox":
             self.log.warning("labkernel: no sandbox for the sessions: %s",
                              probe_sandbox(self._sandbox).reason)
         IOLoop.current().add_callback(self._clean_leftovers)
 
+    def _runtime_dir(self) -> str:
+        """The server's Jupyter runtime folder (its token and cookie secret are there)."""
+        return getattr(self.parent, "runtime_dir", "") if self.parent is not None else ""
+
     def _sandbox_settings(self) -> SandboxSettings:
         """The sandbox's settings, resolved; the server's runtime folder hidden too
         (it may be configured elsewhere than Jupyter's default)."""
-        runtime = getattr(self.parent, "runtime_dir", "") if self.parent is not None else ""
-        hide = tuple(p for p in (runtime, *self.sandbox_hidden) if p)
+        hide = tuple(p for p in (self._runtime_dir(), *self.sandbox_hidden) if p)
         return SandboxSettings(dir=self.sandbox_dir, uid_base=self.sandbox_uid_base, hide=hide).resolved()
+
+    def _protected(self) -> tuple[str, ...]:
+        """Folders of the server's no lab file is written into: those the sandbox hides,
+        but the server's home (outside a sandbox, a lab's ``~/`` asset goes there)."""
+        home = os.path.realpath(os.path.expanduser("~"))
+        return tuple(p for p in self._sandbox.hide if p != home)
 
     @property
     def containment_mode(self) -> str:
         """The containment mode in force: "sandbox", "pidns", "cgroup", "subreaper" or "scan"."""
         return self._containment.mode
+
+    def limits(self) -> dict[str, Any]:
+        """The per-session process and memory limits in force, and how (``/health``)."""
+        return self._containment.limits()
 
     def sandbox_status(self) -> dict[str, Any]:
         """What the sandbox gives here (in force or not), or why there is none."""
@@ -278,9 +324,12 @@ class LabSessionManager(LoggingConfigurable):
         return {"inForce": self._containment.mode == "sandbox", **model}
 
     async def _clean_leftovers(self) -> None:
-        """Kill what a server that died without cleaning up left behind (off the loop)."""
+        """Kill what a server that died without cleaning up left behind, then remove its
+        sandbox and scratch folders (off the loop)."""
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, clean_leftovers, self.log, self._sandbox.dir)
+            await loop.run_in_executor(None, clean_leftovers, self.log, self._sandbox.dir)
+            await loop.run_in_executor(None, remove_stale_scratch, self.scratch_dir, self.log)
         except Exception:
             self.log.exception("labkernel: cleaning up after a previous server failed")
 
@@ -330,6 +379,10 @@ class LabSessionManager(LoggingConfigurable):
         catalog = await self.refresh_labs()
         if lab_id not in catalog:
             catalog = await self.refresh_labs(since=asked)
+        if lab_id not in catalog:
+            # Close matches among 10,000 ids take some 50 ms: not on the loop.
+            close = await asyncio.get_running_loop().run_in_executor(None, catalog.close_matches, lab_id)
+            raise catalog.not_found(lab_id, close)
         return catalog.get(lab_id)
 
     def _lifetime(self, lab: Lab) -> float:
@@ -417,12 +470,15 @@ class LabSessionManager(LoggingConfigurable):
         self.scan_count += 1
         try:
             if self._scanner is None:
-                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log)
+                caps = Limits(self.max_definition_size, self.max_lab_file_size, self.max_lab_size)
+                self._scanner = LabScanner(self.root_dir, self.lab_path, self.log, caps=caps,
+                                           sandbox=self._containment.mode == "sandbox")
             result = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
             for problem in result.new_problems:
                 self.log.warning("labkernel: lab %s (%s) is left out: %s: %s", problem.lab_id,
                                  problem.path, problem.field, problem.reason)
-            self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
+            if result.changed:
+                self.labs.update(result.labs, result.problems + self._pool_problems(result.labs))
             self.log.debug("labkernel: %d labs found in %.0f ms", len(result.labs),
                            (time.monotonic() - started) * 1000)
         except Exception:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from labkernel.labs import files
 from labkernel.labs.catalog import LabScanner, find_lab_folders
+from labkernel.labs.files import Limits
 from labkernel.labs.labtoml import load_lab_toml
 from labkernel.labs.model import DefinitionError
 
@@ -251,3 +254,115 @@ def test_the_readme_example_is_a_valid_definition(tmp_path: Path) -> None:
     lab = load_lab_toml(folder, "example")
     assert lab.id == "git-basics" and lab.pool == 2 and lab.steps[0].solution
     assert [v.secret for v in lab.env] == [False, True]
+
+
+# -- what the scan reads: within caps, a byte-order mark tolerated ---------------------------
+
+
+def caps_scan(root: Path, **caps: int):
+    return LabScanner(str(root), ["labs"], caps=Limits(**caps)).scan()
+
+
+def sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)  # a hole: no disk, no page cache, until something reads it
+
+
+def test_a_sparse_500_mb_definition_is_refused_by_its_size_unread(tmp_path: Path) -> None:
+    write_lab(tmp_path / "labs", "good", "title = 'Good'")
+    huge = tmp_path / "labs" / "huge"
+    huge.mkdir()
+    sparse(huge / "lab.toml", 500 * 1024 * 1024)
+    started = time.monotonic()
+    result = caps_scan(tmp_path)
+    assert time.monotonic() - started < 5  # reading it took 14 s, and 1 GiB of the server's memory
+    assert [lab.id for lab in result.labs] == ["shell", "good"]
+    (problem,) = result.problems
+    assert (problem.path, problem.field, problem.lab_id) == ("labs/huge/lab.toml", "lab.toml", "huge")
+    assert "524288000 bytes" in problem.reason and "1048576" in problem.reason
+    assert "max_definition_size" in problem.reason and "not read" in problem.reason
+
+
+@pytest.mark.parametrize("kind", ["lab.toml", "index.json"])
+def test_the_definition_cap_is_a_setting_and_holds_for_killercoda_too(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "labs" / "big"
+    folder.mkdir(parents=True)
+    if kind == "lab.toml":
+        (folder / kind).write_text(f"title = 'Big'\ndescription = '{'x' * 5000}'\n")
+    else:
+        (folder / kind).write_text('{"title": "Big", "description": "' + "x" * 5000 + '", '
+                                   '"details": {"steps": [{"title": "a", "text": "a.md"}]}}')
+        (folder / "a.md").write_text("step\n")
+    assert [lab.id for lab in caps_scan(tmp_path, definition=6000).labs] == ["shell", "big"]
+    (problem,) = caps_scan(tmp_path, definition=4096).problems
+    assert problem.field == kind and "the limit is 4096 bytes" in problem.reason
+
+
+@pytest.mark.parametrize("kind", ["lab.toml", "index.json"])
+def test_a_step_text_over_its_cap_is_refused_and_so_is_a_lab_over_its_total(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "labs" / "wordy"
+    folder.mkdir(parents=True)
+    steps = [f"s{i}.md" for i in range(4)]
+    for name in steps:
+        (folder / name).write_text("y" * 3000)
+    if kind == "lab.toml":
+        (folder / kind).write_text("".join(f"[[steps]]\ntitle = '{n}'\ntext_file = '{n}'\n" for n in steps))
+    else:
+        (folder / kind).write_text('{"details": {"steps": [%s]}}'
+                                   % ", ".join(f'{{"title": "{n}", "text": "{n}"}}' for n in steps))
+    assert [lab.id for lab in caps_scan(tmp_path).labs] == ["shell", "wordy"]
+    (problem,) = caps_scan(tmp_path, text=2048).problems
+    assert "'s0.md' is 3000 bytes; the limit is 2048 bytes" in problem.reason
+    assert "max_lab_file_size" in problem.reason
+    (problem,) = caps_scan(tmp_path, total=10000).problems
+    assert "10000 bytes in all" in problem.reason and "max_lab_size" in problem.reason
+
+
+def test_a_fifo_or_a_device_as_definition_or_text_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "labs" / "fifo"
+    fifo.mkdir(parents=True)
+    os.mkfifo(fifo / "lab.toml")  # is_file() is false: the walk does not take it for a lab
+    texty = write_lab(tmp_path / "labs", "texty", "[[steps]]\ntitle = 'a'\ntext_file = 'pipe.md'\n")
+    os.mkfifo(texty / "pipe.md")
+    zero = write_lab(tmp_path / "labs", "zero", "setup_file = 'dev'\n")
+    os.symlink("/dev/zero", zero / "dev")  # out of the folder anyway, but not a file either
+    result = caps_scan(tmp_path)
+    assert [lab.id for lab in result.labs] == ["shell"]
+    reasons = {p.lab_id: p.reason for p in result.problems}
+    assert "does not exist in the lab's folder or is not a file" in reasons["texty"]
+    assert "symlink" in reasons["zero"] or "not a file" in reasons["zero"]
+
+
+def test_the_reader_refuses_a_fifo_and_a_file_that_grew_past_its_cap(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(DefinitionError, match="not a regular file"):
+        files.read_bytes(tmp_path / "pipe", "x")
+    # A procfs file says it is empty and is not: read up to the cap, then refused.
+    with files.limits(definition=1024, text=16, total=1 << 20), \
+            pytest.raises(DefinitionError, match="more bytes than that"):
+        files.read_bytes("/proc/self/mountinfo", "x")
+
+
+def test_a_definition_that_is_a_symlink_out_of_its_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.toml").write_text("title = 'borrowed'")
+    folder = tmp_path / "labs" / "linked"
+    folder.mkdir(parents=True)
+    os.symlink(tmp_path / "elsewhere.toml", folder / "lab.toml")
+    (problem,) = caps_scan(tmp_path).problems
+    assert problem.field == "lab.toml" and "symlink" in problem.reason
+
+
+def test_a_byte_order_mark_is_taken_as_utf8_in_a_definition_and_its_files(tmp_path: Path) -> None:
+    folder = write_lab(tmp_path / "labs", "bom", "")
+    (folder / "lab.toml").write_bytes(
+        "\ufefftitle = 'Boomed'\n[[steps]]\ntitle = 'a'\ntext_file = 'a.md'\n".encode())
+    (folder / "a.md").write_bytes("\ufeff# Step\n".encode())
+    (lab,) = [lab for lab in caps_scan(tmp_path).labs if lab.id == "bom"]
+    assert lab.title == "Boomed" and lab.steps[0].text == "# Step\n"
+
+
+def test_a_lab_naming_a_credential_in_its_env_says_so_in_its_notes(tmp_path: Path) -> None:
+    write_lab(tmp_path / "labs", "greedy", "[env]\nT = '${LABKERNEL_TOKEN}'\nH = '${HOME}'\n")
+    (lab,) = [lab for lab in caps_scan(tmp_path).labs if lab.id == "greedy"]
+    (note,) = lab.notes
+    assert "LABKERNEL_TOKEN" in note and "HOME" not in note and "never get" in note

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,31 @@ class TestEndedSessions:
             assert_error(await api.call("GET", "api", "labs", "session", sid), 404, "session_not_found")
         for sid in sids[2:] + [running]:
             await api.get(sid)
+
+
+# -- a signal to a terminal without a foreground group --------------------------------
+
+
+async def test_a_signal_when_the_terminal_has_no_foreground_group_never_reaches_the_server(
+        api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a session's leader has exited, and before the server has seen it, its
+    terminal has no foreground group and ``tcgetpgrp`` answers 0; ``killpg(0, sig)``
+    signals the caller's own group, the server's (a schemathesis run stopped the
+    in-process server with SIGTSTP). That moment cannot be had on demand, so
+    ``tcgetpgrp`` answers 0 here (a mock), and the signal sent is SIGCONT, harmless
+    if it were delivered: this process counts it."""
+    sid, _ = await api.shell()
+    received: list[int] = []
+    previous = signal.signal(signal.SIGCONT, lambda signum, frame: received.append(signum))
+    try:
+        monkeypatch.setattr(os, "tcgetpgrp", lambda fd: 0)
+        status, body = await post_message(api, {"sessionId": sid, "type": "signal", "signal": "SIGCONT"})
+        assert status == 200, body
+        await asyncio.sleep(0.2)  # a signal to this process is handled between bytecodes
+        assert received == []
+        monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp())
+        assert (await post_message(api, {"sessionId": sid, "type": "signal", "signal": "SIGCONT"}))[0] == 200
+        await asyncio.sleep(0.2)
+        assert received == []
+    finally:
+        signal.signal(signal.SIGCONT, previous)

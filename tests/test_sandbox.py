@@ -34,10 +34,11 @@ from typing import Any
 import pytest
 
 from labkernel import containment
+from labkernel.containment.procfs import server_mark
 from labkernel.containment.sandbox import SandboxSettings, host_root, probe_sandbox
 from support.api import PROMPT, eventually, run
 from support.containment import escapes, nobody_server, start_escapes_on
-from support.labs import check, lab_config, write_lab
+from support.labs import check, lab_config, wait_running, write_lab
 from support.processes import NS, printed_pid, survivors
 from support.serverproc import ServerProcess
 
@@ -214,12 +215,77 @@ async def test_writes_to_etc_root_and_tmp_stay_in_the_session_and_go_with_it(api
         if place != "/root":  # the host's /root is not the lab's
             assert not os.path.exists(f"{place}/lk-{token}"), place
     # It is in the first session's sandbox folder, which goes with it.
-    folder = sandboxes / f"{os.getpid()}-{first}"
+    folder = sandboxes / f"{server_mark()}-{first}"
     assert (folder / "upper" / "etc" / f"lk-{token}").exists()
     await api.stop(first)
     await eventually(lambda: not folder.exists(), timeout=15)
     await api.stop(second)
     await eventually(lambda: sandbox_folders(sandboxes) == [], timeout=15)
+
+
+async def test_absolute_asset_targets_land_in_the_sessions_own_filesystem(api, labs, sandboxes, token):
+    """/etc, /opt and /usr/local are overlays of the session's (the files are in their
+    upper layers), /tmp and /var/tmp fresh (copied in once mounted), /root the session's
+    folder; the host has none of them, and a setup already sees them."""
+    places = {f"/etc/lk-{token}.conf": "etc", f"/tmp/lk-{token}/nested.txt": "tmp",
+              f"/var/tmp/lk-{token}": "vartmp", f"/opt/lk-{token}/bin/tool": "opt",
+              "/root/lk-home.txt": "home"}
+    assets = "".join(f"""
+        [[assets]]
+        source = "{content}.txt"
+        target = "{target}"
+        {'mode = "+x"' if content == "opt" else ''}
+    """ for target, content in places.items())
+    assets += f"""
+        [[assets]]
+        source = "site"
+        target = "/usr/local/share/lk-{token}/"
+    """
+    files = {f"{content}.txt": content + "\n" for content in places.values()}
+    files.update({"site/index.html": "site\n", "site/css/main.css": "css\n"})
+    write_lab(labs, "placed", f"""
+        scratch = true
+        setup = "cat {' '.join(places)} > /tmp/setup-saw"
+        {assets}
+    """, files=files)
+    sid, _ = await api.shell(labId="placed")
+    seen = await say(api, sid, f"cat {' '.join(places)} | tr '\\n' ' '", "SEEN")
+    assert seen.split() == list(places.values())
+    setup_saw = await say(api, sid, "cat /tmp/setup-saw | tr '\\n' ' '", "SETUP")
+    assert setup_saw.split() == list(places.values())
+    assert await say(api, sid, f"test -x /opt/lk-{token}/bin/tool && echo x", "EXEC") == "x"
+    site = f"/usr/local/share/lk-{token}/site"
+    shown = await say(api, sid, f"cat {site}/index.html {site}/css/main.css | tr '\\n' ' '", "SITE")
+    assert shown.strip() == "site css"
+    assert await say(api, sid, "grep -c . /etc/passwd", "PASSWD") != "0"  # the host's /etc is still under it
+    for target in [*places, site]:
+        if not target.startswith("/root"):
+            assert not os.path.exists(target), target
+    assert (sandboxes / f"{server_mark()}-{sid}" / "upper" / "etc" / f"lk-{token}.conf").read_text() == "etc\n"
+
+
+@pytest.mark.parametrize("target", ["/proc/lk-x", "/sys/lk-x", "/dev/lk-x", "/"])
+async def test_an_asset_target_where_the_host_shows_through_is_refused(api, labs, target):
+    write_lab(labs, "through", f"""
+        [[assets]]
+        source = "a.txt"
+        target = "{target}"
+    """, files={"a.txt": "a"})
+    sid = (await api.start(labId="through"))["sessionId"]
+    session = await wait_running(api, sid)
+    assert session["status"] == "failed"
+    assert "shows the host's own files" in (await api.output(sid))["data"]
+
+
+async def test_an_asset_target_in_a_hidden_folder_is_refused(api, labs, jp_runtime_dir):
+    write_lab(labs, "hidden", f"""
+        [[assets]]
+        source = "a.txt"
+        target = "{jp_runtime_dir}/planted.json"
+    """, files={"a.txt": "a"})
+    sid = (await api.start(labId="hidden"))["sessionId"]
+    assert (await wait_running(api, sid))["status"] == "failed"
+    assert not (jp_runtime_dir / "planted.json").exists()
 
 
 async def test_the_setup_the_shell_and_a_check_share_tmp_home_and_root(api, labs, jp_root_dir, token):
@@ -299,14 +365,16 @@ def test_a_killed_servers_sandbox_folders_are_removed_by_the_next_server(tmp_pat
         sid, _ = server.shell()
         accepted = server.command(sid, "echo left > /etc/left-behind && echo WR$((1))OTE")
         server.read_until(sid, r"WR1OTE", accepted["offset"])
-        assert sandbox_folders(sandboxes) == [f"{server.proc.pid}-{sid}"]
+        # Named by the server's pid and start time: a pid reused later does not keep it.
+        mark = server_mark(server.proc.pid)
+        assert sandbox_folders(sandboxes) == [f"{mark}-{sid}"]
     finally:
         server.proc.kill()
         server.proc.wait()
     successor = ServerProcess(tmp_path / "second", manager=config)
     try:
         deadline = time.monotonic() + 20
-        while f"{server.proc.pid}-{sid}" in sandbox_folders(sandboxes):
+        while f"{mark}-{sid}" in sandbox_folders(sandboxes):
             assert time.monotonic() < deadline, sandbox_folders(sandboxes)
             time.sleep(0.1)
         assert "removed 1 sandbox folder(s) a dead server left" in successor.log()

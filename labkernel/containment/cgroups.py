@@ -35,10 +35,18 @@ def cgroup_name(session_id: str) -> str:
 
 
 class CgroupDirs(NamedTuple):
-    """Where this server may create cgroups: its own v2 cgroup, its pids cgroup."""
+    """Where this server may create cgroups: its own v2 cgroup, its pids cgroup, its
+    memory cgroup."""
 
     unified: str | None  # a writable v2 directory that has cgroup.kill
     pids: str | None  # a writable directory whose children get pids.max
+    memory: str | None = None  # a writable directory whose children get a memory limit
+
+
+def memory_limit_file(parent: str) -> str:
+    """The file of a memory cgroup under ``parent`` that takes its limit: ``memory.max``
+    (v2) or ``memory.limit_in_bytes`` (v1)."""
+    return "memory.max" if os.path.exists(os.path.join(parent, "cgroup.controllers")) else "memory.limit_in_bytes"
 
 
 def _mounts() -> list[tuple[str, str, str, str]]:
@@ -82,7 +90,7 @@ def cgroup_dirs() -> CgroupDirs:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             for name in controllers.split(",") if controllers else [""]:
                 own[name] = path
-    unified = pids = None
+    unified = pids = memory = None
     for root, point, fstype, options in _mounts():
         if fstype == "cgroup2" and "" in own and unified is None:
             path = own[""]
@@ -92,15 +100,23 @@ def cgroup_dirs() -> CgroupDirs:
             if _writable_child(candidate, "cgroup.kill"):
                 unified = candidate
                 with contextlib.suppress(OSError), open(os.path.join(candidate, "cgroup.subtree_control")) as s:
-                    if "pids" in s.read().split():
+                    enabled = s.read().split()
+                    pids = candidate if "pids" in enabled else pids
+                    memory = candidate if "memory" in enabled else memory
+            continue
+        for name in ("pids", "memory"):
+            if fstype == "cgroup" and name in options.split(",") and name in own:
+                if (name == "pids" and pids is not None) or (name == "memory" and memory is not None):
+                    continue
+                path = own[name]
+                rel = path[len(root):] if root != "/" and path.startswith(root) else path
+                candidate = os.path.normpath(point + rel)
+                if _writable_child(candidate, "pids.max" if name == "pids" else "memory.limit_in_bytes"):
+                    if name == "pids":
                         pids = candidate
-        elif fstype == "cgroup" and "pids" in options.split(",") and "pids" in own and pids is None:
-            path = own["pids"]
-            rel = path[len(root):] if root != "/" and path.startswith(root) else path
-            candidate = os.path.normpath(point + rel)
-            if _writable_child(candidate):
-                pids = candidate
-    return CgroupDirs(unified, pids)
+                    else:
+                        memory = candidate
+    return CgroupDirs(unified, pids, memory)
 
 
 def _write(path: str, text: str) -> None:
@@ -108,18 +124,28 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def make_cgroup(parent: str, name: str, pids_max: int = 0) -> str:
-    """Create cgroup ``name`` under ``parent``, with ``pids.max`` if above 0; its path.
+def make_cgroup(parent: str, name: str, pids_max: int = 0, memory_max: int = 0) -> str:
+    """Create cgroup ``name`` under ``parent`` (or take it, if this server made it
+    already for another controller), with ``pids.max`` and the memory limit where
+    above 0; its path.
 
-    Raises OSError, leaving nothing behind.
+    Raises OSError, leaving nothing it made behind.
     """
     path = os.path.join(parent, name)
+    made = False
     try:
-        os.mkdir(path)
+        try:
+            os.mkdir(path)
+            made = True
+        except FileExistsError:
+            pass
         if pids_max > 0:
             _write(os.path.join(path, "pids.max"), str(pids_max))
+        if memory_max > 0:
+            _write(os.path.join(path, memory_limit_file(parent)), str(memory_max))
     except OSError:
-        remove_cgroup(path)
+        if made:
+            remove_cgroup(path)
         raise
     return path
 
@@ -184,7 +210,7 @@ def kill_stale_cgroups(log: Any) -> list[int]:
     """
     dirs = cgroup_dirs()
     stale = []
-    for parent in {d for d in (dirs.unified, dirs.pids) if d}:
+    for parent in {d for d in (dirs.unified, dirs.pids, dirs.memory) if d}:
         with contextlib.suppress(OSError):
             for entry in os.scandir(parent):
                 match = _LEFTOVER.match(entry.name)

@@ -101,23 +101,43 @@ class Enclosure:
     #: The host folder that is the session's home (``~``), if not the server's own.
     home: str | None = None
 
-    def __init__(self, session_id: str, *, max_processes: int, log: Any, folder: str = ""):
+    def place(self, target: str) -> tuple[str, str]:
+        """Where on the host a file goes that the session must find at absolute path
+        ``target``: ``(folder, path below it)``. Only a sandbox has a filesystem of the
+        session's own; elsewhere the target is the host's, and a lab's file must not
+        land there: ValueError."""
+        raise ValueError(f"its asset target {target!r} is outside the session's folder: absolute targets are "
+                         "placed only in a sandbox (containment 'sandbox'), which this session does not have")
+
+    def __init__(self, session_id: str, *, max_processes: int, log: Any, folder: str = "",
+                 protected: tuple[str, ...] = (), max_memory: int = 0):
         self.session_id = session_id
         #: The session's folder (its working directory), where a mode needs to know it.
         self.folder = folder
+        #: The server's folders no file of the lab is ever written into (real paths).
+        self.protected = protected
         self.leader = 0
         self.log = log
         self._max_processes = max_processes
         self._name = cgroup_name(session_id)
-        self._pids_cgroup: str | None = None
-        dirs = cgroup_dirs()
+        #: The cgroups that hold the session's limits (pids.max, its memory's), one per
+        #: hierarchy: on v2 with both controllers, one for both.
+        self._limit_cgroups: list[str] = []
         self._pids_limited = False  # by a cgroup's pids.max; else RLIMIT_NPROC
+        dirs = cgroup_dirs()
+        wanted: dict[str, dict[str, int]] = {}
         if max_processes > 0 and dirs.pids is not None:
+            wanted.setdefault(dirs.pids, {})["pids_max"] = max_processes
+        if max_memory > 0 and dirs.memory is not None:
+            wanted.setdefault(dirs.memory, {})["memory_max"] = max_memory
+        for parent, limits in wanted.items():
             try:
-                self._pids_cgroup = make_cgroup(dirs.pids, self._name, max_processes)
-                self._pids_limited = True
+                self._limit_cgroups.append(make_cgroup(parent, self._name, **limits))
             except OSError as e:
-                self.log.warning("labkernel: no pids cgroup for session %s: %s", session_id, e)
+                self.log.warning("labkernel: no %s cgroup for session %s: %s", " and ".join(
+                    k.partition("_")[0] for k in limits), session_id, e)
+                continue
+            self._pids_limited = self._pids_limited or "pids_max" in limits
 
     def wrap(self, argv: list[str], cwd: str = "") -> list[str]:
         """What to spawn for the session's program ``argv`` (started in ``cwd``): the
@@ -178,7 +198,7 @@ class Enclosure:
 
     def _joins(self) -> list[str]:
         """The cgroups the session's first process joins."""
-        return [self._pids_cgroup] if self._pids_cgroup else []
+        return list(self._limit_cgroups)
 
     def env(self) -> dict[str, str]:
         return {MARKER_ENV: self.session_id, SERVER_ENV: server_id()}
@@ -187,6 +207,25 @@ class Enclosure:
     def marker(self) -> bytes:
         return f"{MARKER_ENV}={self.session_id}\0".encode()
 
+    #: Whether the session's processes run in a user namespace of their own, where the
+    #: RLIMIT_NPROC fallback is set once it exists (``nproc_inside``), not before.
+    _nproc_inside = False
+
+    @property
+    def nproc_inside(self) -> int:
+        """The RLIMIT_NPROC to set inside the session's user namespace, once made (0: none).
+
+        Since Linux 5.14 a user namespace counts its processes by itself (ucounts), and
+        compares the count in the parent namespace with the limit its creator had
+        when it made it. So a limit set before the namespace is made counts every
+        process of the server's user, all sessions' (one session's fork bomb of 499
+        processes stopped every other session, measured); set in it, only the
+        session's own: the server makes the namespace under its own limit.
+        """
+        if self._nproc_inside and self._max_processes > 0 and not self._pids_limited:
+            return self._max_processes
+        return 0
+
     def preexec(self) -> None:
         """Run in the child between fork and exec: limits and prctl, no cgroup writes.
 
@@ -194,7 +233,7 @@ class Enclosure:
         it some 10 ms more (cgroup migration synchronises with RCU), so the join is
         done after the exec, by ``wrap``'s ``sh``, before the program runs.
         """
-        if self._max_processes > 0 and not self._pids_limited:
+        if self._max_processes > 0 and not self._pids_limited and not self._nproc_inside:
             # Counts every process of the uid, and root is exempt: a weak fallback.
             limit = self._max_processes
             _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
@@ -219,11 +258,11 @@ class Enclosure:
         cgroup to the next server's start (``clean_leftovers``).
         """
         paths = self._cgroups()
-        self._pids_cgroup = None
+        self._limit_cgroups = []
         await remove_soon([p for p in paths if p], self.log)
 
     def _cgroups(self) -> list[str]:
-        return [self._pids_cgroup] if self._pids_cgroup else []
+        return list(self._limit_cgroups)
 
     # -- shared by the modes
 
@@ -369,9 +408,9 @@ class CgroupEnclosure(Enclosure):
         unified = cgroup_dirs().unified
         assert unified is not None
         self._cgroup = os.path.join(unified, self._name)
-        if self._pids_cgroup == self._cgroup:
-            # The pids controller is on v2: the pids cgroup already is this one.
-            self._pids_cgroup = None
+        if self._cgroup in self._limit_cgroups:
+            # The pids or memory controller is on v2: the limits' cgroup already is this one.
+            self._limit_cgroups.remove(self._cgroup)
         else:
             make_cgroup(unified, self._name)
 

@@ -11,6 +11,7 @@ At start a server also kills what dead servers left behind (``clean_leftovers``)
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Any
@@ -45,12 +46,17 @@ def available(mode: str, **settings: Any) -> bool:
 class Containment:
     """The containment mode in force on a server; makes each session's ``Enclosure``."""
 
-    def __init__(self, mode: str, *, max_processes: int, log: Any, **settings: Any):
+    def __init__(self, mode: str, *, max_processes: int, log: Any, protected: tuple[str, ...] = (),
+                 max_memory: int = 0, **settings: Any):
         """``mode`` is one of ``MODES``, or ``<mode>-<variant>`` (``pidns-bwrap``,
-        ``pidns-unshare``) for one variant. ``settings``: the modes' own
-        (``sandbox=SandboxSettings(...)``). Raises ValueError if it does not work here."""
+        ``pidns-unshare``) for one variant. ``protected``: the server's folders no
+        file of a lab is written into (its Jupyter runtime, data and config folders).
+        ``settings``: the modes' own (``sandbox=SandboxSettings(...)``,
+        ``runtime_dir``). Raises ValueError if it does not work here."""
         self.mode, _, variant = mode.partition("-")
         self.max_processes = max_processes
+        self.max_memory = max_memory
+        self.protected = protected
         self.log = log
         self._enclosure = _BY_MODE[self.mode]
         support = self._enclosure.probe(variant, **settings)
@@ -63,18 +69,59 @@ class Containment:
         """The enclosure of a new session whose folder is ``folder`` (a cgroup mode's
         cgroups are made now)."""
         return self._enclosure(session_id, max_processes=self.max_processes, log=self.log, folder=folder,
-                               **self._options)
+                               protected=self.protected, max_memory=self.max_memory, **self._options)
+
+    def limits(self) -> dict[str, dict[str, Any]]:
+        """The per-session limits in force here, and how, or why there are none (for
+        ``GET /health``: no path in it)."""
+        dirs = cgroup_dirs()
+        root = os.geteuid() == 0
+        # The lab's processes are in a user namespace of the session's, where the
+        # RLIMIT_NPROC fallback counts only them (Enclosure.nproc_inside), and are
+        # never host root (whom it does not bind).
+        own_namespace = self.mode == "sandbox" or (self.mode == "pidns" and not root)
+        processes: dict[str, Any]
+        if self.max_processes <= 0:
+            processes = {"max": None, "perSession": False, "how": "none", "why": "max_processes is 0"}
+        elif dirs.pids:
+            processes = {"max": self.max_processes, "perSession": True, "how": "pids cgroup"}
+        elif own_namespace:
+            processes = {"max": self.max_processes, "perSession": True,
+                         "how": "RLIMIT_NPROC in the session's user namespace"}
+        elif root:
+            processes = {"max": None, "perSession": False, "how": "none",
+                         "why": "no pids cgroup this server may make, and its sessions run as root, whom "
+                                "RLIMIT_NPROC does not bind"}
+        else:
+            processes = {"max": self.max_processes, "perSession": False, "how": "RLIMIT_NPROC",
+                         "why": "no pids cgroup this server may make, and no user namespace per session: "
+                                "RLIMIT_NPROC counts every process of the server's user, so one session's "
+                                "fork bomb can stop the others"}
+        memory: dict[str, Any]
+        if self.max_memory <= 0:
+            memory = {"max": None, "perSession": False, "how": "none", "why": "max_memory is 0"}
+        elif dirs.memory:
+            memory = {"max": self.max_memory, "perSession": True, "how": "memory cgroup"}
+        else:
+            memory = {"max": None, "perSession": False, "how": "none",
+                      "why": "no memory cgroup this server may make (a delegated cgroup v2 with the memory "
+                             "controller, or a writable v1 memory hierarchy)"}
+        return {"processes": processes, "memory": memory}
 
     def describe(self) -> str:
-        limit = "none"
-        if self.max_processes > 0:
-            limit = (f"pids.max {self.max_processes}" if cgroup_dirs().pids
-                     else f"RLIMIT_NPROC {self.max_processes}")
+        limits = self.limits()
+        processes, memory = limits["processes"], limits["memory"]
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.mode}{detail}, process limit: {limit}"
+        words = []
+        for what, limit in (("process", processes), ("memory", memory)):
+            how = f"{limit['max']} by {limit['how']}" if limit["max"] else "none"
+            scope = "" if limit["perSession"] or not limit["max"] else " (shared by all sessions)"
+            words.append(f"{what} limit: {how}{scope}")
+        return f"{self.mode}{detail}, {', '.join(words)}"
 
 
-def choose(wanted: str, *, max_processes: int, log: Any, **settings: Any) -> Containment:
+def choose(wanted: str, *, max_processes: int, log: Any, protected: tuple[str, ...] = (), max_memory: int = 0,
+           **settings: Any) -> Containment:
     """The mode ``wanted`` ("auto": the strongest that works), or the next that works.
 
     ``<mode>-<variant>`` (``pidns-bwrap``, ``pidns-unshare``) asks for one variant
@@ -82,13 +129,15 @@ def choose(wanted: str, *, max_processes: int, log: Any, **settings: Any) -> Con
     """
     name, _, variant = wanted.partition("-")
     if variant and available(wanted, **settings):
-        return Containment(wanted, max_processes=max_processes, log=log, **settings)
+        return Containment(wanted, max_processes=max_processes, log=log, protected=protected,
+                           max_memory=max_memory, **settings)
     start = 0 if wanted == "auto" else MODES.index(name)
     for mode in MODES[start:]:
         if available(mode, **settings) and not (variant and mode == name):
             if wanted not in ("auto", mode):
                 log.warning("labkernel: containment %r is not available here; using %r", wanted, mode)
-            return Containment(mode, max_processes=max_processes, log=log, **settings)
+            return Containment(mode, max_processes=max_processes, log=log, protected=protected,
+                               max_memory=max_memory, **settings)
     raise RuntimeError("no containment mode works here (no /proc?)")
 
 

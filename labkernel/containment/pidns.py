@@ -31,7 +31,7 @@ from typing import Any
 
 from .enclosure import Enclosure, Support
 from .procfs import alive, children, namespace_members, pid_namespace, signal_all
-from .scripts import CD_THEN_EXEC, HOLDER, works
+from .scripts import CD_THEN_EXEC, HOLDER, with_limits, works
 
 #: The tools that make a PID namespace, in order of preference.
 PIDNS_TOOLS = ("bwrap", "unshare")
@@ -137,10 +137,13 @@ class PidNamespaceEnclosure(Enclosure):
         nsenter, prefix = nsenter_path(variant), pidns_prefix(variant)
         if nsenter is None or prefix is None:
             return None
-        return Support({"prefix": list(prefix), "nsenter": nsenter}, os.path.basename(prefix[0]))
+        return Support({"prefix": hiding(list(prefix), settings.get("runtime_dir", "")), "nsenter": nsenter},
+                       os.path.basename(prefix[0]))
 
     def __init__(self, session_id: str, *, prefix: list[str], nsenter: str = "nsenter", **kwargs: Any):
         super().__init__(session_id, **kwargs)
+        # Without root, bwrap and unshare make a user namespace: the process limit goes in it.
+        self._nproc_inside = os.geteuid() != 0
         self._prefix = prefix
         self._nsenter = nsenter
         self._init = 0  # the namespace's init, as the server sees it
@@ -156,8 +159,10 @@ class PidNamespaceEnclosure(Enclosure):
 
     def _wrap(self, argv: list[str], cwd: str) -> list[str]:
         if self._holder is None:
-            return [*self._prefix, *argv]
-        return self._enter(["sh", "-c", CD_THEN_EXEC, cwd or "/", *argv])
+            return [*self._prefix, *with_limits(argv, nproc=self.nproc_inside, subreaper=False, hard=True)]
+        # In front of nsenter, outside: the limit is inherited, and counted where nsenter forks.
+        return with_limits(self._enter(["sh", "-c", CD_THEN_EXEC, cwd or "/", *argv]), nproc=self.nproc_inside,
+                           subreaper=False, hard=True)
 
     def _enter(self, argv: list[str]) -> list[str]:
         assert self._ns_files, "prepare() first"
@@ -302,6 +307,24 @@ def pidns_prefix(tool: str = "") -> tuple[str, ...] | None:
         prefix = (path, *user, "--pid", "--fork", "--kill-child", "--mount-proc", "--",
                   "sh", "-c", '"$@"; exit $?', "labkernel-init")
     return prefix if works([*prefix, "true"]) else None
+
+
+def hiding(prefix: list[str], runtime_dir: str) -> list[str]:
+    """bwrap's ``prefix`` with the server's Jupyter runtime folder under an empty tmpfs.
+
+    The PID namespace hides the server's pid, so that ``jupyter server list`` in a lab
+    took the server for dead and deleted its ``jpserver-<pid>.json`` (and the
+    folder holds the token and the cookie secret). A lab whose shell has no
+    capability (a server that is not root) cannot take the tmpfs away; a root
+    server's lab, host root, can: only the ``sandbox`` holds that off. unshare's
+    prefix is left as it is: it mounts nothing but /proc, and its init runs
+    without the capability to (without root).
+    """
+    folder = os.path.realpath(runtime_dir) if runtime_dir else ""
+    if not folder or folder == "/" or not os.path.isdir(folder) or os.path.basename(prefix[0]) != "bwrap":
+        return prefix
+    end = prefix.index("--")
+    return [*prefix[:end], "--tmpfs", folder, *prefix[end:]]
 
 
 @functools.cache

@@ -153,6 +153,33 @@ def server_id() -> str:
     return f"{os.getpid()}@{pid_namespace(os.getpid()) or ''}"
 
 
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (its stat's 22nd field);
+    None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_mark(pid: int | None = None) -> str:
+    """A name for this server (or process ``pid``) that no later process shares: its pid
+    and start time, ``<pid>.<ticks>``. Folders left by a server killed with SIGKILL are
+    recognised by it at the next start (``mark_alive``), even once the pid is reused."""
+    pid = pid or os.getpid()
+    return f"{pid}.{start_time(pid) or 0}"
+
+
+def mark_alive(mark: str) -> bool | None:
+    """Whether the process a ``server_mark`` names still runs: the same pid started at
+    the same time; None if ``mark`` is not one."""
+    pid, dot, ticks = mark.partition(".")
+    if not (pid.isdigit() and dot and ticks.isdigit()):
+        return None
+    return int(pid) == os.getpid() or (alive(int(pid)) and start_time(int(pid)) == int(ticks))
+
+
 def server_alive(pid: int) -> bool:
     """Whether the server that ``pid`` names (in our PID namespace) still runs."""
     return pid == os.getpid() or alive(pid)

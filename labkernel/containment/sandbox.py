@@ -62,9 +62,9 @@ from typing import Any
 
 from .enclosure import Support
 from .pidns import PidNamespaceEnclosure, find_init, nsenter_argv, open_namespace
-from .procfs import children, server_alive
-from .sandboxer import SYS_PIVOT_ROOT, encode_spec
-from .scripts import CD_THEN_EXEC, HOLDER, helper_python, works
+from .procfs import children, mark_alive, server_alive, server_mark
+from .sandboxer import SEED, SYS_PIVOT_ROOT, encode_spec
+from .scripts import CD_THEN_EXEC, HOLDER, helper_python, with_limits, works
 
 #: The first of the 65536 host uids (and gids) a root server's labs are 0..65535 of:
 #: the last 64 Ki block of the range systemd leaves to containers (524288 to
@@ -155,11 +155,12 @@ def ensure_dir(path: str) -> None:
 
 
 def remove_sandbox(path: str) -> None:
-    """Remove a session's sandbox folder, if there is one (blocking: run it in an
-    executor).
+    """Remove a session's sandbox folder (or any folder a lab wrote in: its scratch
+    folder), if there is one (blocking: run it in an executor).
 
-    Its overlays' work folders hold a ``work`` folder the kernel made mode 000:
-    opened up first, where the server's user is not root.
+    Its overlays' work folders hold a ``work`` folder the kernel made mode 000, and
+    a lab may leave folders it closed (``chmod 000``): opened up first, where the
+    server's user is not root. Symlinks are removed, never followed.
     """
     def open_up(func: Any, failed: str, _exc: Any) -> None:
         opened = failed if func in (os.scandir, os.open, os.listdir) else os.path.dirname(failed)
@@ -177,13 +178,18 @@ def remove_sandbox(path: str) -> None:
 
 
 def remove_stale_sandboxes(folder: str, log: Any) -> None:
-    """Remove the sandbox folders of servers no longer running (``<pid>-<session>``)."""
+    """Remove the sandbox folders of servers no longer running (``<mark>-<session>``,
+    ``procfs.server_mark``; or ``<pid>-<session>``, as servers before named them)."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
-    stale = [e.path for e in entries
-             if e.name.partition("-")[0].isdigit() and not server_alive(int(e.name.partition("-")[0]))]
+    stale = []
+    for e in entries:
+        owner = e.name.partition("-")[0]
+        alive = mark_alive(owner) if "." in owner else server_alive(int(owner)) if owner.isdigit() else None
+        if alive is False:
+            stale.append(e.path)
     for path in stale:
         remove_sandbox(path)
     if stale:
@@ -239,8 +245,8 @@ def probe_sandbox(settings: SandboxSettings) -> Probe:
     mapping = {"base": settings.uid_base, "count": UID_COUNT} if host_root() else None
     options = {"python": helper_python(), "unshare": tools["unshare"], "nsenter": tools["nsenter"],
                "settings": settings, "mapping": mapping}
-    folder = os.path.join(settings.dir, f"{os.getpid()}-probe-folder")
-    sandbox = os.path.join(settings.dir, f"{os.getpid()}-probe")
+    folder = os.path.join(settings.dir, f"{server_mark()}-probe-folder")
+    sandbox = os.path.join(settings.dir, f"{server_mark()}-probe")
     for path in (folder, sandbox):
         remove_sandbox(path)
     try:
@@ -312,12 +318,13 @@ def locked_program(init: int, creator: int) -> int:
 
 
 def make_spec(options: dict[str, Any], sandbox: str, folder: str, cwd: str, *,
-              report: bool = False) -> dict[str, Any]:
+              report: bool = False, nproc: int = 0) -> dict[str, Any]:
     """``sandboxer``'s spec for a session's sandbox in folder ``sandbox``, whose
-    program starts in ``cwd`` (a path inside)."""
+    program starts in ``cwd`` (a path inside), with RLIMIT_NPROC ``nproc`` (if above
+    0) set in its user namespace."""
     settings: SandboxSettings = options["settings"]
     return {"dir": sandbox, "folder": folder, "inside": inside_folder(folder), "hide": list(settings.hide),
-            "server": os.getpid(), "map": options["mapping"], "cwd": cwd, "report": report}
+            "server": os.getpid(), "map": options["mapping"], "cwd": cwd, "report": report, "nproc": nproc}
 
 
 def describe(options: dict[str, Any]) -> str:
@@ -378,9 +385,37 @@ class SandboxEnclosure(PidNamespaceEnclosure):
         super().__init__(session_id, prefix=[], **kwargs)
         self._options: dict[str, Any] = {"python": python, "unshare": unshare, "settings": settings,
                                          "mapping": mapping}
-        self._dir = os.path.join(settings.dir, f"{os.getpid()}-{session_id}")
+        self._dir = os.path.join(settings.dir, f"{server_mark()}-{session_id}")
+        self._layout = layout
+        self._nproc_inside = True  # set by the sandboxer in the session's user namespace
         self.folder = os.path.realpath(self.folder) if self.folder else ""
         self.home = self.folder or None
+
+    def place(self, target: str) -> tuple[str, str]:
+        """A lab's file at absolute ``target`` goes into the sandbox before it is built:
+        into its folder's ``seed``, which the sandboxer puts in the upper layer of the
+        overlay it is under (``/etc``, ``/opt``...) or copies into a fresh folder
+        (``/tmp``...) once mounted; under ``/root``, into the session's folder. Never
+        where the host's own files are: a folder the sandbox shows as it is on the
+        host (``/dev``, ``/sys``, one with mounts below it), a hidden one, ``/proc``."""
+        if self._holder is not None or self.leader:
+            raise ValueError(f"its asset target {target!r} comes too late: the session's sandbox is built")
+        target = os.path.normpath(target)
+        if self.folder and within(target, "/root"):
+            return self.folder, target[len("/root"):].lstrip("/")
+        fresh = [p for p in self._layout["fresh"] if within(target, p)]
+        top = "/" + target.strip("/").split("/")[0]
+        hidden = [p for p in self._options["settings"].hide if within(target, p)]
+        shown_as_is = top in self._layout["bound"] or top in ("/proc", "/dev", "/sys")
+        if target == "/" or hidden or (shown_as_is and not fresh) or (
+                top not in self._layout["overlay"] and not fresh):
+            raise ValueError(f"its asset target {target!r} is where the sandbox shows the host's own files "
+                             "(or hides them): assets go under an overlaid folder (/etc, /opt, /usr...), "
+                             "a fresh one (/tmp, /run...) or the session's folder")
+        seed = os.path.join(self._dir, SEED)
+        os.makedirs(self._dir, 0o700, exist_ok=True)
+        os.makedirs(seed, 0o755, exist_ok=True)
+        return seed, target.lstrip("/")
 
     def inside(self, path: str) -> str:
         """Where host path ``path`` (the session's folder or below) is in the sandbox."""
@@ -394,10 +429,12 @@ class SandboxEnclosure(PidNamespaceEnclosure):
             self.folder = os.path.realpath(cwd or os.getcwd())
             self.home = self.folder
         if self._holder is not None:
-            return self._enter(["sh", "-c", CD_THEN_EXEC, self.inside(cwd or self.folder), *argv])
+            return with_limits(self._enter(["sh", "-c", CD_THEN_EXEC, self.inside(cwd or self.folder), *argv]),
+                               nproc=self.nproc_inside, subreaper=False, hard=True)
         if self.folder == "/":
             raise OSError(22, "a sandbox cannot take / as the session's folder: set a root_dir or a workdir")
-        spec = make_spec(self._options, self._dir, self.folder, self.inside(cwd or self.folder))
+        spec = make_spec(self._options, self._dir, self.folder, self.inside(cwd or self.folder),
+                         nproc=self.nproc_inside)
         return [*chain(python=self._options["python"], unshare=self._options["unshare"], spec=spec), *argv]
 
     def _enter(self, argv: list[str]) -> list[str]:

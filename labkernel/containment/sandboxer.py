@@ -79,6 +79,13 @@ SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "
 #: Top-level directories made anew rather than overlaid or bound.
 FRESH = {"tmp": 0o1777, "run": 0o755}
 
+#: The folder, in a session's sandbox folder, of the lab's files to put at absolute
+#: paths (``sandbox.SandboxEnclosure.place``), as a tree from the root: ``seed/etc/x``.
+SEED = "seed"
+
+#: Folders made anew in the sandbox (tmpfs), where a seed is copied once mounted.
+FRESH_PATHS = ("/tmp", "/run", "/var/tmp", "/dev/shm")
+
 #: Where a root server's sandbox keeps ``ID_MAPPERS`` (see ``write_id_mappers``).
 MAPPERS = "/run/labkernel"
 
@@ -226,6 +233,19 @@ def join(userns: int, server: int) -> None:
     _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     if os.getppid() != server:
         raise OSError(3, "the server has gone")
+
+
+def limit_processes(limit: int) -> None:
+    """RLIMIT_NPROC, soft and hard, now that the user namespace exists: the kernel then
+    counts the session's processes in it, and the server's user's as a whole against
+    the limit the namespace's maker had (the server's), not this one (see
+    ``Enclosure.nproc_inside``). The lab's root cannot raise it: that takes
+    CAP_SYS_RESOURCE in the host's namespace."""
+    import resource  # a C module of the standard library: no cost worth avoiding
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
 
 
 # -- 3. the new root ----------------------------------------------------------------------
@@ -378,10 +398,51 @@ def idmapped_trees(spec: dict, userns: int) -> dict[str, int]:
     return trees
 
 
+def take_seeds() -> list[tuple[str, str]]:
+    """The lab's files for absolute paths (``SEED``), before anything is mounted: those
+    under an overlaid folder become its upper layer (``seed/etc`` is ``upper/etc``);
+    those under a fresh one are set aside, to be copied in once it is mounted
+    (returned: where they are, where they go)."""
+    if not os.path.isdir(SEED):
+        return []
+    later = []
+    for i, path in enumerate(FRESH_PATHS):
+        if os.path.lexists(SEED + path):
+            os.makedirs("fresh-seed", exist_ok=True)
+            os.rename(SEED + path, f"fresh-seed/{i}")
+            later.append((f"fresh-seed/{i}", path))
+    os.makedirs("upper", exist_ok=True)
+    for entry in os.scandir(SEED):
+        os.rename(entry.path, os.path.join("upper", entry.name))
+    return later
+
+
+def copy_tree(source: str, target: str) -> None:
+    """``source``'s contents into the folder ``target`` (made if missing): files with
+    their permission bits, symlinks as links."""
+    os.makedirs(target, 0o755, exist_ok=True)
+    for entry in os.scandir(source):
+        to = os.path.join(target, entry.name)
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), to)
+        elif entry.is_dir():
+            copy_tree(entry.path, to)
+        else:
+            with open(entry.path, "rb") as f, open(to, "wb") as out:
+                while chunk := f.read(1 << 20):
+                    out.write(chunk)
+            os.chmod(to, entry.stat().st_mode & 0o7777)
+
+
 def build(spec: dict) -> dict[str, list[str]]:
     """Steps 1 to 4 (see the module docstring); what was made how."""
-    os.mkdir(spec["dir"], 0o700)
+    try:
+        os.mkdir(spec["dir"], 0o700)
+    except FileExistsError:  # made by the server for the lab's files (``SEED``) alone
+        if os.path.islink(spec["dir"]) or set(os.listdir(spec["dir"])) - {SEED}:
+            raise
     os.chdir(spec["dir"])  # everything below is made relative to it
+    seeds = take_seeds()
     os.mkdir("root")
     trees: dict[str, int] = {}
     mapping = spec.get("map")
@@ -390,14 +451,19 @@ def build(spec: dict) -> dict[str, list[str]]:
         trees = idmapped_trees(spec, userns)
         for path, _, files in os.walk("."):
             for name in (path, *(os.path.join(path, f) for f in files)):
-                os.chown(name, mapping["base"], mapping["base"])
+                # Not through a symlink: a lab's files (SEED) may hold some, and this is host root.
+                os.chown(name, mapping["base"], mapping["base"], follow_symlinks=False)
         join(userns, spec["server"])
     else:
         own_user_namespace()
+    if spec.get("nproc"):
+        limit_processes(spec["nproc"])
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare(mount, IPC, UTS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     builder = Builder(spec, trees)
     builder.build()
+    for source, path in seeds:
+        copy_tree(source, builder.at(path))
     for tree in trees.values():
         os.close(tree)
     if mapping:
@@ -420,7 +486,7 @@ def write_id_mappers(folder: str) -> None:
 
 
 #: The spec's keys whose value is a list (one line each), a number, a flag.
-LISTS, NUMBERS, FLAGS = {"hide"}, {"server", "base", "count"}, {"report"}
+LISTS, NUMBERS, FLAGS = {"hide"}, {"server", "base", "count", "nproc"}, {"report"}
 
 
 def encode_spec(spec: dict) -> str:

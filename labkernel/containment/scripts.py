@@ -132,19 +132,20 @@ def helper_python() -> str:
     return shutil.which("python3") or sys.executable
 
 
-def with_limits(argv: list[str], *, nproc: int, subreaper: bool) -> list[str]:
+def with_limits(argv: list[str], *, nproc: int, subreaper: bool, hard: bool = False) -> list[str]:
     """``argv`` under RLIMIT_NPROC ``nproc`` (if above 0) and, with ``subreaper``, its
     own PR_SET_CHILD_SUBREAPER, by an exec in front of it: util-linux's prlimit where
-    that is enough, else ``PRCTL_EXEC``. For a spawn without a preexec_fn (a vfork)."""
+    that is enough, else ``PRCTL_EXEC``. For a spawn without a preexec_fn (a vfork).
+    ``hard``: the hard limit too (a learner's shell, which could raise the soft one)."""
     prlimit = prlimit_path()
     if subreaper or (nproc and not prlimit):
         return [helper_python(), "-I", "-S", "-c", PRCTL_EXEC, str(nproc), "1" if subreaper else "0", "--", *argv]
     if not (nproc and prlimit):
         return argv
-    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)  # a spawn inherits the server's
-    if hard != resource.RLIM_INFINITY:
-        nproc = min(nproc, hard)
-    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    _, hard_now = resource.getrlimit(resource.RLIMIT_NPROC)  # a spawn inherits the server's
+    if hard_now != resource.RLIM_INFINITY:
+        nproc = min(nproc, hard_now)
+    hard_text = str(nproc) if hard else "unlimited" if hard_now == resource.RLIM_INFINITY else str(hard_now)
     return [prlimit, f"--nproc={nproc}:{hard_text}", "--", *argv]
 
 

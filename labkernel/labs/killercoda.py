@@ -72,6 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .files import read_text as read_capped
 from .model import Asset, DefinitionError, Lab, Step
 
 #: The file that makes a folder a Killercoda/Katacoda scenario.
@@ -244,7 +245,7 @@ class _Folder:
     def text(self, field: str, ref: Any) -> str:
         path = self.locate(field, ref)
         try:
-            text = path.read_bytes().decode("utf-8-sig")
+            text = read_capped(path, field, shown=str(ref))
         except UnicodeDecodeError as e:
             raise DefinitionError(field, f"{ref!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
         except OSError as e:
@@ -300,7 +301,7 @@ def load_scenario(folder: Path, default_id: str) -> Lab:
     if not index.is_file():
         raise DefinitionError(INDEX, f"there is no {INDEX} in {folder}")
     try:
-        data = json.loads(index.read_bytes().decode("utf-8-sig"))
+        data = json.loads(read_capped(index, INDEX, definition=True))
     except UnicodeDecodeError as e:
         raise DefinitionError(INDEX, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:

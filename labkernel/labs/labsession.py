@@ -76,7 +76,7 @@ class LabSession:
         #: Makes the enclosure (see ``containment``) that holds the session's processes.
         self._enclose = enclose
         self.argv = argv
-        self.lab_env, self.mask = expand_env(lab, log)
+        self.lab_env, self.mask = expand_env(lab, log, lab_settings.hidden_env)
         self.progress = StepProgress(len(lab.steps))
         self.cwd = lab_settings.root_dir
         self.scratch: str | None = None
@@ -206,7 +206,7 @@ class LabSession:
             if self.lab.assets:
                 enclosure = self.session.enclosure
                 home = enclosure.home if enclosure is not None else None
-                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd, home)
+                await loop.run_in_executor(None, copy_assets, self.lab.assets, self.cwd, home, enclosure)
             if self.lab.setup and not await self._setup(self.lab.setup, "setup"):
                 return
             first = self.progress.enter_current()

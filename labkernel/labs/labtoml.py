@@ -28,12 +28,15 @@ The format, for authors (the README's "Authoring labs" has the long form)::
 
     [[assets]]
     source = "files/data.csv"         # in the lab's folder
-    target = "data.csv"               # relative: the session's workdir; ~/…: home
+    target = "data.csv"               # relative: the session's workdir; ~/…: home;
+                                      # /etc/…: absolute, only in a sandbox
 
 Unknown keys are errors, not notes: a misspelt ``chek`` would otherwise drop a
 check without a word, and the lab would pass ``labkernel test`` for the wrong reason.
 Every file a definition names must stay inside the lab's folder, through symlinks
-too: a lab is something an author hands over, and must not read the server's files.
+too (``lab.toml`` itself included): a lab is something an author hands over, and must
+not read the server's files. Each is read within the server's caps, a byte-order mark
+tolerated (``files``).
 """
 
 from __future__ import annotations
@@ -49,13 +52,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
+from . import files
 from .model import Asset, DefinitionError, EnvVar, Lab, Step
 
 #: What a lab id may look like: it appears in URLs, logs and folder names.
 LAB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-#: The largest file a definition may name (Markdown, scripts).
-MAX_FILE_SIZE = 1024 * 1024
 
 _LAB_KEYS = {
     "id", "title", "description", "command", "workdir", "scratch", "env", "setup", "setup_file",
@@ -89,25 +91,22 @@ def inside(folder: Path, relative: str, field: str) -> Path:
         raise DefinitionError(field, f"{relative!r} must be a path relative to the lab's folder")
     if ".." in Path(relative).parts:
         raise DefinitionError(field, f"{relative!r} leaves the lab's folder ('..')")
-    base = folder.resolve()
-    target = (base / relative).resolve()
-    if target != base and base not in target.parents:
+    # os.path rather than Path.resolve: half the cost, and a scan calls this for
+    # every file of every lab.
+    base = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(base, relative))
+    if target != base and not target.startswith(base.rstrip("/") + "/"):
         raise DefinitionError(field, f"{relative!r} leads out of the lab's folder (through a symlink)")
-    return target
+    return Path(target)
 
 
 def read_text(folder: Path, relative: str, field: str) -> str:
-    """The text of a file the definition names, checked to be inside the lab's folder."""
+    """The text of a file the definition names, checked to be inside the lab's folder,
+    within the caps (``files``)."""
     path = inside(folder, relative, field)
     if not path.is_file():
         raise DefinitionError(field, f"{relative!r} does not exist in the lab's folder or is not a file")
-    size = path.stat().st_size
-    if size > MAX_FILE_SIZE:
-        raise DefinitionError(field, f"{relative!r} is {size} bytes; the limit is {MAX_FILE_SIZE}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DefinitionError(field, f"{relative!r} is not UTF-8 text") from None
+    return files.read_text(path, field, shown=relative)
 
 
 class _Table:
@@ -246,15 +245,14 @@ def load_lab_toml(folder: Path, default_id: str) -> Lab:
 
     Blocking file I/O: call it off the event loop (the catalog scans in an executor).
     """
+    # Its size is capped, a byte-order mark dropped (files.py); and it may not be a
+    # symlink out of the folder, as no file it names may.
     path = folder / "lab.toml"
+    if os.path.islink(path):
+        path = inside(folder, "lab.toml", "lab.toml")
+    text = files.read_text(path, "lab.toml", definition=True)
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DefinitionError("lab.toml", f"cannot be read: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise DefinitionError("lab.toml", "is not UTF-8 text") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise DefinitionError("lab.toml", f"is not valid TOML: {e}") from None
     t = _Table(data, "", folder, _LAB_KEYS)

@@ -150,6 +150,7 @@ class HealthHandler(LabHandler):
             "activeSessions": self.manager.active_count,
             "containment": self.manager.containment_mode,
             "sandbox": self.manager.sandbox_status(),
+            "limits": self.manager.limits(),
         })
 
 
@@ -160,8 +161,7 @@ class LabsHandler(LabHandler):
     @authorized("read")
     async def get(self) -> None:
         catalog = await self.manager.refresh_labs()
-        self.write_json({"labs": [lab.summary() for lab in catalog.list()],
-                         "errors": [problem.model() for problem in catalog.problems()]})
+        self.finish(await catalog.answer())  # made off the loop, once per snapshot
 
 
 class StartHandler(LabHandler):

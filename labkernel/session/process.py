@@ -165,6 +165,11 @@ class Process:
             pgrp = os.tcgetpgrp(self.fd)
         except OSError:
             pgrp = self.pid
+        # 0: the terminal has no foreground group (its session leader has just exited),
+        # and killpg(0) signals the caller's own group: the server's. A schemathesis
+        # run stopped its in-process server that way with SIGTSTP.
+        if pgrp <= 0 or pgrp == os.getpgrp():
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgrp, signum)
 

@@ -113,9 +113,11 @@ def _python_for_nobody() -> tuple[str, str] | None:
 
 
 @contextlib.contextmanager
-def nobody_server(config: dict, prepare: Callable[[Path], Any] | None = None) -> Iterator[ServerProcess]:
+def nobody_server(config: dict, prepare: Callable[[Path], Any] | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A server subprocess running as ``nobody``, in a directory of its own; skips
-    where this machine cannot run one. ``prepare(base)`` runs before it starts."""
+    where this machine cannot run one. ``prepare(base)`` runs before it starts;
+    ``env`` adds to its environment."""
     if os.geteuid() != 0:
         pytest.skip("starts a server as another user: needs root")
     python = _python_for_nobody()
@@ -128,7 +130,7 @@ def nobody_server(config: dict, prepare: Callable[[Path], Any] | None = None) ->
         if prepare is not None:
             prepare(base)
         server = ServerProcess(base, user="nobody", manager={**FAST, **config}, python=python[0],
-                               pythonpath=python[1])
+                               pythonpath=python[1], env=env)
         try:
             yield server
         finally:
