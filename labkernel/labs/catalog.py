@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
@@ -34,8 +35,37 @@ Fingerprint = tuple
 Loaded = Union[Lab, LabProblem]
 
 
-#: How each kind of definition file is read into a ``Lab``.
-LOADERS: dict[str, Callable[[Path, str], Lab]] = {"lab.toml": load_lab_toml, "index.json": load_scenario}
+#: How each kind of definition file is read into a ``Lab``: (folder, default id,
+#: the search path entry it was found under).
+LOADERS: dict[str, Callable[[Path, str, Path], Lab]] = {
+    "lab.toml": lambda folder, lab_id, _entry: load_lab_toml(folder, lab_id),
+    "index.json": load_scenario,
+}
+
+
+def default_ids(found: list[tuple[Path, Path]]) -> dict[str, str]:
+    """The id each lab folder's lab gets unless its definition names one: the
+    folder's name, as before; where two folders have the same name (two
+    repositories' ``code-actions``), or one is named as a built-in lab, each of them
+    gets its path relative to the search path entry ``found`` with it, with '.'
+    between the parts (``killercoda-examples.code-actions``), so that which one
+    keeps the plain name depends on no order. ``found``: (folder, entry) pairs."""
+    unique = {str(folder): (folder, entry) for folder, entry in found}
+    names: dict[str, int] = {}
+    for folder, _ in unique.values():
+        names[folder.name] = names.get(folder.name, 0) + 1
+    ids = {}
+    for key, (folder, entry) in unique.items():
+        lab_id = folder.name
+        if names[lab_id] > 1 or lab_id == SHELL.id:
+            try:
+                parts = folder.relative_to(entry).parts
+            except ValueError:
+                parts = ()
+            if parts:
+                lab_id = ".".join(re.sub(r"[^A-Za-z0-9._-]", "-", p) for p in parts).lstrip("._-") or lab_id
+        ids[key] = lab_id
+    return ids
 
 
 def definition_file(folder: Path) -> str | None:
@@ -143,39 +173,42 @@ class LabScanner:
     def entries(self) -> list[Path]:
         return [(self.root / p) if not os.path.isabs(p) else Path(p) for p in self.lab_path]
 
-    def _load(self, folder: Path) -> Loaded:
+    def _load(self, folder: Path, lab_id: str, entry: Path) -> Loaded:
         kind = definition_file(folder)
         display = _display_path(folder / (kind or DEFINITION_FILES[0]), self.root)
         if kind is None:  # removed between the walk and now
-            return LabProblem(display, "lab.toml", "the definition file disappeared", folder.name)
+            return LabProblem(display, "lab.toml", "the definition file disappeared", lab_id)
         try:
-            lab = LOADERS[kind](folder, folder.name)
+            lab = LOADERS[kind](folder, lab_id, entry)
             check_lab_id(lab.id)
             if kind == "lab.toml" and (folder / "index.json").is_file():
                 lab = _with_note(lab, "index.json is ignored: lab.toml takes precedence")
             return lab
         except DefinitionError as e:
-            return LabProblem(display, e.field, e.reason, _guess_id(folder))
+            return LabProblem(display, e.field, e.reason, lab_id)
         except Exception as e:  # a loader bug must not take the catalog down
             self.log.exception("labkernel: loading the lab in %s failed", folder)
-            return LabProblem(display, kind, f"could not be loaded: {e}", folder.name)
+            return LabProblem(display, kind, f"could not be loaded: {e}", lab_id)
 
     def scan(self) -> ScanResult:
         """Walk the search path and load what changed. Blocking: run it in an executor."""
-        folders: list[Path] = []
+        found: list[tuple[Path, Path]] = []
         for entry in self.entries():
-            folders.extend(find_lab_folders(entry))
+            found.extend((folder, entry) for folder in find_lab_folders(entry))
+        ids = default_ids(found)
         cache: dict[str, _Entry] = {}
         labs: dict[str, Lab] = {SHELL.id: SHELL}
         owner: dict[str, Path] = {}
         problems: list[LabProblem] = []
-        for folder in folders:
+        for folder, entry in found:
             key = str(folder)
             if key in cache:  # the same folder on two search path entries
                 continue
-            print_ = fingerprint(folder)
+            # A lab whose default id changed (a namesake came or went) is read again.
+            print_ = (ids[key], str(entry), fingerprint(folder))
             old = self._cache.get(key)
-            loaded = old.loaded if old is not None and old.fingerprint == print_ else self._load(folder)
+            loaded = (old.loaded if old is not None and old.fingerprint == print_
+                      else self._load(folder, ids[key], entry))
             cache[key] = _Entry(print_, loaded)
             if isinstance(loaded, LabProblem):
                 problems.append(loaded)
@@ -196,11 +229,6 @@ class LabScanner:
         new = [p for p in problems if p not in self._last_problems]
         self._last_problems = set(problems)
         return ScanResult(list(labs.values()), problems, new)
-
-
-def _guess_id(folder: Path) -> str:
-    """The lab's id for an error report: the folder's name (the definition may not say)."""
-    return folder.name
 
 
 def _with_note(lab: Lab, note: str) -> Lab:
