@@ -285,3 +285,45 @@ async def test_an_indented_heredoc_from_the_catalog_runs_as_written(api: Any, la
     accepted = await api.command(sid, command)
     await api.read_until(sid, re.escape(PROMPT) + r"(?![\s\S]*> )", accepted["offset"])
     assert (await check(api, sid, 1))["results"][0]["passed"] is True
+
+
+@pytest.mark.server
+def test_with_jupyter_server_proxy_a_port_link_in_prose_reaches_the_port(tmp_path: Path) -> None:
+    # Runs where jupyter-server-proxy is importable (not a dependency of labkernel);
+    # elsewhere the other placeholder test holds the localhost form.
+    pytest.importorskip("jupyter_server_proxy", reason="jupyter-server-proxy is not installed here")
+    import subprocess
+    import sys
+    import urllib.request
+
+    from labkernel.clients.localserver import JupyterServer, free_port
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hello.txt").write_text("hello through the proxy")
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                           cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    labs = tmp_path / "root" / "labs"
+    write_scenario(labs, "proxied", {"title": "Proxied", "details": {"steps": [{"title": "Look", "text": "s.md"}]}},
+                   {"s.md": f"Open {{{{TRAFFIC_HOST1_{port}}}}}/hello.txt or `curl {{{{TRAFFIC_HOST1_{port}}}}}`{{{{exec}}}}"})
+    config = {"ServerApp": {"jpserver_extensions": {"labkernel": True, "jupyter_server_proxy": True}},
+              "LabSessionManager": {"lab_path": [str(labs)]}}
+    try:
+        with JupyterServer(tmp_path, config, base_url="/a%40b/", isolated=True) as server:
+            headers = {"Authorization": f"token {server.token}"}
+
+            def get(path: str) -> bytes:
+                request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", headers=headers)
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    return answer.read()
+
+            body = json.loads(get("/a%40b/api/labs"))
+            [lab] = [lab for lab in body["labs"] if lab["id"] == "proxied"]
+            link = f"/a%40b/proxy/{port}/hello.txt"
+            assert lab["stepList"][0]["text"] == (f"Open [{link}]({link}) or "
+                                                  f"`curl http://localhost:{port}`{{{{exec}}}}")
+            assert get(link) == b"hello through the proxy"
+    finally:
+        web.kill()
+        web.wait()
