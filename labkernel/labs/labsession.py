@@ -8,9 +8,12 @@ ending of processes stay there) and adds what a lab definition brings around it:
   the session is ``starting`` meanwhile (what the learner sends is held by the
   session, see ``Session.release_input``), and ``failed`` with the setup's output
   and a clear last line if one fails;
-- after: the foreground scripts typed into the terminal, step progress, checks
-  run one at a time apart from the terminal, and the next step's setup and
-  foreground when a step passes.
+- after: the background scripts started beside the terminal (Killercoda's: waited
+  for by nothing; one that fails or times out is a note in ``notes``, never a
+  failed session), the foreground scripts typed into the terminal, step progress,
+  checks run one at a time apart from the terminal (they do not wait for a
+  background script), and the next step's setup, background and foreground when a
+  step passes.
 
 Why it holds a session rather than being one: the lab layer needs a few moments
 of the session's life (an enclosure before the program, the program started
