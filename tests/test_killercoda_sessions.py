@@ -74,7 +74,8 @@ async def test_a_background_that_waits_for_the_foregrounds_marker_works_and_the_
     }, {
         "intro.md": "Hello", "step1.md": "Go",
         "bg.sh": "until [ -f .fg-started ]; do sleep 0.1; done\necho from-bg > .initfinished\n",
-        "fg.sh": "touch .fg-started; until [ -f .initfinished ]; do sleep 0.1; done; echo HANDSHAKE-$(cat .initfinished)\n",
+        "fg.sh": ("touch .fg-started; until [ -f .initfinished ]; do sleep 0.1; done; "
+                  "echo HANDSHAKE-$(cat .initfinished)\n"),
     })
     session, asked = await start(api, "handshake")
     assert session["status"] == "running" and session["notes"] == []
@@ -305,8 +306,9 @@ def test_with_jupyter_server_proxy_a_port_link_in_prose_reaches_the_port(tmp_pat
     web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
                            cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     labs = tmp_path / "root" / "labs"
+    placeholder = f"{{{{TRAFFIC_HOST1_{port}}}}}"
     write_scenario(labs, "proxied", {"title": "Proxied", "details": {"steps": [{"title": "Look", "text": "s.md"}]}},
-                   {"s.md": f"Open {{{{TRAFFIC_HOST1_{port}}}}}/hello.txt or `curl {{{{TRAFFIC_HOST1_{port}}}}}`{{{{exec}}}}"})
+                   {"s.md": f"Open {placeholder}/hello.txt or `curl {placeholder}`{{{{exec}}}}"})
     config = {"ServerApp": {"jpserver_extensions": {"labkernel": True, "jupyter_server_proxy": True}},
               "LabSessionManager": {"lab_path": [str(labs)]}}
     try:
