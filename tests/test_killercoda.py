@@ -518,6 +518,8 @@ def test_ctrl_seq_c_is_a_keystroke_entry_and_other_keystrokes_are_no_solution() 
     ("https://blog.[[HOST_SUBDOMAIN]]-9090-[[KATACODA_HOST]].environments.katacoda.com/config", False,
      "/b/proxy/9090/config"),
     ("[[HOST_SUBDOMAIN]]-80-[[KATACODA_HOST]].[[KATACODA_DOMAIN]]", False, "/b/proxy/80/"),
+    ("{{TRAFFIC_HOST1_80}} first", True, "[/b/proxy/80/](/b/proxy/80/) first"),
+    ("a (https://[[HOST_SUBDOMAIN]]-81-[[KATACODA_HOST]].environments.katacoda.com) b", True, "a (/b/proxy/81/) b"),
     ("ping [[HOST_IP]] and [[HOST2_IP]]", True, "ping 127.0.0.1 and 127.0.0.1"),
     ("{{TRAFFIC_HOST1_99999}} {{TRAFFIC_SELECTOR}}", True, "{{TRAFFIC_HOST1_99999}} {{TRAFFIC_SELECTOR}}"),
 ])
