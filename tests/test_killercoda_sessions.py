@@ -19,6 +19,7 @@ import pytest
 
 from labkernel.labs import hosting
 from support.api import PROMPT, eventually
+from support.containment import MODE_PARAMS
 from support.labs import check, lab_config, wait_running, write_lab
 from support.processes import sleeping, with_token
 
@@ -27,8 +28,11 @@ TIMEOUT = 4.0
 
 
 @pytest.fixture
-def labkernel_config(tmp_path: Path) -> dict[str, Any]:
-    return lab_config(tmp_path, setup_timeout=TIMEOUT)
+def labkernel_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    # A test parametrized by ``mode`` gets that containment; the others ``auto``.
+    callspec = getattr(request.node, "callspec", None)
+    mode = callspec.params.get("mode") if callspec is not None else None
+    return lab_config(tmp_path, setup_timeout=TIMEOUT, **({"containment": mode} if mode else {}))
 
 
 def write_scenario(parent: Path, name: str, index: dict[str, Any], files: dict[str, str]) -> Path:
@@ -102,6 +106,28 @@ async def test_a_long_background_holds_nothing_and_ends_with_the_session(
     stopped = await api.stop(sid)
     assert stopped["status"] == "stopped" and with_token(token) == []
     assert stopped["notes"] == []  # stopped by the learner: nothing went wrong
+
+
+@pytest.mark.containment
+@pytest.mark.parametrize("mode", MODE_PARAMS)
+async def test_in_every_mode_a_background_sees_the_shell_leaves_a_service_and_ends_with_the_session(
+        api: Any, labs: Path, token: str, mode: str) -> None:
+    write_scenario(labs, "service", {
+        "title": "Service",
+        "details": {"intro": {"background": "bg.sh", "foreground": "fg.sh"},
+                    "steps": [{"title": "One", "text": "step1.md"}]},
+    }, {"step1.md": "Go",
+        # Waits for the foreground's marker, starts a service that outlives it, says so.
+        "bg.sh": (f"until [ -f .fg ]; do sleep 0.1; done\nnohup sleep 300.{token} >/dev/null 2>&1 &\n"
+                  "echo $! > .service\n"),
+        "fg.sh": "touch .fg; until [ -f .service ]; do sleep 0.1; done; kill -0 $(cat .service) && echo SERVICE-UP\n"})
+    session, _ = await start(api, "service")
+    sid = session["sessionId"]
+    assert session["status"] == "running"
+    await api.read_until(sid, r"SERVICE-UP")
+    await eventually(lambda: len(sleeping(token)) == 1)  # the background ended; its service stays
+    stopped = await api.stop(sid)
+    assert stopped["status"] == "stopped" and stopped["notes"] == [] and with_token(token) == []
 
 
 async def test_a_failing_background_is_a_note_with_its_output_not_a_failed_session(

@@ -583,7 +583,7 @@ def load_scenario(folder: Path, default_id: str, scanned: Path | None = None) ->
     if backend is not None:
         image = backend.get("imageid") if isinstance(backend, dict) else None
         notes.append(f"The backend image {image!r} is ignored: the lab runs in this server's shell, "
-                     "so tools it provided (docker, kubectl, …) must be installed here."
+                     "so what it provided (its needs: docker, a cluster, root…) must be there."
                      if image else "The backend settings are ignored: the lab runs in this server's shell.")
     for key, note in _NOTED_TOP.items():
         if key in top:
