@@ -15,7 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkernel.labs.killercoda import find_actions, load_scenario, solution_commands
+from labkernel.labs.catalog import default_ids
+from labkernel.labs.killercoda import (
+    find_actions,
+    load_scenario,
+    map_code,
+    port_links,
+    repository,
+    scenario_needs,
+    solution_commands,
+)
 from labkernel.labs.model import DefinitionError
 
 
@@ -78,14 +87,14 @@ def test_a_multi_step_scenario_maps_every_part_to_the_lab(tmp_path: Path) -> Non
     assert lab.scratch, "each session gets a fresh folder, as each Killercoda learner a fresh machine"
     assert lab.source == str(tmp_path / "scn")
     assert lab.intro == "# Welcome\n" and lab.finish == "Done!\n"
-    assert lab.setup == MULTI_FILES["intro/background.sh"]
+    assert lab.background == MULTI_FILES["intro/background.sh"] and lab.setup is None
     assert lab.foreground == MULTI_FILES["intro/foreground.sh"]
     one, two = lab.steps
     assert (one.title, one.text, one.check) == ("Make a folder", MULTI_FILES["step1/text.md"], "test -d work\n")
-    assert (one.setup, one.foreground) == ("echo entering step 1\n", "clear\n")
+    assert (one.background, one.foreground, one.setup) == ("echo entering step 1\n", "clear\n", None)
     assert one.solution == ("mkdir -p work",)
     assert two.solution == ("cd work\necho hi > hi.txt",)
-    assert two.hint == "Use `echo`.\n" and two.setup is None and two.foreground is None
+    assert two.hint == "Use `echo`.\n" and two.background is None and two.foreground is None
     assert any("backend image 'ubuntu'" in note for note in lab.notes)
 
 
@@ -108,9 +117,9 @@ def test_katacoda_aliases_and_answer_pages_are_read(tmp_path: Path) -> None:
         "step2.md": "nothing to run",
     })
     lab = load_scenario(folder, "git")
-    assert (lab.setup, lab.foreground) == ("setup", "cd /tmp")
+    assert (lab.background, lab.foreground) == ("setup", "cd /tmp")
     step = lab.steps[0]
-    assert (step.setup, step.foreground) == ("bg", "fg")
+    assert (step.background, step.foreground) == ("bg", "fg")
     # The answer is the author's solution; the exploratory `ls` of the text is not.
     assert step.solution == ("git init",)
     assert step.hint.startswith("<details><summary>Solution</summary>") and "git init" in step.hint
@@ -124,7 +133,7 @@ def test_both_a_key_and_its_katacoda_alias_keep_the_killercoda_one_with_a_note(t
     index = {"title": "t", "details": {"steps": [
         {"title": "s", "background": "a.sh", "courseData": "b.sh"}]}}
     lab = load_scenario(scenario(tmp_path, index, **{"a.sh": "A", "b.sh": "B"}), "t")
-    assert lab.steps[0].setup == "A"
+    assert lab.steps[0].background == "A"
     assert any("courseData is ignored" in note for note in lab.notes)
 
 
@@ -132,7 +141,7 @@ def test_missing_title_and_step_titles_fall_back_to_the_id_and_step_number(tmp_p
     lab = load_scenario(scenario(tmp_path, {"details": {"steps": [{}, {}]}}), "my-lab")
     assert lab.title == "my-lab"
     assert [s.title for s in lab.steps] == ["Step 1", "Step 2"]
-    assert lab.intro == lab.finish == "" and lab.setup is None
+    assert lab.intro == lab.finish == "" and lab.background is None
 
 
 def test_bom_and_crlf_are_tolerated(tmp_path: Path) -> None:
@@ -200,8 +209,6 @@ def test_assets_resolve_globs_keep_subfolders_and_put_home_in_the_session_folder
 
 
 @pytest.mark.parametrize("item, field, words", [
-    ({"file": "nope.sh", "target": "~"}, "details.assets.host01[0].file", "does not exist"),
-    ({"file": "*.nope", "target": "~"}, "details.assets.host01[0].file", "matches no file"),
     ({"file": "../../index.json", "target": "~"}, "details.assets.host01[0].file", "out of"),
     ({"file": "../*.json", "target": "~"}, "details.assets.host01[0].file", "out of"),
     ({"target": "~"}, "details.assets.host01[0].file", "missing"),
@@ -339,7 +346,7 @@ def test_fenced_blocks_are_one_entry_and_only_marked_ones_count() -> None:
     actions = find_actions(md)
     assert [(a.kind, a.code, a.block) for a in actions] == [
         ("exec", "cat <<EOF > f\nline `x`{{exec}}\nEOF", True),
-        ("copy", "  ```\n  inner", True),
+        ("copy", "```\ninner", True),  # the fence's own indentation is not the code's
     ]
 
 
@@ -423,3 +430,147 @@ def test_any_index_json_loads_or_raises_a_definition_error(tmp_path_factory: pyt
     else:
         assert lab.steps and all(isinstance(s.title, str) for s in lab.steps)
         assert all(Path(a.source).resolve().is_relative_to(folder.resolve()) for a in lab.assets)
+
+
+# -- what the platform gives: repositories, assets, placeholders, needs -----------------------
+
+def test_a_symlink_may_lead_anywhere_in_the_scenarios_repository_but_not_out_of_it(tmp_path: Path) -> None:
+    scanned = tmp_path / "labs"
+    repo = scanned / "someone-scenarios"
+    (repo / ".git").mkdir(parents=True)
+    write(repo, {"materials/shared.md": "shared text", "materials/setup.sh": "echo shared"})
+    (scanned / "other-repo" / ".git").mkdir(parents=True)
+    write(scanned / "other-repo", {"private.md": "not yours"})
+    folder = write(repo / "course" / "lesson", {
+        "index.json": {"title": "t", "details": {"intro": {"background": "bg.sh"},
+                                                 "steps": [{"title": "s", "text": "text.md"}]}}})
+    os.symlink("../../materials/shared.md", folder / "text.md")
+    os.symlink(repo / "materials" / "setup.sh", folder / "bg.sh")
+    lab = load_scenario(folder, "lesson", scanned)
+    assert (lab.steps[0].text, lab.background) == ("shared text", "echo shared")
+    # Without the search path entry it came from, the folder alone is the limit (as before).
+    assert "symlink out of the scenario's folder" in load_error(folder).reason
+    os.remove(folder / "text.md")
+    os.symlink("../../../other-repo/private.md", folder / "text.md")
+    with pytest.raises(DefinitionError) as error:
+        load_scenario(folder, "lesson", scanned)
+    assert "symlink out of the scenario's repository" in error.value.reason
+    # No repository: the search path entry is the limit.
+    assert repository(tmp_path / "labs" / "x", scanned) == scanned.resolve()
+    assert repository(folder, scanned) == repo.resolve()
+    assert repository(tmp_path / "elsewhere", scanned) == (tmp_path / "elsewhere").resolve()
+
+
+def test_a_written_path_out_of_the_folder_stays_refused_inside_a_repository(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, {"shared.md": "x"})
+    folder = scenario(tmp_path, {"details": {"steps": [{"text": "../shared.md"}]}})
+    with pytest.raises(DefinitionError) as error:
+        load_scenario(folder, "scn", tmp_path)
+    assert "leads out of the scenario's folder" in error.value.reason
+
+
+def test_a_missing_asset_nothing_names_is_a_note_and_one_something_names_is_an_error(tmp_path: Path) -> None:
+    def lab_with(step_text: str, items: list[dict[str, str]]) -> Path:
+        index = {"title": "t", "details": {"steps": [{"title": "s", "text": "s.md"}],
+                                          "assets": {"host01": items}}}
+        return write(tmp_path / f"scn{len(list(tmp_path.iterdir()))}",
+                     {"index.json": index, "s.md": step_text, "assets/ok.sh": "ok"})
+
+    items = [{"file": "k8s.sh", "target": "/usr/local/bin"}, {"file": "ok.sh", "target": "~"},
+             {"file": "*.nope", "target": "~"}]
+    lab = load_scenario(lab_with("Run `ok.sh`{{exec}}", items), "t")
+    assert [Path(a.source).name for a in lab.assets] == ["ok.sh"]
+    assert any("'k8s.sh' is missing from assets/ and nothing in the scenario names it" in n for n in lab.notes)
+    assert any("'*.nope' matches no file" in n for n in lab.notes)
+    with pytest.raises(DefinitionError) as error:
+        load_scenario(lab_with("Run `k8s.sh`{{exec}}", items), "t")
+    assert error.value.field == "details.assets.host01[0].file" and "does not exist" in error.value.reason
+
+
+def test_a_trailing_double_star_matches_every_file_below(tmp_path: Path) -> None:
+    index = {"title": "t", "details": {"steps": [{"title": "s"}],
+                                      "assets": {"host01": [{"file": "app/**", "target": "/opt/app"}]}}}
+    folder = scenario(tmp_path, index, **{"assets/app/main.py": "1", "assets/app/lib/util.py": "2"})
+    got = sorted((Path(a.source).name, a.target) for a in load_scenario(folder, "t").assets)
+    assert got == [("main.py", "/opt/app/"), ("util.py", "/opt/app/lib/")]
+
+
+def test_a_fence_in_a_list_item_loses_its_indentation_and_map_code_touches_only_code() -> None:
+    md = ("1. Write it:\n\n   ```bash\n   cat <<EOF > f\n     deeper\n   EOF\n   ```{{exec}}\n\n"
+          "2. `echo {{X}}`{{copy}} and {{X}} in prose\n<pre>\n{{X}}\n</pre>\n")
+    assert solution_commands(md) == ["cat <<EOF > f\n  deeper\nEOF"]
+    mapped = map_code(md, lambda code: code.replace("{{X}}", "Y"))
+    assert mapped == md.replace("`echo {{X}}`", "`echo Y`").replace("<pre>\n{{X}}", "<pre>\nY")
+    assert map_code(md, lambda code: code) == md
+
+
+def test_ctrl_seq_c_is_a_keystroke_entry_and_other_keystrokes_are_no_solution() -> None:
+    md = "`top`{{exec}} then `^C`{{execute ctrl-seq}}, `ctrl+d`{{execute ctrl-seq}}, `export K=`{{execute no-newline}}"
+    assert solution_commands(md) == ["top", "\x03"]
+    assert [a.keystroke for a in find_actions(md)] == [None, "\x03", "\x04", None]
+
+
+@pytest.mark.parametrize("text, wrap, expected", [
+    ("[app]({{TRAFFIC_HOST1_8080}})", True, "[app](/b/proxy/8080/)"),
+    ("see {{TRAFFIC_HOST1_8080}}/books.", True, "see [/b/proxy/8080/books](/b/proxy/8080/books)."),
+    ('<a href="{{TRAFFIC_HOST2_80}}">x</a>', True, '<a href="/b/proxy/80/">x</a>'),
+    ("https://blog.[[HOST_SUBDOMAIN]]-9090-[[KATACODA_HOST]].environments.katacoda.com/config", False,
+     "/b/proxy/9090/config"),
+    ("[[HOST_SUBDOMAIN]]-80-[[KATACODA_HOST]].[[KATACODA_DOMAIN]]", False, "/b/proxy/80/"),
+    ("{{TRAFFIC_HOST1_80}} first", True, "[/b/proxy/80/](/b/proxy/80/) first"),
+    ("a (https://[[HOST_SUBDOMAIN]]-81-[[KATACODA_HOST]].environments.katacoda.com) b", True, "a (/b/proxy/81/) b"),
+    ("ping [[HOST_IP]] and [[HOST2_IP]]", True, "ping 127.0.0.1 and 127.0.0.1"),
+    ("{{TRAFFIC_HOST1_99999}} {{TRAFFIC_SELECTOR}}", True, "{{TRAFFIC_HOST1_99999}} {{TRAFFIC_SELECTOR}}"),
+])
+def test_port_placeholders_become_addresses(text: str, wrap: bool, expected: str) -> None:
+    assert port_links(text, lambda port: f"/b/proxy/{port}/", wrap=wrap) == expected
+
+
+def test_placeholders_in_scripts_and_code_are_localhost_and_the_rest_noted(tmp_path: Path) -> None:
+    index = {"title": "t", "details": {"intro": {"background": "bg.sh", "text": "intro.md"},
+                                      "steps": [{"title": "s", "text": "s.md", "verify": "v.sh"}]}}
+    folder = scenario(tmp_path, index, **{
+        "bg.sh": "curl {{TRAFFIC_HOST1_80}}/ready", "v.sh": "nc -z [[HOST_IP]] 80",
+        "intro.md": "[{{TRAFFIC_HOST2_80}}]({{TRAFFIC_HOST2_80}}) [ports]({{TRAFFIC_SELECTOR}}) {{WHAT_IS_THIS}}",
+        "s.md": "`curl {{TRAFFIC_HOST1_80}}`{{exec}} in prose {{TRAFFIC_HOST1_80}}"})
+    lab = load_scenario(folder, "t")
+    assert lab.background == "curl http://localhost:80/ready" and lab.steps[0].check == "nc -z 127.0.0.1 80"
+    assert lab.steps[0].text == "`curl http://localhost:80`{{exec}} in prose {{TRAFFIC_HOST1_80}}"
+    assert lab.steps[0].solution == ("curl http://localhost:80",) and lab.links
+    notes = " ".join(lab.notes)
+    assert "HOST2" in notes and "{{TRAFFIC_SELECTOR}}" in notes and "{{WHAT_IS_THIS}}" in notes
+    # Without placeholders, nothing for the catalog to rewrite.
+    plain = scenario(tmp_path / "plain", {"title": "t", "details": {"steps": [{"title": "s"}]}})
+    assert not load_scenario(plain, "t").links
+
+
+@pytest.mark.parametrize("image, code, targets, needs", [
+    ("kubernetes-kubeadm-2nodes", [], [], ("kubernetes",)),
+    ("ubuntu", ["ls -l; cat /etc/os-release > out.txt; curl -s http://localhost:8080"], ["./"], ()),
+    ("ubuntu", ["helm install x ./chart"], [], ("kubernetes",)),
+    ("ubuntu", ["docker build -t app ."], [], ("docker",)),
+    ("ubuntu", ["systemctl restart nginx"], [], ("systemd",)),
+    ("ubuntu", ["curl -fsSL https://example.org/install.sh | sh"], [], ("internet",)),
+    ("ubuntu", ["apt-get -y install jq"], [], ("internet", "root")),
+    ("ubuntu", ["echo 127.0.0.1 app >> /etc/hosts"], [], ("root",)),
+    ("ubuntu", ["sed -i 's/a/b/' /etc/nginx/nginx.conf"], [], ("root",)),
+    ("ubuntu", ["useradd alice"], [], ("root",)),
+    ("ubuntu", [], ["/usr/local/bin/"], ("root",)),
+    ("ubuntu", [], ["/tmp/"], ()),
+    ("docker-swarm", [], [], ("docker",)),
+])
+def test_needs_from_the_image_commands_and_asset_targets(image: str, code: list[str], targets: list[str],
+                                                         needs: tuple[str, ...]) -> None:
+    assert scenario_needs(image, code, targets) == needs
+
+
+def test_default_ids_keep_unique_names_and_give_namesakes_their_paths(tmp_path: Path) -> None:
+    a, b = tmp_path / "labs", tmp_path / "more"
+    found = [(a / "repo1" / "code-actions", a), (a / "repo2" / "old" / "code-actions", a),
+             (a / "unique", a), (b / "shell", b), (b / "unique-too", b), (a / "unique", a)]
+    assert default_ids(found) == {
+        str(a / "repo1" / "code-actions"): "repo1.code-actions",
+        str(a / "repo2" / "old" / "code-actions"): "repo2.old.code-actions",
+        str(a / "unique"): "unique", str(b / "shell"): "shell", str(b / "unique-too"): "unique-too",
+    }

@@ -296,9 +296,9 @@ def labs_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("e2e")
     _broken_copy(tmp)
     fails = tmp / "tree" / "setup-fails"
-    shutil.copytree(LABS / "log-detective", fails)
-    with open(fails / "intro" / "background.sh", "a") as f:
-        f.write("echo 'cannot reach the package mirror' >&2\nexit 3\n")
+    fails.mkdir(parents=True)
+    # A blocking setup (lab.toml's): a Killercoda background that fails is a note now.
+    (fails / "lab.toml").write_text("setup = \"echo 'cannot reach the package mirror' >&2; exit 3\"\n")
     bad = tmp / "tree" / "bad-json"
     bad.mkdir()
     (bad / "index.json").write_text('{"title": "oops", "details": {"steps": [}')

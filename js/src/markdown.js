@@ -19,9 +19,11 @@ const MARKER = /\{\{([^{}\n]*)\}\}/g;
 const FENCE_OPEN = /^[ \t]*(`{3,}|~{3,})(.*)$/;
 const PRE_OPEN = /^[ \t]*<pre(?:[\s>]|$)/i;
 const PRE_CLOSE = /<\/pre\s*>/i;
-// Killercoda's links to a port of the lab's machine: here, jupyter-server-proxy's
-// address for that port on this server (where it is installed).
-const TRAFFIC = /\{\{TRAFFIC_HOST\d+_(\d+)\}\}/g;
+// Killercoda's port placeholders ({{TRAFFIC_HOST1_8080}}) arrive as this server's
+// addresses: the server makes them (labkernel/labs/hosting.py), as only it knows
+// whether jupyter-server-proxy is there. A link still holding a placeholder (one
+// the server does not know) leads nowhere and loses its href.
+const PLACEHOLDER_HREF = /\{\{|%7B%7B|\[\[|%5B%5B/i;
 
 /** What a marker's words mean: `{kind, flags}`; kind is exec, copy, nocopy, open or other. */
 export function parseMarker(content) {
@@ -111,12 +113,11 @@ function sameTitle(a, b) {
  *   nonce      the placeholders' prefix (a fresh random string per rendering)
  *   title      a first heading that repeats it is left out (Killercoda step texts
  *              often start with their title, which the panel shows already)
- *   baseUrl    the server's base URL, for {{TRAFFIC_HOST1_<port>}} links
  *
  * Returns `{html, actions}`; `actions[n]` is `{kind, code, flags, block,
  * interrupt, enter}` for the placeholder `<nonce>:<n>`.
  */
-export function renderMarkdown(markdown, { nonce = "lk", title = "", baseUrl = "/" } = {}) {
+export function renderMarkdown(markdown, { nonce = "lk", title = "" } = {}) {
   const actions = [];
   const placeholder = (action) => {
     actions.push(action);
@@ -182,9 +183,7 @@ export function renderMarkdown(markdown, { nonce = "lk", title = "", baseUrl = "
       },
     },
   });
-  const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
-  const source = moveFenceMarkers(String(markdown || "")).replace(TRAFFIC, (_, port) => `${base}proxy/${port}/`);
-  return { html: marked.parse(source), actions };
+  return { html: marked.parse(moveFenceMarkers(String(markdown || ""))), actions };
 }
 
 /** Katacoda's `^C`{{execute ctrl-seq}} and `ctrl+c`: the control character, else the text. */
@@ -226,6 +225,7 @@ function getPurifier(win) {
       }
       node.setAttribute("loading", "lazy");
     }
+    if (node.nodeName === "A" && PLACEHOLDER_HREF.test(node.getAttribute("href") || "")) node.removeAttribute("href");
     if (node.nodeName === "A" && node.hasAttribute("href") && !node.getAttribute("href").startsWith("#")) {
       node.setAttribute("target", "_blank");
       node.setAttribute("rel", "noopener noreferrer");

@@ -19,7 +19,10 @@
 //   `.labkernel-result` with `data-result` (checking, passed, done, failed,
 //   timeout, error), `.labkernel-next`, `.labkernel-back`, `.labkernel-hint-toggle`,
 //   `.labkernel-solution-toggle`, `.labkernel-notice` (the session has ended,
-//   expired, …) with `.labkernel-start-again`; `.labkernel-step-pill[data-step]`.
+//   expired, …) with `.labkernel-start-again`; `.labkernel-step-pill[data-step]`;
+//   `.labkernel-needs` (what the lab needs that this server lacks, from the
+//   catalog's `unmetNeeds`) and `.labkernel-session-notes` (the session's `notes`:
+//   a background script that failed), each hidden when there is nothing to say.
 
 import { mountTerminal } from "./view.js";
 import { renderMarkdown, sanitize } from "./markdown.js";
@@ -128,8 +131,12 @@ export function mountLab(host, options) {
   const noticeText = el("span", "labkernel-notice-text");
   const startAgain = button("labkernel-start-again labkernel-primary", "Start the lab again");
   notice.append(noticeText, startAgain);
+  const needs = el("p", "labkernel-needs");
+  needs.hidden = true;
+  const sessionNotes = el("details", "labkernel-session-notes");
+  sessionNotes.hidden = true;
   const content = el("div", "labkernel-page");
-  panel.append(head, notice, content);
+  panel.append(head, notice, needs, sessionNotes, content);
 
   let disposed = false;
   let sessionId = opts.sessionId || "";
@@ -308,7 +315,7 @@ export function mountLab(host, options) {
   function markdown(text, { title: heading = "" } = {}) {
     const box = el("div", "labkernel-markdown");
     const nonce = randomNonce();
-    const { html, actions } = renderMarkdown(text, { nonce, title: heading, baseUrl: api?.baseUrl || "/" });
+    const { html, actions } = renderMarkdown(text, { nonce, title: heading });
     box.append(sanitize(html, window));
     decorate(box, nonce, actions);
     loadImages(box);
@@ -350,13 +357,16 @@ export function mountLab(host, options) {
     const wrap = el("div", `labkernel-block ${run ? "labkernel-block-run" : "labkernel-block-copy"}`);
     const tools = el("div", "labkernel-block-tools");
     if (run) {
-      const b = button("labkernel-run", action.interrupt ? "▶ Ctrl-C, then run" : "▶ Run", what);
+      const label = action.keys ? "▶ Press" : action.interrupt ? "▶ Ctrl-C, then run" : "▶ Run";
+      const b = button("labkernel-run", label, action.keys ? "Press these keys in the terminal" : what);
       b.addEventListener("click", () => runAction(action, b));
       tools.append(b);
     }
-    const copy = button("labkernel-copy", "Copy", "Copy to the clipboard");
-    copy.addEventListener("click", () => copyAction(action, copy));
-    tools.append(copy);
+    if (!action.keys) { // keys (Ctrl-C) are pressed, not copied
+      const copy = button("labkernel-copy", "Copy", "Copy to the clipboard");
+      copy.addEventListener("click", () => copyAction(action, copy));
+      tools.append(copy);
+    }
     wrap.append(node, tools);
     return wrap;
   }
@@ -436,10 +446,28 @@ export function mountLab(host, options) {
     pill("Finish", { kind: "finish" }, allPassed() ? "passed" : "pending", "The end of the lab");
   }
 
+  /** What the lab needs that this server lacks, and what went wrong beside the terminal. */
+  function renderNotes() {
+    const unmet = lab?.unmetNeeds || [];
+    needs.hidden = !unmet.length;
+    needs.textContent = unmet.length
+      ? `This lab needs: ${unmet.join(", ")} — not found on this server, so some steps may not work here.` : "";
+    const notes = session?.notes || [];
+    sessionNotes.hidden = !notes.length;
+    if (!notes.length) return;
+    const key = JSON.stringify(notes);
+    if (sessionNotes.dataset.key === key) return; // keep it open or closed as the learner left it
+    sessionNotes.dataset.key = key;
+    const summary = el("summary", "", notes.length === 1 ? "Something went wrong while preparing this lab"
+      : `${notes.length} things went wrong while preparing this lab`);
+    sessionNotes.replaceChildren(summary, ...notes.map((note) => el("pre", "labkernel-message", note)));
+  }
+
   function render() {
     if (disposed) return;
     for (const url of objectUrls) URL.revokeObjectURL(url);
     objectUrls = [];
+    renderNotes();
     const n = stepCount();
     root.classList.toggle("labkernel-lab-bare", !!lab && !n && !lab.intro && !lab.finish);
     title.textContent = lab?.title || session?.title || labId || "Lab";
@@ -547,7 +575,8 @@ export function mountLab(host, options) {
       toggle.addEventListener("click", () => show(hint.hidden));
       help.append(toggle, hint);
     }
-    const solution = (step.solution || []).filter((c) => c.replace(/^\x03/, "").trim());
+    // An entry is a command ("\x03" first: Ctrl-C, then the command) or "\x03" alone: the key.
+    const solution = (step.solution || []).filter((c) => c === "\x03" || c.replace(/^\x03/, "").trim());
     if (solution.length) {
       const toggle = button("labkernel-solution-toggle labkernel-link", "Show the solution");
       const confirm = el("div", "labkernel-solution-confirm");
@@ -566,9 +595,14 @@ export function mountLab(host, options) {
         if (on && !box.childElementCount) {
           box.append(el("div", "labkernel-solution-title", "The solution, one command at a time:"));
           for (const entry of solution) {
+            const pre = el("pre");
+            if (entry === "\x03") {
+              pre.append(el("code", "", "Ctrl-C"));
+              box.append(actionElement({ kind: "exec", code: "", block: true, interrupt: false, enter: false, keys: "\x03" }, pre));
+              continue;
+            }
             const interrupt = entry.startsWith("\x03");
             const code = interrupt ? entry.slice(1) : entry;
-            const pre = el("pre");
             pre.append(el("code", "", code));
             box.append(actionElement({ kind: "exec", code, block: true, interrupt, enter: true, keys: null }, pre));
           }

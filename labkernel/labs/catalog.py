@@ -16,6 +16,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +42,36 @@ Fingerprint = tuple
 Loaded = Union[Lab, LabProblem]
 
 
-#: How each kind of definition file is read into a ``Lab``.
-LOADERS: dict[str, Callable[[Path, str], Lab]] = {"lab.toml": load_lab_toml, "index.json": load_scenario}
+#: How each kind of definition file is read into a ``Lab``: (folder, default id,
+#: the search path entry it was found under).
+LOADERS: dict[str, Callable[[Path, str, Path], Lab]] = {
+    "lab.toml": lambda folder, lab_id, _entry: load_lab_toml(folder, lab_id),
+    "index.json": load_scenario,
+}
+
+
+def default_ids(found: builtins.list[tuple[str, str]]) -> dict[str, str]:
+    """The id each lab folder's lab gets unless its definition names one: the
+    folder's name, as before; where two folders have the same name (two
+    repositories' ``code-actions``), or one is named as a built-in lab, each of them
+    gets its path relative to the search path entry ``found`` with it, with '.'
+    between the parts (``killercoda-examples.code-actions``), so that which one
+    keeps the plain name depends on no order. ``found``: (folder, entry) pairs."""
+    unique = dict(found)  # folder -> the entry it was first found under
+    names: dict[str, int] = {}
+    for folder in unique:
+        name = os.path.basename(folder)
+        names[name] = names.get(name, 0) + 1
+    ids = {}
+    for folder, entry in unique.items():
+        lab_id = os.path.basename(folder)
+        if names[lab_id] > 1 or lab_id == SHELL.id:
+            relative = os.path.relpath(folder, entry)
+            parts: tuple[str, ...] = () if relative.startswith("..") else Path(relative).parts
+            if parts:
+                lab_id = ".".join(re.sub(r"[^A-Za-z0-9._-]", "-", p) for p in parts).lstrip("._-") or lab_id
+        ids[folder] = lab_id
+    return ids
 
 
 class Pacer:
@@ -171,6 +200,8 @@ def _display_path(path: Path, root: Path) -> str:
 class _Entry:
     fingerprint: Fingerprint
     loaded: Loaded
+    #: The id the folder's lab got by default when it was read (see ``default_ids``).
+    lab_id: str = ""
 
 
 @dataclass
@@ -205,14 +236,14 @@ class LabScanner:
     def entries(self) -> list[Path]:
         return [(self.root / p) if not os.path.isabs(p) else Path(p) for p in self.lab_path]
 
-    def _load(self, folder: Path) -> Loaded:
+    def _load(self, folder: Path, lab_id: str, entry: Path) -> Loaded:
         kind = definition_file(folder)
         display = _display_path(folder / (kind or DEFINITION_FILES[0]), self.root)
         if kind is None:  # removed between the walk and now
-            return LabProblem(display, "lab.toml", "the definition file disappeared", folder.name)
+            return LabProblem(display, "lab.toml", "the definition file disappeared", lab_id)
         try:
             with files.limits(self.caps.definition, self.caps.text, self.caps.total):
-                lab = LOADERS[kind](folder, folder.name)
+                lab = LOADERS[kind](folder, lab_id, entry)
             check_lab_id(lab.id)
             credentials = sorted({name for var in lab.env for name in ENV_REFERENCE.findall(var.value)
                                   if is_credential(name)})
@@ -228,10 +259,10 @@ class LabScanner:
                 lab = _with_note(lab, "index.json is ignored: lab.toml takes precedence")
             return lab
         except DefinitionError as e:
-            return LabProblem(display, e.field, e.reason, _guess_id(folder))
+            return LabProblem(display, e.field, e.reason, lab_id)
         except Exception as e:  # a loader bug must not take the catalog down
             self.log.exception("labkernel: loading the lab in %s failed", folder)
-            return LabProblem(display, kind, f"could not be loaded: {e}", folder.name)
+            return LabProblem(display, kind, f"could not be loaded: {e}", lab_id)
 
     def scan(self) -> ScanResult:
         """Walk the search path and load what changed. Blocking: run it in an executor.
@@ -242,22 +273,25 @@ class LabScanner:
         the server's thread for up to 0.6 s).
         """
         pacer = Pacer()
-        folders: list[str] = []
+        found: list[tuple[str, str]] = []
         for entry in self.entries():
-            folders.extend(_lab_folders(os.fspath(entry), pacer))
+            where = os.fspath(entry)
+            found.extend((folder, where) for folder in _lab_folders(where, pacer))
+        ids = default_ids(found)
         cache: dict[str, _Entry] = {}
         labs: dict[str, Lab] = {SHELL.id: SHELL}
         owner: dict[str, str] = {}
         problems: list[LabProblem] = []
         changed = False
-        for key in folders:
+        for key, where in found:
             pacer.tick()
             if key in cache:  # the same folder on two search path entries
                 continue
+            # A lab whose default id changed (a namesake came or went) is read again.
             print_ = fingerprint(key)
             old = self._cache.get(key)
-            if old is None or old.fingerprint != print_:
-                old = _Entry(print_, self._load(Path(key)))
+            if old is None or old.fingerprint != print_ or old.lab_id != ids[key]:
+                old = _Entry(print_, self._load(Path(key), ids[key], Path(where)), ids[key])
                 changed = True
             cache[key] = old
             loaded = old.loaded
@@ -285,11 +319,6 @@ class LabScanner:
         return ScanResult(list(labs.values()), problems, new, changed=changed)
 
 
-def _guess_id(folder: Path) -> str:
-    """The lab's id for an error report: the folder's name (the definition may not say)."""
-    return folder.name
-
-
 def _with_note(lab: Lab, note: str) -> Lab:
     from dataclasses import replace
     return replace(lab, notes=lab.notes + (note,))
@@ -311,7 +340,8 @@ class LabCatalog:
         """Replace the catalog's contents (after a scan)."""
         self._labs = {lab.id: lab for lab in labs}
         self._problems = list(problems)
-        self._answer: asyncio.Future[bytes] | None = None
+        #: ``GET /api/labs``'s body per description of this server (``hosting.Here``).
+        self._answers: dict[Any, asyncio.Future[bytes]] = {}
 
     def __contains__(self, lab_id: object) -> bool:
         return lab_id in self._labs
@@ -360,15 +390,17 @@ class LabCatalog:
         """Definitions that could not be read, with the reason."""
         return list(self._problems)
 
-    async def answer(self) -> bytes:
+    async def answer(self, here: Any = None) -> bytes:
         """``GET /api/labs``'s body for this snapshot (JSON), made in an executor the
         first time it is asked for, a few hundred labs per ``json.dumps`` (which holds
         the interpreter's lock for as long as it runs)."""
-        made = self._answer
+        made = self._answers.get(here)
         if made is None or (made.done() and (made.cancelled() or made.exception() is not None)):
             labs, problems = self.list(), self.problems()
-            made = self._answer = asyncio.ensure_future(
-                asyncio.get_running_loop().run_in_executor(None, _catalog_answer, labs, problems))
+            if len(self._answers) > 8:  # base URLs and met needs change rarely: keep a few
+                self._answers.clear()
+            made = self._answers[here] = asyncio.ensure_future(
+                asyncio.get_running_loop().run_in_executor(None, _catalog_answer, labs, problems, here))
         return await asyncio.shield(made)
 
 
@@ -378,10 +410,11 @@ MAX_SHOWN_ID = 64
 MAX_LISTED = 10
 
 
-def _catalog_answer(labs: builtins.list[Lab], problems: builtins.list[LabProblem], chunk: int = 200) -> bytes:
+def _catalog_answer(labs: builtins.list[Lab], problems: builtins.list[LabProblem], here: Any = None,
+                    chunk: int = 200) -> bytes:
     parts, pacer = [], Pacer()
     for i in range(0, len(labs), chunk):
-        parts.append(json.dumps([lab.summary() for lab in labs[i:i + chunk]])[1:-1])
+        parts.append(json.dumps([lab.summary(here) for lab in labs[i:i + chunk]])[1:-1])
         pacer.tick()
     errors = json.dumps([problem.model() for problem in problems])
     return ('{"labs": [' + ", ".join(p for p in parts if p) + '], "errors": ' + errors + "}").encode()

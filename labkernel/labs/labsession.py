@@ -8,9 +8,12 @@ ending of processes stay there) and adds what a lab definition brings around it:
   the session is ``starting`` meanwhile (what the learner sends is held by the
   session, see ``Session.release_input``), and ``failed`` with the setup's output
   and a clear last line if one fails;
-- after: the foreground scripts typed into the terminal, step progress, checks
-  run one at a time apart from the terminal, and the next step's setup and
-  foreground when a step passes.
+- after: the background scripts started beside the terminal (Killercoda's: waited
+  for by nothing; one that fails or times out is a note in ``notes``, never a
+  failed session), the foreground scripts typed into the terminal, step progress,
+  checks run one at a time apart from the terminal (they do not wait for a
+  background script), and the next step's setup, background and foreground when a
+  step passes.
 
 Why it holds a session rather than being one: the lab layer needs a few moments
 of the session's life (an enclosure before the program, the program started
@@ -40,6 +43,16 @@ from ..session.output import Chunk, OutputLog
 from .checks import ScriptResult, StepProgress, run_script
 from .model import Lab
 from .workspace import copy_assets, expand_env, prepare_folder, server_environment
+
+#: The most notes a session keeps (one per background script is the most a lab makes).
+_MAX_NOTES = 100
+#: What of a failed background script's output a note quotes: its last lines.
+_TAIL_LINES, _TAIL_CHARS = 20, 2000
+
+
+def _tail(output: str) -> str:
+    lines = output.strip("\n").split("\n")[-_TAIL_LINES:]
+    return "\n".join(lines)[-_TAIL_CHARS:]
 
 
 def needs_launch(lab: Lab) -> bool:
@@ -81,7 +94,13 @@ class LabSession:
         self.cwd = lab_settings.root_dir
         self.scratch: str | None = None
         self._launch: asyncio.Task[None] | None = None
-        self._script: asyncio.Future[ScriptResult] | None = None
+        #: Hidden scripts running now (setup, checks, background scripts), to stop with the session.
+        self._scripts: set[asyncio.Future[ScriptResult]] = set()
+        #: Background scripts running beside the terminal, by step (0: the lab's own).
+        self._backgrounds: dict[int, asyncio.Task[None]] = {}
+        #: What went wrong beside the learner's terminal (a background script that
+        #: failed), one sentence or so each; ``notes`` in the session object.
+        self.notes: list[str] = []
         self._check_lock = asyncio.Lock()
         #: Done once the session's leftovers and scratch folder are gone (after it closes).
         self.cleaned: asyncio.Task[None] | None = None
@@ -169,8 +188,8 @@ class LabSession:
         return self.session.status_model()
 
     def model(self) -> dict[str, Any]:
-        """The session object of the contract, with the lab's steps."""
-        return {**self.session.model(), **self._progress_model()}
+        """The session object of the contract, with the lab's steps and notes."""
+        return {**self.session.model(), **self._progress_model(), "notes": list(self.notes)}
 
     def _progress_model(self) -> dict[str, Any]:
         return {"currentStep": self.progress.current,
@@ -250,12 +269,18 @@ class LabSession:
             self.log.error("labkernel: could not start lab %s: %s", self.lab.id, e)
             self.session.end_unstarted("failed", f"labkernel: could not start the lab: {e}")
             return
-        # The lab's own typing first, then what the learner typed while it started.
+        # Background scripts start beside the shell, as the prompt comes; nothing waits
+        # for them. Then the lab's own typing, then what the learner typed while it started.
+        if self.lab.background:
+            self._start_background(0, self.lab.background)
+        self.progress.enter_current()  # step 1, unless its setup already entered it
+        first = self.lab.steps[0] if 1 in self.progress.entered else None
+        if first is not None and first.background:
+            self._start_background(1, first.background)
         if self.lab.foreground:
             self._type(self.lab.foreground)
-        self.progress.enter_current()  # step 1, unless its setup already entered it
-        if 1 in self.progress.entered and self.lab.steps[0].foreground:
-            self._type(self.lab.steps[0].foreground)
+        if first is not None and first.foreground:
+            self._type(first.foreground)
         self.session.release_input()
 
     def _type(self, script: str) -> None:
@@ -284,15 +309,17 @@ class LabSession:
         except OSError as e:
             raise SessionEnded(f"This session's processes are gone ({e}); start a new one.") from None
         env = {**self.environment(), **enclosure.env()}
-        self._script = asyncio.ensure_future(run_script(
+        script_task = asyncio.ensure_future(run_script(
             script, env=env, cwd=self.cwd, timeout=timeout, output_limit=self.lab_settings.output_limit,
             mask=self.mask, keep_background=keep_background, enclosure=enclosure))
+        self._scripts.add(script_task)
         try:
-            await asyncio.wait([self._script])
+            await asyncio.wait([script_task])
         except asyncio.CancelledError:
-            self._script.cancel()
+            script_task.cancel()
             raise
-        script_task, self._script = self._script, None
+        finally:
+            self._scripts.discard(script_task)
         if script_task.cancelled():
             raise SessionEnded(f"This session has {self.status}; its scripts were stopped with it.")
         return script_task.result()
@@ -336,6 +363,12 @@ class LabSession:
         message = result.output
         if result.timed_out:
             message += f"\n[the check did not finish within {timeout:g} s and was stopped]"
+        preparing = [n for n in (0, index) if n in self._backgrounds]
+        if not result.ok and preparing:
+            # Checks do not wait for background scripts (nor do Killercoda's): say so.
+            whose = "the lab's" if preparing == [0] else f"step {index}'s"
+            message += (f"\n[{whose} background script is still running: what it prepares may not "
+                        "be there yet]")
         self.log.info("labkernel: session %s lab %s step %d check %s in %.0f ms", self.id, self.lab.id,
                       index, "passed" if result.ok else "timed out" if result.timed_out else "failed",
                       result.duration * 1000)
@@ -343,23 +376,68 @@ class LabSession:
                 "durationMs": round(result.duration * 1000, 1), "timedOut": result.timed_out}
 
     async def _enter_step(self, index: int) -> None:
-        """The learner reached a step: run its hidden setup, type its foreground."""
+        """The learner reached a step: run its hidden setup, start its background
+        script, type its foreground."""
         step = self.lab.steps[index - 1]
         if step.setup:
             result = await self._run(step.setup, self.lab_settings.setup_timeout, keep_background=True)
             if not result.ok:
                 self.log.warning("labkernel: lab %s: step %d's setup failed (exit %s); its output:\n%s",
                                  self.lab.id, index, result.exit_code, result.output[-2000:])
+        if step.background and self.running:
+            self._start_background(index, step.background)
         if step.foreground and self.running:
             self._type(step.foreground)
+
+    # -- background scripts --------------------------------------------------------
+
+    def _start_background(self, step: int, script: str) -> None:
+        """Run a background script (step 0: the lab's own) beside the terminal: in the
+        session's enclosure, as a check is, so that it sees the shell's files and
+        processes and ends with the session; what it leaves running stays."""
+        task = asyncio.ensure_future(self._background(step, script))
+        self._backgrounds[step] = task
+        task.add_done_callback(lambda done: self._backgrounds.pop(step, None)
+                               if self._backgrounds.get(step) is done else None)
+
+    async def _background(self, step: int, script: str) -> None:
+        what = "the lab's background script" if step == 0 else f"step {step}'s background script"
+        timeout = self.lab_settings.setup_timeout
+        try:
+            result = await self._run(script, timeout, keep_background=True)
+        except SessionEnded:
+            return
+        except Exception as e:  # noqa: BLE001 - a note on the session, never an error of it
+            self.log.error("labkernel: lab %s: %s could not run: %s", self.lab.id, what, self.mask(str(e)))
+            self._note(f"{what[0].upper()}{what[1:]} could not run: {self.mask(str(e))}")
+            return
+        if not self.running:
+            return  # it ended with the session
+        if result.ok:
+            self.log.debug("labkernel: lab %s: %s done in %.2f s; its output:\n%s", self.lab.id, what,
+                           result.duration, result.output[-2000:])
+            return
+        why = (f"did not finish within {timeout:g} s and was stopped" if result.timed_out
+               else f"failed with exit code {result.exit_code}")
+        self.log.warning("labkernel: lab %s session %s: %s %s; its output:\n%s", self.lab.id, self.id, what,
+                         why, result.output[-2000:])
+        tail = _tail(result.output)
+        self._note(f"{what[0].upper()}{what[1:]} {why}" + (f"; the end of its output:\n{tail}" if tail
+                                                          else "; it printed nothing."))
+
+    def _note(self, note: str) -> None:
+        if len(self.notes) < _MAX_NOTES:
+            self.notes.append(note)
 
     # -- ending ------------------------------------------------------------------
 
     async def stop(self, status: str = "stopped") -> None:
         """End the lab's scripts, then the session (a session still in its setup ends
         there, with what the setup started); return once its folder is cleaned."""
-        if self._script is not None:
-            self._script.cancel()
+        for script in list(self._scripts):
+            script.cancel()
+        for task in list(self._backgrounds.values()):
+            task.cancel()
         if self._launch is not None and not self._launch.done():
             self._launch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -370,6 +448,9 @@ class LabSession:
             await asyncio.shield(self.cleaned)
 
     def _on_closed(self, _: Session) -> None:
+        # Background scripts end with the session (its enclosure ends their processes).
+        for task in list(self._backgrounds.values()):
+            task.cancel()
         self.cleaned = asyncio.ensure_future(self._cleanup())
 
     async def _cleanup(self) -> None:

@@ -12,6 +12,7 @@ The format, for authors (the README's "Authoring labs" has the long form)::
     foreground = "clear"              # typed into the terminal; or foreground_file
     lifetime = 3600                   # seconds; idle_timeout likewise
     pool = 2                          # sessions kept warm for an instant start
+    needs = ["docker"]                # of kubernetes, docker, systemd, internet, root
     intro = "…" / intro_file, finish = "…" / finish_file
 
     [env]
@@ -53,7 +54,7 @@ else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
 from . import files
-from .model import Asset, DefinitionError, EnvVar, Lab, Step
+from .model import NEEDS, Asset, DefinitionError, EnvVar, Lab, Step
 
 #: What a lab id may look like: it appears in URLs, logs and folder names.
 LAB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -62,7 +63,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LAB_KEYS = {
     "id", "title", "description", "command", "workdir", "scratch", "env", "setup", "setup_file",
     "foreground", "foreground_file", "lifetime", "idle_timeout", "pool", "intro", "intro_file",
-    "finish", "finish_file", "steps", "assets",
+    "finish", "finish_file", "steps", "assets", "needs",
 }
 _STEP_KEYS = {
     "title", "text", "text_file", "check", "check_file", "hint", "hint_file", "solution",
@@ -268,6 +269,10 @@ def load_lab_toml(folder: Path, default_id: str) -> Lab:
     scratch = t.get("scratch", bool, default=False)
     if scratch and workdir:
         raise DefinitionError("scratch", "give either workdir or scratch = true, not both")
+    needs = _strings(t, "needs")
+    for i, need in enumerate(needs):
+        if need not in NEEDS:
+            raise DefinitionError(f"needs[{i + 1}]", f"{need!r} is not a need (known: {', '.join(NEEDS)})")
     pool = t.get("pool", int, default=0)
     if pool < 0:
         raise DefinitionError("pool", f"must be 0 or more (got {pool})")
@@ -290,4 +295,5 @@ def load_lab_toml(folder: Path, default_id: str) -> Lab:
         finish=t.text("finish") or "",
         source=str(folder),
         kind="lab.toml",
+        needs=tuple(n for n in NEEDS if n in needs),
     )

@@ -13,7 +13,13 @@ file changes under it; paths in a definition are relative to its folder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hosting import Here
+
+#: What a lab may need of the machine beyond a plain shell, in the order shown.
+NEEDS = ("kubernetes", "docker", "systemd", "internet", "root")
 
 
 @dataclass(frozen=True)
@@ -30,16 +36,22 @@ class Step:
     hint: str = ""
     #: Commands that do the step, typed into the terminal as a learner would.
     solution: tuple[str, ...] = ()
-    #: A hidden script run when the learner enters the step (Killercoda's
-    #: ``background``); its output is logged, not shown.
+    #: A hidden script run when the learner enters the step, before the step's
+    #: foreground is typed (it holds them back); its output is logged, not shown.
     setup: str | None = None
+    #: A hidden script started when the learner enters the step and run beside the
+    #: terminal, waited for by nothing (Killercoda's ``background``); its failure or
+    #: timeout is a note on the session, never a failed step.
+    background: str | None = None
     #: A script typed into the terminal when the learner enters the step
     #: (Killercoda's ``foreground``).
     foreground: str | None = None
 
-    def summary(self) -> dict[str, Any]:
-        """The step's entry in the catalog (``GET /api/labs``)."""
-        return {"title": self.title, "text": self.text, "hint": self.hint,
+    def summary(self, here: Here | None = None) -> dict[str, Any]:
+        """The step's entry in the catalog (``GET /api/labs``); with ``here``, its
+        port placeholders made this server's links (see ``hosting``)."""
+        text, hint = (self.text, self.hint) if here is None else (here.links(self.text), here.links(self.hint))
+        return {"title": self.title, "text": text, "hint": hint,
                 "solution": list(self.solution), "hasCheck": self.check is not None}
 
 
@@ -88,6 +100,10 @@ class Lab:
     #: A hidden script that runs before the learner gets the prompt; if it fails,
     #: the session is ``failed`` and its output says why.
     setup: str | None = None
+    #: A hidden script started with the session and run beside its terminal, waited
+    #: for by nothing (Killercoda's intro ``background``): the prompt comes at once,
+    #: and its failure or timeout is a note on the session, not a failed session.
+    background: str | None = None
     #: A script typed into the terminal once the prompt is there.
     foreground: str | None = None
     #: Files copied in before setup runs.
@@ -106,16 +122,28 @@ class Lab:
     kind: str = "builtin"
     #: What a loader ignored or adapted, one sentence each (e.g. an unknown key).
     notes: tuple[str, ...] = ()
+    #: What the lab needs of the machine beyond a plain shell, a subset of ``NEEDS``
+    #: in that order: declared (lab.toml's ``needs``) or found in its scripts and
+    #: image (Killercoda).
+    needs: tuple[str, ...] = ()
+    #: Whether its Markdown holds port placeholders (``{{TRAFFIC_HOST1_80}}``) for
+    #: the catalog to make this server's links; only such labs pay for it.
+    links: bool = False
 
-    def summary(self) -> dict[str, Any]:
-        """The lab's entry in ``GET /api/labs``.
+    def summary(self, here: Here | None = None) -> dict[str, Any]:
+        """The lab's entry in ``GET /api/labs``; with ``here`` (what this server
+        offers), links made for it and the needs it does not meet.
 
         ``steps`` stays the number of steps, as in the contract's first version
         (existing clients show it); ``stepList`` carries the steps themselves.
         """
+        links = here if here is not None and self.links else None
+        intro, finish = (self.intro, self.finish) if links is None else (links.links(self.intro),
+                                                                         links.links(self.finish))
         return {"id": self.id, "title": self.title, "description": self.description,
-                "steps": len(self.steps), "stepList": [s.summary() for s in self.steps],
-                "intro": self.intro, "finish": self.finish, "notes": list(self.notes)}
+                "steps": len(self.steps), "stepList": [s.summary(links) for s in self.steps],
+                "intro": intro, "finish": finish, "notes": list(self.notes), "needs": list(self.needs),
+                "unmetNeeds": [] if here is None else here.unmet(self.needs)}
 
 
 SHELL = Lab(

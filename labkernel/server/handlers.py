@@ -18,6 +18,7 @@ from tornado import web
 
 from .. import __version__
 from ..errors import BadRequest, Forbidden, LabError, PayloadTooLarge
+from ..labs import hosting
 from ..manager import LabSessionManager
 from . import longpoll, messages
 from .fields import int_field, str_field
@@ -161,7 +162,9 @@ class LabsHandler(LabHandler):
     @authorized("read")
     async def get(self) -> None:
         catalog = await self.manager.refresh_labs()
-        self.finish(await catalog.answer())  # made off the loop, once per snapshot
+        # Port links for this server's address, and the needs it does not meet (cached).
+        here = hosting.here(self.base_url, self.manager.containment_mode)
+        self.finish(await catalog.answer(here))  # made off the loop, once per snapshot
 
 
 class StartHandler(LabHandler):

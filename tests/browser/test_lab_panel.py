@@ -109,12 +109,28 @@ check = "exit 0"
 }
 
 
+#: A Killercoda scenario of the tests' own: it needs docker (no daemon here: unmet), its
+#: background fails (a note on the session), and its solution ends a program with ^C.
+NEEDY = {
+    "index.json": json.dumps({
+        "title": "Needy", "backend": {"imageid": "ubuntu"},
+        "details": {"intro": {"background": "bg.sh"},
+                    "steps": [{"title": "Run and stop", "text": "step1.md"}]}}),
+    "bg.sh": "echo 'pulling images: no daemon' >&2\nexit 4\n",
+    "step1.md": ("Containers: `docker ps`{{copy}}.\n\n"
+                 "Watch it: `sleep 100 && echo never`{{exec}}, then stop it: `^C`{{execute ctrl-seq}}.\n"),
+}
+
+
 def install_labs(server: JupyterProcess) -> None:
     labs = server.root / "labs"
     shutil.copytree(REPO / "labs", labs)
     for lab_id, toml in TEST_LABS.items():
         (labs / lab_id).mkdir()
         (labs / lab_id / "lab.toml").write_text(toml)
+    (labs / "needy").mkdir()
+    for name, text in NEEDY.items():
+        (labs / "needy" / name).write_text(text)
     (labs / "unsafe" / "assets").mkdir()
     (labs / "unsafe" / "assets" / "pic.png").write_bytes(tiny_png())
 
@@ -383,6 +399,42 @@ def test_the_lab_page_takes_a_killercoda_lab_from_intro_to_finish(server: Jupyte
     wait_until(lambda: brightness(page, ".labkernel-panel") < 100, 10, "a dark panel")
     assert light > 200
     page.shot("finish-dark")
+    assert not page.console_errors, page.console_errors
+
+
+def test_the_panel_names_unmet_needs_a_failed_background_and_presses_ctrl_c(
+        server: JupyterProcess, page: Any) -> None:
+    page.goto(server.page_url("labkernel/labs/needy"))
+    panel = Panel(page)
+    panel.wait_page("step", 1)
+    term = panel.terminal
+    term.wait_state("connected")
+    wait_prompt(term)  # the prompt comes at once: the background is not waited for
+    needs = panel.root.locator(".labkernel-needs")
+    needs.wait_for(state="visible", timeout=30_000)
+    assert "This lab needs: docker" in needs.inner_text()
+    sid = panel.session_id
+    wait_until(lambda: server.session(sid)["notes"], 30, "the background's note")
+    # The panel reads the session again when the page comes back into view.
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    notes = panel.root.locator(".labkernel-session-notes")
+    notes.wait_for(state="visible", timeout=30_000)
+    notes.locator("summary").click()
+    assert "failed with exit code 4" in notes.inner_text() and "no daemon" in notes.inner_text()
+    page.shot("needs-and-notes")
+
+    panel.run("sleep 100 && echo never")
+    term.wait_text(r"sleep 100 && echo never\s*$")
+    # The solution: the command, then Ctrl-C as a key to press.
+    panel.root.locator(".labkernel-solution-toggle").click()
+    panel.root.locator(".labkernel-solution-yes").click()
+    box = panel.root.locator(".labkernel-solution")
+    assert [b.inner_text() for b in box.locator(".labkernel-run").all()] == ["▶ Run", "▶ Press"]
+    assert box.locator(".labkernel-block").nth(1).locator(".labkernel-copy").count() == 0
+    box.locator(".labkernel-run").nth(1).click()
+    term.wait_text(r"\^C\n" + PROMPT_RX + " ?$")
+    assert not re.search(r"^never$", term.screen(), re.M)  # the command was interrupted
+    page.shot("ctrl-c-pressed")
     assert not page.console_errors, page.console_errors
 
 

@@ -1,4 +1,5 @@
-# Runs hidden before the learner gets the prompt (no shebang needed: run as `bash FILE`).
+# Runs hidden beside the learner's shell, as on Killercoda (no shebang needed: run as
+# `bash FILE`); nothing waits for it, so it ends with a marker the foreground waits for.
 set -eu
 mkdir -p logs
 i=0
@@ -11,3 +12,4 @@ for level in INFO INFO ERROR INFO WARN INFO ERROR INFO INFO ERROR INFO WARN; do
     esac
     printf '2026-11-26T09:%02d:00Z %-5s %s\n' "$i" "$level" "$msg" >> logs/app.log
 done
+touch logs/.ready

@@ -1,1 +1,1 @@
-ls -l logs
+until [ -f logs/.ready ]; do sleep 0.2; done; clear; ls -l logs
