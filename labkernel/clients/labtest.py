@@ -76,6 +76,8 @@ _QUOTE_CHARS = 4000
 #: The keys that end a full-screen program, tried in this order: less, man, top (q);
 #: watch and most others (Ctrl-C); vi and vim (Esc :q! Enter).
 _RECOVERY_KEYS = (("q", "q"), ("\x03", "Ctrl-C"), ("\x1b:q!\r", "Esc :q! Enter"))
+#: The echo of the line that installs ``Lab``'s markers (``screen.setup_line``), to its end.
+_SETUP_LINE = re.compile(r"[^\n]*__lk_[0-9a-f]{16}\(\)\{[^\n]*\n?")
 #: Programs that take the keyboard, to name in a command (``ls | less`` → less).
 _INTERACTIVE = {"less", "more", "most", "man", "vi", "vim", "view", "nvim", "nano", "emacs", "watch",
                 "top", "htop", "tmux", "screen", "mc", "pager", "journalctl", "systemctl", "git"}
@@ -496,12 +498,14 @@ class LabTester:
             time.sleep(0.2)
 
     def _transcript(self, session: Lab) -> str:
-        """The end of the terminal's output, as the report quotes it."""
+        """The end of the terminal's output, as the report quotes it (without the line
+        that installed ``Lab``'s markers: on a screen it erases itself)."""
         try:
             end = int(self.client.get(session.session_id).get("outputOffset", 0))
-            return self.client.read(session.session_id, max(0, end - 64 * 1024))["data"]
+            text = self.client.read(session.session_id, max(0, end - 64 * 1024))["data"]
         except (LabError, OSError):
             return ""
+        return _SETUP_LINE.sub("", text)
 
     def _notes(self, session: Lab) -> list[str]:
         try:
