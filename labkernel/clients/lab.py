@@ -8,6 +8,7 @@
     r.output, r.exit_status             # what it printed (no ANSI codes, "\\n" line ends), and $?
     lab.run("make", check=True)         # raises CommandFailed on a non-zero status
     lab.send("q"); lab.expect(r"\\$ $") # raw keys; a regex over the output new since the last expect/run
+    lab.wait_idle()                     # until the shell is back at its prompt: the last exit status
     lab.check()                         # the lab's checks, as a Check button runs them
     lab.stop()
 
