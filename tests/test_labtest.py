@@ -142,8 +142,8 @@ def test_the_report_gives_each_verdict_quotes_what_failed_and_counts() -> None:
     assert lines[:6] == [
         "✓ good: passed (1 verified, 1 unverified)",
         "✗ bad: failed (1 verified, 1 failed)",
-        "✗ broken: failed: it could not be run",
-        "✗ setup-fails: failed: it could not be run",
+        "✗ broken: failed: invalid definition: details.steps: missing",
+        "✗ setup-fails: failed: the session is failed before the first step; the setup's output follows",
         "· readme: unverified (0 verified, 1 unverified, 1 skipped): no step of it was verified (no check ran)",
         "- k8s: skipped: needs kubernetes",
     ]
@@ -290,6 +290,12 @@ async def test_each_step_comes_to_what_its_check_and_its_commands_say(labs: Path
         title = "Slow"
         check = "test -f late"
         solution = ["(sleep 0.5; touch late) &", "echo started"]
+        [[steps]]
+        title = "Up to the learner"
+        check = "test -f learner-made"
+        [[steps]]
+        title = "Done already, nothing to type"
+        check = "true"
     """)
     result, lines = await run_lab(client, "mixed")
     got = [(s.status, s.message) for s in result.steps]
@@ -299,6 +305,8 @@ async def test_each_step_comes_to_what_its_check_and_its_commands_say(labs: Path
         (FAILED, "`false` exited with status 1"),
         (FAILED, "the check passes before the solution is typed: it would pass a learner who did nothing"),
         (VERIFIED, ""),
+        (SKIPPED, "a check but no solution to type ({{exec}} blocks or solution commands)"),
+        (FAILED, "the check passes before the solution is typed: it would pass a learner who did nothing"),
     ], lines
     assert result.verdict() == FAILED
     assert lines[0] == "mixed  Mixed" and lines[2].startswith("  · 2. Look  (")

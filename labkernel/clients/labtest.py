@@ -158,7 +158,7 @@ def format_verdict(result: LabResult, strict: bool = False) -> str:
     if result.skipped and verdict == SKIPPED:
         return f"{_MARK[SKIPPED]} {result.lab_id}: skipped: {result.skipped}"
     if result.error:
-        return f"{_MARK[FAILED]} {result.lab_id}: failed: it could not be run"
+        return f"{_MARK[FAILED]} {result.lab_id}: failed: {result.error}"
     counts = ", ".join(f"{result.count(k)} {k}" for k in (VERIFIED, UNVERIFIED, FAILED, SKIPPED)
                        if result.count(k) or k == VERIFIED)
     why = {UNVERIFIED: ": no step of it was verified (no check ran)",
@@ -435,7 +435,8 @@ class LabTester:
         result = LabResult(lab_id=lab["id"], title=lab.get("title", ""))
         self.say(f"{lab['id']}  {lab.get('title', '')}")
         started = time.monotonic()
-        missing = self.needs.missing(lab.get("needs") or [])
+        needs = lab.get("needs") or []
+        missing = self.needs.missing([needs] if isinstance(needs, str) else needs)
         if missing:
             result.skipped = self.needs.describe(missing)
             self.say(f"  {_MARK[SKIPPED]} skipped: {result.skipped}")
@@ -545,10 +546,10 @@ class LabTester:
                 before = self._check(session, number)
                 if before.get("passed") is None:
                     has_check = False  # the server says it has no check after all
-                elif not solution:
-                    return done(SKIPPED, "a check but no solution to type ({{exec}} blocks or solution commands)")
                 elif before.get("passed"):
                     early = before
+                elif not solution:
+                    return done(SKIPPED, "a check but no solution to type ({{exec}} blocks or solution commands)")
             typed = self._type(session, solution, notes)
             if typed.fatal:
                 return done(FAILED, typed.failure, typed.output, fatal=True)
