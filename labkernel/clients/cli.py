@@ -81,7 +81,7 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
         with LabClient(url, token=token, timeout=60) as client:
             return run_tests(client, args.lab, out=out, step_timeout=args.timeout,
                              start_timeout=args.start_timeout, command_timeout=args.command_timeout,
-                             strict=args.strict, have=args.have)
+                             have=args.have)
 
     try:
         if args.url:
