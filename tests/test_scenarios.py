@@ -47,9 +47,12 @@ Nothing of a sandboxed run reaches the host (no file in ``/tmp``, ``/root``,
 ``/opt``, ``/etc``, no user, no package): the per-mode test checks that too. In the
 fallback modes the host's ``/tmp`` is shared, by design of those modes.
 
-Runtime (this loaded 2-core VM, before the other branch): about 50 s for the
-sandbox (of it ~20 s waiting out the xfails: an 8 s setup timeout, 5 s checks)
-and 25-30 s for each fallback mode, about 3 min in all.
+Runtime, measured on this 2-core VM at a load average of 8 to 12 (other engineers'
+tests), before the other branch: 39 to 53 s per mode (server start ~6 s; the pager's
+two held programs ~4 s), 4 min 20 s for the module. Of each mode's time ~11 s is
+waiting out what the xfails lack (the handshake's 5 s setup timeout, 3 s each for
+the placeholder's and the Kubernetes scenario's checks), and in the fallback modes
+6 s more for home-and-root's two failing checks.
 """
 
 from __future__ import annotations
