@@ -65,7 +65,8 @@ def check_author(nb: Any, manager: Any, tmp_path: Path) -> None:
     assert stream(after) == "✓ 1 Make a folder\n✓ 2 Write a note\n"
     assert after.outputs[-1]["data"]["text/plain"] == "True"
     report = stream(cell_after(nb, "!labkernel test"))
-    assert "1 lab(s): 1 passed, 0 failed; steps: 2 passed, 0 failed, 0 skipped" in report, report
+    assert ("1 lab(s): 1 passed, 0 unverified, 0 skipped, 0 failed; "
+            "steps: 2 verified, 0 unverified, 0 failed, 0 skipped") in report, report
     # The last cell cleaned up: the session ended, the lab's folder is gone.
     assert [s.lab.id for s in manager.list()] == [lab_id]
     assert all(s.status != "running" for s in manager.list())

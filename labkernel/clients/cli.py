@@ -1,7 +1,8 @@
 """The ``labkernel`` command line: ``labkernel test PATH…`` tests labs the way a learner works.
 
-Exit status: 0 when every lab passed (skipped steps included), 1 when any failed,
-2 for a usage error, 130 when interrupted.
+Exit status: 0 when no lab failed (labs that verified nothing, and labs skipped for
+what they need, do not fail it unless ``--strict``: see ``labtest``), 1 when any
+failed, 2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from .client import LabClient, LabError
-from .labtest import Api, LabResult, LocalServer, ServerFailed, format_report, junit_xml, run_tests
+from .labtest import NEED_PROBES, LabResult, LocalServer, ServerFailed, format_report, junit_xml, run_tests
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -21,8 +22,11 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     test = commands.add_parser(
         "test", help="run each lab's steps as a learner would and check its checks",
         description="For each lab: start it, and for each step confirm that its check fails before "
-                    "the solution, type the solution into the terminal, and wait for the check to pass. "
-                    "Without --url, a Jupyter server with labkernel is started for the labs in PATH.")
+                    "the solution, run the solution's commands in the terminal one by one (each once the "
+                    "prompt is back, its exit status read), and wait for the check to pass. A step is "
+                    "verified (its check passed), unverified (no check; its solution exited 0) or failed; "
+                    "a lab passes only with a verified step and none failed. Without --url, a Jupyter "
+                    "server with labkernel is started for the labs in PATH.")
     test.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                       help="a lab folder (lab.toml or index.json) or a folder of labs, searched recursively")
     test.add_argument("--url", help="test the labs of this running Jupyter server (with its base URL) "
@@ -32,8 +36,17 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     test.add_argument("--lab", action="append", default=[], metavar="ID",
                       help="test only this lab (repeatable); default: every lab but the built-in shell")
     test.add_argument("--junit", type=Path, metavar="FILE", help="also write the results as JUnit XML")
+    test.add_argument("--strict", action="store_true",
+                      help="fail on unverified steps (no check) and skipped ones (a check but no solution)")
+    test.add_argument("--have", action="append", default=[], metavar="NEED",
+                      help="take NEED as met without looking (repeatable): one of "
+                           f"{', '.join(NEED_PROBES)}, or another a lab names; by default each is looked "
+                           "for in a lab shell of the server")
     test.add_argument("--timeout", type=float, default=60.0, metavar="S",
                       help="seconds a step's check may take to pass after its solution (default: 60)")
+    test.add_argument("--command-timeout", type=float, default=120.0, metavar="S",
+                      help="seconds each solution command may run before Ctrl-C ends it and fails "
+                           "the step (default: 120)")
     test.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
                       help="seconds a lab's setup may take (default: 120)")
     test.add_argument("--root", type=Path, metavar="DIR",
@@ -66,9 +79,9 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
 def _test(args: argparse.Namespace, out: TextIO) -> int:
     def go(url: str, token: Optional[str]) -> list[LabResult]:
         with LabClient(url, token=token, timeout=60) as client:
-            api = Api(client)
-            return run_tests(api, args.lab, out=out, step_timeout=args.timeout,
-                             start_timeout=args.start_timeout)
+            return run_tests(client, args.lab, out=out, step_timeout=args.timeout,
+                             start_timeout=args.start_timeout, command_timeout=args.command_timeout,
+                             have=args.have)
 
     try:
         if args.url:
@@ -94,11 +107,11 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     if not results:
         return 1
     print("", file=out)
-    print(format_report(results), file=out, flush=True)
+    print(format_report(results, args.strict), file=out, flush=True)
     if args.junit:
-        args.junit.write_text(junit_xml(results), encoding="utf-8")
+        args.junit.write_text(junit_xml(results, args.strict), encoding="utf-8")
         print(f"JUnit XML: {args.junit}", file=out)
-    return 1 if any(r.failed for r in results) else 0
+    return 1 if any(r.failed(args.strict) for r in results) else 0
 
 
 if __name__ == "__main__":  # python -m labkernel.clients.cli

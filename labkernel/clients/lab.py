@@ -8,6 +8,7 @@
     r.output, r.exit_status             # what it printed (no ANSI codes, "\\n" line ends), and $?
     lab.run("make", check=True)         # raises CommandFailed on a non-zero status
     lab.send("q"); lab.expect(r"\\$ $") # raw keys; a regex over the output new since the last expect/run
+    lab.wait_idle()                     # until the shell is back at its prompt: the last exit status
     lab.check()                         # the lab's checks, as a Check button runs them
     lab.stop()
 
@@ -44,10 +45,10 @@ from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Patt
 
 from .client import LabClient, LabError
 from .results import CheckReport, CommandFailed, IncompleteCommand, LabBusy, LabEnded, LabTimeout, RunResult
-from .screen import clean, cursor_column, has_command, keys_for, setup_line, tail
+from .screen import Marker, clean, cursor_column, has_command, keys_for, setup_line, tail
 from .stream import MarkedStream
 
-__all__ = ["Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy", "LabEnded",
+__all__ = ["Lab", "RunResult", "CheckReport", "CommandFailed", "LabTimeout", "LabBusy", "LabHeld", "LabEnded",
            "IncompleteCommand", "current_lab"]
 
 _T = TypeVar("_T")
@@ -55,6 +56,21 @@ _T = TypeVar("_T")
 _CLEAR_LINE = "\x01\x0b"  # Ctrl-A Ctrl-K: readline's line emptied (no bell when it is empty already)
 _CTRL_C = "\x03"
 _SETTLE = 0.2            # seconds of quiet that show keys typed a moment ago have been echoed
+
+
+class LabHeld(LabBusy):
+    """A command typed by ``run_lines(held=…)`` has a full-screen program at the
+    keyboard: it switched the terminal to its alternate screen (a pager, an editor,
+    ``watch``, ``top``) and has been quiet there. It is left running, as a learner
+    would find it: ``send`` it keys (``q``, Ctrl-C), then ``wait_idle``.
+
+    ``command`` is the command's text, ``output`` what it showed (cleaned), ``rest``
+    the lines of ``run_lines``' text not typed yet.
+    """
+
+    def __init__(self, message: str, *, command: str, output: str, rest: str):
+        super().__init__(message)
+        self.command, self.output, self.rest = command, output, rest
 
 
 # -- the lab ----------------------------------------------------------------------------
@@ -306,12 +322,17 @@ class Lab:
         return True
 
     def run_lines(self, text: str, timeout: Optional[float] = 30, *,
-                  each: bool = False) -> Iterator[RunResult]:
+                  each: bool = False, held: Optional[float] = None) -> Iterator[RunResult]:
         """Type the lines of ``text``, yielding a result per complete command, as ``%%lab``
         runs a cell (``run`` of several lines is this, with the results joined).
 
         ``timeout`` is for all of them, or for each one if ``each``. Blank and
         comment lines between commands are skipped (inside a here-document, kept).
+        ``held`` (seconds): a command whose full-screen program (one that switched
+        to the alternate screen or to application cursor keys: ``man``, ``less``,
+        ``vim``, ``watch``, ``top``) has had the terminal that long is taken to wait
+        for the keyboard: ``LabHeld`` is raised, the program left running, rather
+        than Ctrl-C at the timeout.
         """
         lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")
         if not has_command(text):
@@ -322,14 +343,21 @@ class Lab:
                 self._ready(deadline, timeout)
                 typed: List[str] = []
                 start = 0
-                for line in lines:
+                for index, line in enumerate(lines):
                     if not typed and (not line.strip() or line.lstrip().startswith("#")):
                         continue
                     offset = self._type(line)
                     if not typed:
                         start = self._stream.pin = offset
                     typed.append(line)
-                    marker = self._stream.wait_marker(offset, "ce", deadline)
+                    marker = self._wait_end(offset, start, deadline, held)
+                    if isinstance(marker, str):  # "held"
+                        command = "\n".join(typed)
+                        raise LabHeld(
+                            f"{command!r} has had a full-screen program (a pager, an editor, watch, top) "
+                            f"in the terminal for {held:g} s: it waits for keys. It is still running.",
+                            command=command, output=self._stream.printed(start),
+                            rest="\n".join(lines[index + 1:]))
                     if marker is None:
                         self._timed_out("\n".join(typed), start, timeout)
                     if marker.kind == "c":
@@ -355,6 +383,22 @@ class Lab:
                 raise
             finally:
                 self._stream.pin = None
+
+    def _wait_end(self, offset: int, start: int, deadline: Optional[float],
+                  held: Optional[float]) -> Union[Marker, str, None]:
+        """The next ``c`` or ``e`` marker after ``offset``; None at the deadline; with
+        ``held``, "held" once the command typed from ``start`` has had a full-screen
+        program in the terminal that long."""
+        if held is None:
+            return self._stream.wait_marker(offset, "ce", deadline)
+        while True:
+            until = time.monotonic() + held / 2
+            marker = self._stream.wait_marker(offset, "ce", until if deadline is None else min(until, deadline))
+            if marker is not None or (deadline is not None and time.monotonic() >= deadline):
+                return marker
+            since = self._stream.full_screen_since
+            if since is not None and time.monotonic() - since >= held and self._stream.full_screen(start):
+                return "held"
 
     def _timed_out(self, command: str, start: int, timeout: Optional[float]) -> NoReturn:
         seen = self._stream.printed(start)
@@ -394,6 +438,22 @@ class Lab:
         """Write ``keys`` to the terminal as typed: ``"y\\n"``, ``"\\x03"`` (Ctrl-C), ``"\\x1b[A"``."""
         self._checked(lambda: self.client.send(self.session_id, keys))
         self._settle = True
+
+    def wait_idle(self, timeout: Optional[float] = 30) -> Optional[int]:
+        """Wait until no command runs in the terminal (the shell is back at its prompt),
+        up to ``timeout``; return the exit status of the command that ended last, or
+        None if one still runs (or none of this Lab's has ended yet).
+
+        After ``send`` of keys that end a program (``q`` to a pager, Ctrl-C), this is
+        how to know they did. Raises ``LabEnded`` if the session ends.
+        """
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._stream.catch_up()
+            self._stream.wait_idle(deadline)
+            if not self._stream.live:
+                raise self._ended_error()
+            return None if self._stream.state in ("running", "unknown") else self._stream.last_status
 
     def expect(self, pattern: Union[str, Pattern[str]], timeout: Optional[float] = 30) -> "re.Match[str]":
         """Wait until ``pattern`` (a regex) matches the output new since the last ``expect`` or ``run``.

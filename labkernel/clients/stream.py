@@ -25,6 +25,11 @@ _LIVE = ("starting", "running")
 _MAX_WAIT = 25.0         # the server's default long-poll cap; asking for more gains nothing
 _RECENT = 4096           # bytes of the stream kept to measure the prompt before the setup line
 _KEEP = 4 << 20          # unread output kept for expect(); older output is dropped
+# A full-screen program taking the terminal and giving it back: the alternate screen
+# (smcup/rmcup of xterm's terminfo, and their older forms) and application cursor
+# keys (smkx/rmkx), which less, man, vim and watch switch on, and top (which keeps
+# the normal screen) too; bash's readline does not.
+_FULL_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47|1)([hl])")
 
 
 class MarkedStream:
@@ -39,7 +44,10 @@ class MarkedStream:
 
     What the stream has learnt, to read: ``state`` (from our markers: ``unknown``,
     ``idle``, ``running`` or ``more``), ``installed`` (a marker of ours has been
-    seen), ``recent`` (the stream's last 4 KiB), ``live``.
+    seen), ``last_status`` (the exit status in the last end marker),
+    ``full_screen_since`` (``time.monotonic()`` when a full-screen program took the
+    terminal: its alternate screen or application keys; None once given back), ``recent`` (the stream's last 4 KiB),
+    ``live``.
     ``pin`` is for the caller to set: output from that offset on is never dropped.
     """
 
@@ -59,6 +67,8 @@ class MarkedStream:
         self.recent = b""                   # the stream's last _RECENT bytes
         self.state = "unknown"              # from our markers: idle, running, more
         self.installed = False              # a marker of ours has been seen
+        self.last_status: Optional[int] = None  # the exit status of the last end marker
+        self.full_screen_since: Optional[float] = None  # when a full-screen program took the terminal
         self._status = status
         self._prompt_from: Optional[int] = None  # an end marker found: its prompt is coming
 
@@ -84,6 +94,11 @@ class MarkedStream:
             if m.end() > len(self._tail):
                 self.state = {b"s": "running", b"c": "more"}.get(m.group(1), "idle")
                 self.installed = True
+                if self.state == "idle":
+                    self.last_status = int(m.group(1))
+        for m in _FULL_SCREEN.finditer(chunk):
+            if m.end() > len(self._tail):
+                self.full_screen_since = time.monotonic() if m.group(1) == b"h" else None
         self._tail = chunk[-64:]
         self.recent = (self.recent + data)[-_RECENT:]
         self._buf += data
@@ -217,6 +232,14 @@ class MarkedStream:
         """
         began = self._find(start, "s")
         return clean(self.text(began.end if began else start))
+
+    def full_screen(self, start: int) -> bool:
+        """Whether the output from offset ``start`` on has a full-screen program (a
+        pager, an editor, ``watch``, ``top``) taking the terminal and not giving it back."""
+        last = None
+        for last in _FULL_SCREEN.finditer(self._buf, max(0, start - self._base)):
+            pass
+        return last is not None and last.group(1) == b"h"
 
     def search(self, regex: Pattern[str]) -> Tuple[Optional["re.Match[str]"], str]:
         """``regex`` searched in the output after the cursor, cleaned as ``run``'s is.

@@ -1,0 +1,1 @@
+echo "entered step 2" > step2-setup.txt

@@ -1,0 +1,1 @@
+echo "step 2: the job is ready"

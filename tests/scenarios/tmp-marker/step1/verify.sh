@@ -1,0 +1,1 @@
+[ -f /tmp/labkernel-kc-step1-applied ] || { echo "the step is not applied yet"; exit 1; }
