@@ -504,9 +504,9 @@ export class PageStream {
     for (const sub of subs) sub.onFallback?.();
   }
 
-  _watch(conn, delay = conn.heartbeat * 2000 + 5000) {
+  _watch(conn, delay = conn.heartbeat * 1500 + 5000) {
     if (this.watchdog !== null) this.timers.clearTimeout(this.watchdog);
-    const limit = conn.heartbeat * 2000 + 5000;
+    const limit = conn.heartbeat * 1500 + 5000; // a heartbeat and a half, and some slack
     this.watchdog = this.timers.setTimeout(() => {
       this.watchdog = null;
       if (this.conn !== conn) return;
@@ -515,7 +515,7 @@ export class PageStream {
         this._watch(conn, limit - quiet);
         return;
       }
-      // Silent past two heartbeats: a proxy holds the stream back, or the network is gone.
+      // Silent past its heartbeat: a proxy holds the stream back, or the network is gone.
       this.stalls += 1;
       if (this.stalls >= 2) this._fallBack("the stream went silent", true);
       else {

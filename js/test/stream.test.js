@@ -81,7 +81,10 @@ test("the terminals of a page share one stream: each gets its own output, and no
   terms[3].transport.send("k");
   await p.timers.advance(10);
   p.hub.session("s4").append("k");
-  await p.timers.advance(60000);
+  for (let i = 0; i < 6; i += 1) {
+    p.hub.heartbeatAll(); // the server's, every 15 s of nothing else
+    await p.timers.advance(10000);
+  }
   assert.equal(terms[3].text(), "out-s4 k");
   assert.deepEqual(p.hub.requests.slice(before).map((r) => r.method + " " + r.url), ["POST /user/x/api/ws/message"]);
   assert.equal(p.budget.used, 0, "no long-poll slot is taken");

@@ -176,5 +176,5 @@ class LabKernelApp(ExtensionAppJinjaMixin, ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Stop every session and wait until all their processes are gone."""
+        await self.manager.shutdown()  # the streams send each session's end meanwhile
         self.streams.hang_up_all()
-        await self.manager.shutdown()
