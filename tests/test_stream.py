@@ -320,6 +320,31 @@ async def test_another_sessions_echo_comes_through_while_one_floods_a_slow_page(
         stream.close()
 
 
+async def test_a_flood_goes_in_events_of_many_reads_and_typing_at_once(api, server_url, token):
+    """A PTY read is under 4 KiB: while a program keeps writing, an event gathers them."""
+    sid, start = await api.shell()
+    stream = await open_stream(server_url, token, (sid, start, "v"))
+    try:
+        await api.command(sid, "head -c 3000000 /dev/zero | tr '\\0' x; echo DO''NE")
+        sizes, text, offset = [], "", start
+        while "DONE" not in text[-200:]:
+            item = await stream.next()
+            if item.name != "output":
+                continue
+            sizes.append(item.data["nextOffset"] - item.data["offset"])
+            offset = item.data["nextOffset"]
+            text = text[-200:] + item.data["data"]
+            await ack(api, stream, v=offset)
+        assert sum(sizes) / len(sizes) > 8 * KIB, f"{len(sizes)} events for {sum(sizes)} bytes"
+        # A key typed after a quiet spell is sent at once, in an event of its own.
+        await asyncio.sleep(0.1)
+        await api.send(sid, "z")
+        echo = await stream.next()
+        assert echo.name == "output" and echo.data["data"] == "z"
+    finally:
+        stream.close()
+
+
 # -- sessions ending -----------------------------------------------------------------------
 
 

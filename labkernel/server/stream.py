@@ -39,8 +39,11 @@ event ends the stream; the page opens the next one from its offsets.
 **Bounds.** ``max_stream_sessions`` readers per stream, ``max_streams`` streams per
 server (then ``too_many_streams``, 429: the page uses long polls). A flooding channel
 is sent a piece (``answers.PIECE``) at a time, round robin, so another channel's
-echo waits for at most one piece; as with long polls, a flood's small reads are
-gathered for up to ``batch_delay`` while the program writes on (``Channel.hold_until``).
+echo waits for at most one piece. Output goes at once when it is small (an echo)
+or the channel has sent nothing for ``batch_delay``; while a program keeps
+writing, the next event gathers its reads (each under 4 KiB) for up to
+``batch_delay``, as a long poll gathers them (``Channel.hold_until``): a flood goes
+in events of tens of KiB, not thousands of reads' worth.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ from .fields import client_id, query_number
 
 #: The least room worth a read: a whole UTF-8 character always fits in it.
 MIN_ROOM = 4
-#: A smaller backlog than this is sent at once, never gathered: typing and prompts.
-BATCH_MIN = 4096
+#: Less output than this is sent at once, never gathered: an echo, a short redraw.
+GATHER_MIN = 512
 #: The smallest window a request may ask for.
 MIN_WINDOW = 1024
 
@@ -134,6 +137,8 @@ class Channel:
     window: int
     #: While a program floods, small reads are gathered until then (monotonic time).
     hold_until: float | None = None
+    #: When the last event went (monotonic time).
+    sent_at: float = 0.0
 
     @property
     def room(self) -> int:
@@ -302,6 +307,7 @@ class OutputStream:
             if chunk.data or chunk.offset > channel.sent:
                 truncated = channel.took(chunk.offset, chunk.next_offset)
                 channel.hold_until = None
+                channel.sent_at = now
                 return event("output", {
                     "sessionId": channel.session_id, "clientId": channel.reader, "offset": chunk.offset,
                     "nextOffset": chunk.next_offset, "data": chunk.data.decode("utf-8", "replace"),
@@ -315,10 +321,11 @@ class OutputStream:
         return None
 
     def _gather(self, channel: Channel, session: LabSession, pending: int, want: int, now: float) -> bool:
-        """Hold a small backlog of a program that is writing fast, to send more at once
-        (as ``longpoll._streaming`` does for a poll); True while it is held."""
-        if (self.batch_delay <= 0 or not session.running or not BATCH_MIN <= pending < want
-                or now - session.last_output >= self.batch_delay):
+        """Hold the small backlog of a program that keeps writing, to send more at once
+        (as ``longpoll._streaming`` does for a poll); True while it is held. The first
+        output after a quiet spell is never held, nor a few bytes (an echo)."""
+        if (self.batch_delay <= 0 or not session.running or not GATHER_MIN <= pending < want
+                or now - channel.sent_at >= self.batch_delay or now - session.last_output >= self.batch_delay):
             return False
         if channel.hold_until is None:
             channel.hold_until = now + self.batch_delay
