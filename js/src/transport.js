@@ -630,8 +630,8 @@ export class PageStream {
       this._maybeAck();
       return;
     }
-    if (answer?.status === 404) return; // the stream closed meanwhile
-    // No answer: try again; the stream may be waiting for this.
+    if (answer && answer.status < 500 && answer.status !== 429) return; // closed meanwhile (404), or refused
+    // No answer, or a proxy's 5xx: try again; the stream may be waiting for this.
     this.ackFailures += 1;
     this.ackTimer = this.timers.setTimeout(() => {
       this.ackTimer = null;

@@ -5,8 +5,9 @@ One ``jupyter lab``, one Chromium, four pages side by side (each in a browser
 context of its own, so each has its own six connections): a notebook with one
 labkernel Terminal and one with four, each read on the page's stream and each
 with the stream off (long polls, as a page behind a buffering proxy reads).
-Keys are typed into ``cat``, alternating between the pages in blocks of ten
-(and in turn between a page's terminals), and timed from the keydown to:
+Keys are typed into ``cat``, alternating between the pages in blocks of ten (each
+block into one terminal of the page, the next block into the next), and timed from
+the keydown to:
 
 - *arrival*: the echo reaches the page's JavaScript (a stream chunk read, an XHR's
   load), timed before labkernel's own code sees it;
@@ -191,8 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while done < args.keys:
                 for page in pages:
                     page.page.bring_to_front()
+                    term = (done // args.block) % page.count  # a block of keys into one terminal
                     for k in range(args.block):
-                        term = (done + k) % page.count
                         arrival, drawn, first = page.key(term, letters[(done + k) % 26])
                         got = results.setdefault(page.name, {"arrival": [], "drawn": [], "first": 0})
                         got["arrival"].append(arrival)
