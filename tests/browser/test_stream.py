@@ -259,7 +259,10 @@ def test_four_terminals_on_one_page_share_one_stream_and_all_echo_without_pollin
         view.wait_text(r"xyz$")
         view.press("Control+u")
     page.shot("four-terminals")
-    time.sleep(2)
+    # Idle, with no output: no request at all (the stream's heartbeats keep it open).
+    quiet = time.monotonic()
+    time.sleep(26)
+    assert requests.since(quiet) == [], requests.since(quiet)
     after = requests.since(since)
     assert polls(requests, since) == [], "a terminal polled its output"
     assert streams(requests, since) == [], "the stream was opened again"
