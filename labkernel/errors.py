@@ -55,3 +55,15 @@ class PayloadTooLarge(LabError):
 
 class TooManySessions(LabError):
     code, status = "too_many_sessions", 429
+
+
+class StreamNotFound(LabError):
+    """An acknowledgement for an output stream that has closed (or never was)."""
+
+    code, status = "stream_not_found", 404
+
+
+class TooManyStreams(LabError):
+    """The server holds as many output streams open as it allows (``max_streams``)."""
+
+    code, status = "too_many_streams", 429

@@ -27,7 +27,7 @@ import psutil
 import pytest
 from traitlets.config import Config
 
-from labkernel.server.app import MOVED_FROM_MANAGER
+from labkernel.server.app import LabKernelApp
 from support.api import PROMPT, SHELL_COMMAND, Api
 from support.auth import DenyingAuthorizer
 from support.processes import with_token
@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 #: Settings of ``LabKernelApp``, the web layer; ``labkernel_config`` may name them too.
-HTTP_LIMITS = (*MOVED_FROM_MANAGER, "max_body_size")
+HTTP_LIMITS = tuple(LabKernelApp.class_own_traits(config=True))
 
 
 @pytest.fixture

@@ -164,27 +164,54 @@ export class Api {
 /**
  * Chromium opens at most six HTTP/1.1 connections per host, and a long poll holds
  * one for up to 25 s. A page with several terminals must leave connections for
- * keystrokes and for JupyterLab's own requests, so the terminals of a page share
- * a few long-poll slots; a terminal that finds none free polls with `wait=0` on a
- * timer instead (and at once after each keystroke it sends).
+ * keystrokes and for JupyterLab's own requests, so the terminals of a page that
+ * long-poll (no stream, see PageStream) share a few long-poll slots; a terminal
+ * that finds none free polls with `wait=0` on a timer instead. A terminal being
+ * typed into takes a slot from one that has not been for 5 s (`steal`), so the
+ * one in use never loops on `wait=0` polls (a fourth terminal did: 272 polls for
+ * 60 keys, and a 32.6 ms echo; issue 13).
  */
 export class PollBudget {
-  constructor(slots = 3) {
+  constructor(slots = 3, { idle = 5000 } = {}) {
     this.slots = slots;
+    this.idle = idle;
     this.used = 0;
+    this.holders = new Set(); // {lastInput, preempt()} of the slots held
+    this.waiting = null; // called when the next slot is free
   }
 
-  /** A release function if a slot was free, else null. */
-  tryAcquire() {
+  /** A release function if a slot was free, else null. `holder`: who may be asked to give it up. */
+  tryAcquire(holder = null) {
     if (this.used >= this.slots) return null;
     this.used += 1;
+    if (holder) this.holders.add(holder);
     let released = false;
     return () => {
-      if (!released) {
-        released = true;
-        this.used -= 1;
-      }
+      if (released) return;
+      released = true;
+      this.used -= 1;
+      if (holder) this.holders.delete(holder);
+      const next = this.waiting;
+      this.waiting = null;
+      next?.();
     };
+  }
+
+  /**
+   * For a terminal typed into at `now` that has no slot: the holder typed into
+   * least recently, if not within `idle` ms, gives its slot up (it polls on a
+   * timer instead), and `then()` is called once it is free. False if none will.
+   */
+  steal(now, then) {
+    let victim = null;
+    for (const holder of this.holders) {
+      if (now - holder.lastInput >= this.idle && (!victim || holder.lastInput < victim.lastInput)) victim = holder;
+    }
+    if (!victim) return false;
+    this.holders.delete(victim);
+    this.waiting = then;
+    victim.preempt();
+    return true;
   }
 }
 
@@ -211,6 +238,423 @@ export function pieces(text, size = 16384) {
     start = end;
   }
   return out;
+}
+
+// -- One output stream per page ------------------------------------------------------
+
+/** The most readers one stream carries: the server's default `max_stream_sessions`. */
+export const STREAM_MAX_READERS = 32;
+
+/**
+ * A streamed answer over `fetch`: resolves `{status, text}` for an answer that is not an
+ * event stream (an error, a proxy's page), else `{status, chunks}`, `chunks()` an async
+ * iterator of its text as it comes. Rejects on a network failure or an abort.
+ */
+export function fetchStream(fetchImpl = globalThis.fetch?.bind(globalThis)) {
+  return async (url, { headers = {}, signal } = {}) => {
+    const response = await fetchImpl(url, { headers, signal, credentials: "same-origin", cache: "no-store" });
+    const type = response.headers.get("Content-Type") || "";
+    if (response.status !== 200 || !type.startsWith("text/event-stream") || !response.body) {
+      return { status: response.status, text: await response.text() };
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    return {
+      status: 200,
+      async* chunks() {
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            yield decoder.decode(value, { stream: true });
+          }
+        } finally {
+          reader.cancel().catch(() => {});
+        }
+      },
+    };
+  };
+}
+
+/**
+ * Server-Sent Events from text as it comes: `onEvent(name, data)` for each event,
+ * `onEvent("comment", text)` for each comment line. Lines may come cut anywhere.
+ */
+export class SseParser {
+  constructor(onEvent) {
+    this.onEvent = onEvent;
+    this.buffer = "";
+    this.scanned = 0; // no newline in buffer before this
+    this.name = "";
+    this.data = [];
+  }
+
+  feed(text) {
+    this.buffer += text;
+    let nl = this.buffer.indexOf("\n", this.scanned);
+    let start = 0;
+    while (nl >= 0) {
+      let line = this.buffer.slice(start, nl);
+      start = nl + 1;
+      if (line.endsWith("\r")) line = line.slice(0, -1);
+      this._line(line);
+      nl = this.buffer.indexOf("\n", start);
+    }
+    this.buffer = this.buffer.slice(start);
+    this.scanned = this.buffer.length;
+  }
+
+  _line(line) {
+    if (line === "") {
+      if (this.data.length) this.onEvent(this.name || "message", this.data.join("\n"));
+      this.name = "";
+      this.data = [];
+      return;
+    }
+    if (line.startsWith(":")) {
+      this.onEvent("comment", line.slice(1));
+      return;
+    }
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.name = value;
+    else if (field === "data") this.data.push(value);
+  }
+}
+
+/** Where a page remembers that streams do not get through (sessionStorage), by server. */
+export function fallbackKey(baseUrl) {
+  return `labkernel:transport:${baseUrl}`;
+}
+
+/**
+ * The output of all terminals of a page on one Server-Sent Events stream
+ * (`GET api/ws/stream`), shared by every SessionTransport of the page.
+ *
+ * Each terminal subscribes with its session, clientId and offset, and gets its
+ * output events in order; it says when it has written each (`written`), and the
+ * stream tells the server in acknowledgements, one in flight at a time, whenever a
+ * quarter of the window has been written since the last: the server never sends a
+ * terminal more than its window past what it acknowledged, so a flood cannot
+ * outrun the page. A subscription made or ended reopens the stream with the
+ * readers there are then, from the offset each has taken (nothing is lost or
+ * repeated: each event carries its offsets). While a stream is replaced, a page
+ * may hold up to two windows it has not written.
+ *
+ * Where the stream does not get through it falls back, and the page's terminals
+ * read with long polls: no event within `openTimeout` ms of asking (a proxy that
+ * buffers answers), a stream that goes silent twice past its heartbeat, an answer
+ * that is not an event stream, a server without the route (404), or one that has
+ * as many streams as it allows (429). A fallback is kept for the page, and the
+ * first four of those also in `storage` (sessionStorage: the next load of the
+ * page does not try again). Network errors and 5xx answers are retried with
+ * backoff, as polls are.
+ */
+export class PageStream {
+  constructor({
+    api, open = fetchStream(), timers = globalThis, random = Math.random, storage = null,
+    openTimeout = 4000, backoff = {}, maxReaders = STREAM_MAX_READERS, now = () => Date.now(),
+  }) {
+    Object.assign(this, { api, open, timers, random, storage, openTimeout, backoff, maxReaders, now });
+    this.subs = new Map(); // clientId -> subscription
+    this.conn = null; // the stream being read
+    this.fallen = null; // why the page reads with long polls instead, once it does
+    this.failures = 0; // failed attempts since the last stream that opened
+    this.stalls = 0; // silent streams in a row
+    this.reconnectTimer = null;
+    this.watchdog = null;
+    this.acking = false;
+    this.ackTimer = null;
+    this.ackFailures = 0;
+    this.requests = 0; // streams asked for (for tests and the curious)
+    try {
+      if (storage?.getItem(fallbackKey(api.baseUrl)) === "polls") this.fallen = "remembered";
+    } catch {
+      // storage refused: nothing remembered
+    }
+  }
+
+  /** Whether terminals of this page read their output here (false: long polls). */
+  get usable() {
+    return !this.fallen;
+  }
+
+  /**
+   * Read `sessionId` for `clientId` from `offset`. `handlers`: `onOpen()` (the
+   * stream is there), `onOutput(event)` (an output event: `offset`, `nextOffset`,
+   * `data`, `truncated`), `onEnd(event)` (`status`, `exitCode`), `onError(event)`
+   * (`error`, `message`: the session is unknown), `onRefused(answer)` (401/403),
+   * `onTrouble(attempt)` (reconnecting), `onFallback()` (read with long polls from
+   * now on). Returns `{written(offset), close()}`, or null where the page reads
+   * with long polls (or has as many readers as a stream carries).
+   */
+  subscribe({ sessionId, clientId, offset, ...handlers }) {
+    if (this.fallen || this.subs.size >= this.maxReaders || this.subs.has(clientId)) return null;
+    const sub = { sessionId, clientId, next: offset, written: offset, acked: offset, ...handlers };
+    this.subs.set(clientId, sub);
+    this._reconnectSoon(0);
+    return {
+      written: (at) => {
+        if (this.subs.get(clientId) !== sub || at <= sub.written) return;
+        sub.written = at;
+        this._maybeAck();
+      },
+      close: () => {
+        if (this.subs.get(clientId) !== sub) return;
+        this.subs.delete(clientId);
+        this._reconnectSoon(0);
+      },
+    };
+  }
+
+  // -- the connection ----------------------------------------------------------------
+
+  _reconnectSoon(delay) {
+    if (this.fallen) return;
+    if (this.reconnectTimer !== null) this.timers.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = this.timers.setTimeout(() => {
+      this.reconnectTimer = null;
+      this._connect();
+    }, delay);
+  }
+
+  _drop() {
+    const conn = this.conn;
+    this.conn = null;
+    if (this.watchdog !== null) this.timers.clearTimeout(this.watchdog);
+    this.watchdog = null;
+    if (conn) {
+      this.timers.clearTimeout(conn.openTimer);
+      conn.controller.abort();
+    }
+  }
+
+  async _connect() {
+    this._drop();
+    if (this.fallen || !this.subs.size) return;
+    const conn = {
+      controller: new AbortController(), opened: false, closed: false, id: null, window: 0,
+      heartbeat: 15, since: this.now(), subs: new Set(this.subs.values()),
+    };
+    this.conn = conn;
+    this.requests += 1;
+    for (const sub of conn.subs) sub.acked = sub.next; // the new stream counts from there
+    const reads = [...conn.subs].map((s) => `read=${encodeURIComponent(`${s.sessionId}:${s.next}:${s.clientId}`)}`);
+    const headers = { Accept: "text/event-stream" };
+    if (this.api.token) headers.Authorization = `token ${this.api.token}`;
+    conn.openTimer = this.timers.setTimeout(() => {
+      if (this.conn === conn && !conn.opened) this._fallBack("no event came", true);
+    }, this.openTimeout);
+    const parser = new SseParser((name, data) => this._event(conn, name, data));
+    try {
+      const answer = await this.open(this.api.url(`api/ws/stream?${reads.join("&")}`), {
+        headers, signal: conn.controller.signal,
+      });
+      if (this.conn !== conn) return;
+      if (!answer.chunks) {
+        this._refused(answer);
+        return;
+      }
+      for await (const text of answer.chunks()) {
+        if (this.conn !== conn) return;
+        conn.lastByte = this.now();
+        parser.feed(text);
+      }
+    } catch {
+      // a network failure, or our own abort (then this.conn is no longer conn)
+    }
+    if (this.conn !== conn) return;
+    this._ended(conn);
+  }
+
+  _ended(conn) {
+    this._drop();
+    if (conn.closed && conn.opened) {
+      this.failures = 0;
+      this._reconnectSoon(0); // the server ended it (lifetime): the next one at once
+      return;
+    }
+    if (conn.opened && this.now() - conn.since >= 10000) this.failures = 0; // a long life, then cut
+    this._trouble();
+  }
+
+  _trouble() {
+    this.failures += 1;
+    for (const sub of this.subs.values()) sub.onTrouble?.(this.failures);
+    this._reconnectSoon(backoffDelay(this.failures, { ...this.backoff, random: this.random }));
+  }
+
+  _refused(answer) {
+    let body = null;
+    try {
+      body = answer.text ? JSON.parse(answer.text) : null;
+    } catch {
+      body = null;
+    }
+    const { status } = answer;
+    if (status === 401 || status === 403) {
+      this._drop();
+      const subs = [...this.subs.values()];
+      this.subs.clear();
+      for (const sub of subs) sub.onRefused?.({ status, body });
+      return;
+    }
+    if (status === 200 || status === 400 || (status === 404 && body?.error === "not_found")) {
+      this._fallBack(`the server answered ${status} ${body?.error || "(not an event stream)"}`, true);
+      return;
+    }
+    if (status === 429) {
+      this._fallBack("the server has as many streams as it allows", false);
+      return;
+    }
+    this._drop();
+    this._trouble(); // 5xx, a proxy restarting: again, later
+  }
+
+  _fallBack(reason, remember) {
+    if (this.fallen) return;
+    this._drop();
+    this.fallen = reason;
+    if (this.reconnectTimer !== null) this.timers.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    if (remember) {
+      try {
+        this.storage?.setItem(fallbackKey(this.api.baseUrl), "polls");
+      } catch {
+        // storage refused: the page still remembers
+      }
+    }
+    const subs = [...this.subs.values()];
+    this.subs.clear();
+    for (const sub of subs) sub.onFallback?.();
+  }
+
+  _watch(conn, delay = conn.heartbeat * 1500 + 5000) {
+    if (this.watchdog !== null) this.timers.clearTimeout(this.watchdog);
+    const limit = conn.heartbeat * 1500 + 5000; // a heartbeat and a half, and some slack
+    this.watchdog = this.timers.setTimeout(() => {
+      this.watchdog = null;
+      if (this.conn !== conn) return;
+      const quiet = this.now() - conn.lastByte;
+      if (quiet < limit) {
+        this._watch(conn, limit - quiet);
+        return;
+      }
+      // Silent past its heartbeat: a proxy holds the stream back, or the network is gone.
+      this.stalls += 1;
+      if (this.stalls >= 2) this._fallBack("the stream went silent", true);
+      else {
+        this._drop();
+        this._trouble();
+      }
+    }, delay);
+  }
+
+  _event(conn, name, raw) {
+    if (this.conn !== conn) return;
+    if (name === "comment") {
+      if (conn.opened) this.stalls = 0;
+      return;
+    }
+    let data;
+    try {
+      data = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (name === "open") {
+      conn.opened = true;
+      conn.id = data.streamId;
+      conn.window = data.window;
+      conn.heartbeat = data.heartbeat;
+      this.timers.clearTimeout(conn.openTimer);
+      this.failures = 0;
+      this._watch(conn);
+      for (const sub of conn.subs) if (this.subs.get(sub.clientId) === sub) sub.onOpen?.();
+      return;
+    }
+    if (name === "close") {
+      conn.closed = true;
+      return;
+    }
+    this.stalls = 0;
+    const sub = this.subs.get(data.clientId);
+    if (!sub || !conn.subs.has(sub)) return;
+    if (name === "output") {
+      if (data.offset < sub.next) return; // never: each event follows the last
+      sub.next = data.nextOffset;
+      sub.onOutput?.(data);
+    } else if (name === "end" || name === "error") {
+      this.subs.delete(sub.clientId);
+      if (name === "end") sub.onEnd?.(data);
+      else sub.onError?.(data);
+    }
+  }
+
+  // -- acknowledgements ------------------------------------------------------------
+
+  _maybeAck() {
+    const conn = this.conn;
+    if (!conn?.opened || this.acking || this.ackTimer !== null) return;
+    const step = Math.max(1, Math.floor(conn.window / 4));
+    const due = [...conn.subs].some((s) => this.subs.get(s.clientId) === s && s.written - s.acked >= step);
+    if (due) this._ack(conn);
+  }
+
+  async _ack(conn) {
+    const written = {};
+    const sent = [];
+    for (const sub of conn.subs) {
+      if (this.subs.get(sub.clientId) === sub && sub.written > sub.acked) {
+        written[sub.clientId] = sub.written;
+        sent.push([sub, sub.written]);
+      }
+    }
+    if (!sent.length) return;
+    this.acking = true;
+    let answer = null;
+    try {
+      answer = await this.api.request("POST", `api/ws/stream/${encodeURIComponent(conn.id)}/ack`, {
+        body: { written }, timeout: 30000,
+      });
+    } catch {
+      answer = null;
+    }
+    this.acking = false;
+    if (this.conn !== conn) return; // that stream is gone; the next counts from its own start
+    if (answer && answer.status === 200) {
+      this.ackFailures = 0;
+      for (const [sub, at] of sent) sub.acked = Math.max(sub.acked, at);
+      this._maybeAck();
+      return;
+    }
+    if (answer && answer.status < 500 && answer.status !== 429) return; // closed meanwhile (404), or refused
+    // No answer, or a proxy's 5xx: try again; the stream may be waiting for this.
+    this.ackFailures += 1;
+    this.ackTimer = this.timers.setTimeout(() => {
+      this.ackTimer = null;
+      if (this.conn === conn) this._ack(conn);
+    }, backoffDelay(this.ackFailures, { ...this.backoff, random: this.random }));
+  }
+}
+
+/** The stream shared by every terminal of this page on this server (widgets load the module more than once). */
+export function pageStream(api) {
+  const key = "__labkernelStreams";
+  globalThis[key] ??= new Map();
+  const streams = globalThis[key];
+  if (!streams.has(api.baseUrl)) {
+    let storage = null;
+    try {
+      storage = globalThis.sessionStorage ?? null;
+    } catch {
+      storage = null; // refused (sandboxed frames)
+    }
+    streams.set(api.baseUrl, new PageStream({ api, storage }));
+  }
+  return streams.get(api.baseUrl);
 }
 
 // -- The session transport ---------------------------------------------------------
@@ -243,6 +687,11 @@ function randomId() {
  * (each read asks for at most the bytes up to it), so no answer is part history
  * and part live.
  *
+ * Live output comes on the page's stream (`stream`, a PageStream) when it has
+ * one that gets through: each event is handed to `onOutput` as it arrives (xterm
+ * queues writes in order) and `done()` tells the stream it is written (its flow
+ * control). History, and everything where the page fell back, is long-polled.
+ *
  * Input: `send(data)` queues keystrokes; one POST is in flight at a time and
  * carries everything queued (coalescing), with an increasing `seq`. A POST that
  * got no answer is retried with the same body, which the server acknowledges as
@@ -254,13 +703,25 @@ export class SessionTransport {
   constructor({
     api, sessionId, clientId = randomId(), offset = 0, wait = 25, liveFrom = null,
     onOutput = (_data, done) => done(), onState = () => {},
-    timers = globalThis, random = Math.random, budget = new PollBudget(Infinity),
+    timers = globalThis, random = Math.random, budget = new PollBudget(Infinity), stream = null,
     shortInterval = 1000, activeInterval = 150, backoff = {}, now = () => Date.now(),
   }) {
     Object.assign(this, {
       api, sessionId, clientId, offset, wait, liveFrom, onOutput, onState, timers, random, budget,
-      shortInterval, activeInterval, backoff, now,
+      stream, shortInterval, activeInterval, backoff, now,
     });
+    this.subscription = null; // on the page's stream
+    const transport = this;
+    this.holder = { // of a long-poll slot (PollBudget.steal)
+      get lastInput() { return transport.lastInput; },
+      preempt: () => {
+        this.preempted = true;
+        this.pollAbort?.abort();
+      },
+    };
+    this.preempted = false;
+    this.drawing = 0; // streamed output handed to onOutput and not yet drawn
+    this.afterDrawn = null; // what waits for the drawing to end (an end state, long polls)
     this.dropped = 0; // bytes the server no longer had, not yet reported
     this.state = { name: "connecting", attempt: 0, exitCode: null, message: "" };
     this.seq = 0;
@@ -346,14 +807,16 @@ export class SessionTransport {
       this._findLiveFrom();
       return;
     }
+    const replay = this.offset < this.liveFrom;
+    if (!replay && this.stream?.usable && this._subscribe()) return;
     this.reading = true;
     const confirming = !this.confirmed;
-    const replay = this.offset < this.liveFrom;
     // The first answer after (re)connecting comes at once, so the status line turns
     // "connected" without waiting for output; after that, long polls when a slot is
     // free. History is there already: no long poll, no slot for it.
-    this.release = this.confirmed && !replay ? this.budget.tryAcquire() : null;
+    this.release = this.confirmed && !replay ? this.budget.tryAcquire(this.holder) : null;
     const wait = this.release ? this.wait : 0;
+    this.preempted = false;
     const controller = new AbortController();
     this.pollAbort = controller;
     const path = `${this._sessionPath("output")}?offset=${this.offset}&wait=${wait}`
@@ -372,6 +835,13 @@ export class SessionTransport {
       this.pollAbort = null;
     }
     if (this.disposed || this.final) return;
+    if (!answer && this.preempted) {
+      // Its slot went to a terminal being typed into: poll on a timer meanwhile.
+      this.preempted = false;
+      this.reading = false;
+      this._schedulePoll(this.shortInterval);
+      return;
+    }
     if (!answer || answer.status !== 200 || !answer.body) {
       if (answer && this._finalAnswer(answer)) return;
       this.reading = false;
@@ -417,6 +887,81 @@ export class SessionTransport {
     else this._schedulePoll(this.now() - this.lastInput < 5000 ? this.activeInterval : this.shortInterval);
   }
 
+  /** Read live output on the page's stream; false where it takes no more readers. */
+  _subscribe() {
+    const subscription = this.stream.subscribe({
+      sessionId: this.sessionId,
+      clientId: this.clientId,
+      offset: this.offset,
+      onOpen: () => {
+        this.readFailures = 0;
+        this.confirmed = true;
+        if (this.writeFailures === 0) this._setState("connected");
+      },
+      onTrouble: (attempt) => {
+        this.confirmed = false;
+        this.readFailures = attempt;
+        this._setState("reconnecting", { attempt: Math.max(attempt, this.writeFailures) });
+      },
+      onOutput: (event) => this._streamed(event),
+      onEnd: ({ status, exitCode }) => {
+        this.subscription = null;
+        this._whenDrawn(() => {
+          if (status === "expired") this._setState("expired");
+          else this._setState("ended", { exitCode: exitCode ?? null, status });
+        });
+      },
+      onError: ({ message }) => {
+        this.subscription = null;
+        this._setState("not_found", { message: message || "" });
+      },
+      onRefused: (answer) => {
+        this.subscription = null;
+        this._finalAnswer(answer);
+      },
+      onFallback: () => {
+        // Long polls from where the stream stopped, once what it gave is drawn.
+        this.subscription = null;
+        this._whenDrawn(() => {
+          this.reading = false;
+          this._poll();
+        });
+      },
+    });
+    if (!subscription) return false;
+    this.subscription = subscription;
+    this.reading = true; // the stream reads for this transport
+    return true;
+  }
+
+  _streamed({ data, offset, nextOffset }) {
+    if (this.disposed || this.final) return;
+    const gap = offset > this.offset ? offset - this.offset : 0;
+    this.offset = nextOffset;
+    if (!data && !gap) return;
+    const text = gap ? `\r\n\x1b[2m[${gap} bytes of output were dropped]\x1b[0m\r\n${data}` : data;
+    const subscription = this.subscription;
+    this.drawing += 1;
+    let called = false;
+    this.onOutput(text, () => {
+      if (called) return;
+      called = true;
+      subscription?.written(nextOffset);
+      this.drawing -= 1;
+      if (this.drawing === 0 && this.afterDrawn) {
+        const then = this.afterDrawn;
+        this.afterDrawn = null;
+        then();
+      }
+    }, { replay: false });
+  }
+
+  /** Run `then` once the streamed output handed out so far is drawn. */
+  _whenDrawn(then) {
+    if (this.drawing === 0) then();
+    else this.afterDrawn = then;
+  }
+
   /** Where live output starts: the session's output offset now (see the class comment). */
   async _findLiveFrom() {
     this.reading = true;
@@ -456,6 +1001,12 @@ export class SessionTransport {
     if (this.pollTimer !== null && this.readFailures === 0) this._schedulePoll(0);
   }
 
+  /** Typed into with no long-poll slot: take one from a terminal that is not (PollBudget.steal). */
+  _claimSlot() {
+    if (this.subscription || this.pollTimer === null || this.readFailures) return;
+    this.budget.steal?.(this.now(), () => this._kick());
+  }
+
   // -- input ---------------------------------------------------------------------
 
   /** Queue keystrokes (any length: long pastes go out in pieces, in order). */
@@ -465,6 +1016,7 @@ export class SessionTransport {
     if (last?.kind === "data") last.data += data;
     else this.queue.push({ kind: "data", data });
     this._flush();
+    this._claimSlot();
   }
 
   /** Queue a resize; only the latest pending one is sent. */
@@ -549,6 +1101,9 @@ export class SessionTransport {
   // -- lifetime ------------------------------------------------------------------
 
   _stopAll() {
+    this.subscription?.close();
+    this.subscription = null;
+    this.afterDrawn = null;
     if (this.pollTimer !== null) this.timers.clearTimeout(this.pollTimer);
     if (this.writeTimer !== null) this.timers.clearTimeout(this.writeTimer);
     this.pollTimer = this.writeTimer = null;

@@ -14,7 +14,7 @@ import { WebLinksAddon } from "@xterm/addon-web-links";
 import "@xterm/xterm/css/xterm.css";
 import "./terminal.css";
 
-import { Api, SessionTransport, httpLayer, pageBudget, xsrfFromCookie } from "./transport.js";
+import { Api, SessionTransport, httpLayer, pageBudget, pageStream, xsrfFromCookie } from "./transport.js";
 import { TerminalIO } from "./termio.js";
 import { blinkCursor } from "./cursor.js";
 import { terminalTheme, watchTheme } from "./theme.js";
@@ -190,6 +190,7 @@ export function mountTerminal(el, options) {
       sessionId,
       liveFrom: live ? 0 : null,
       budget: pageBudget(),
+      stream: opts.api ? pageStream(opts.api) : null, // one output stream for the page's terminals
       onOutput: (data, done, { replay }) => {
         lastOutput = performance.now();
         if (replay) root.dataset.replay = "true";

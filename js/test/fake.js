@@ -134,6 +134,7 @@ export class FakeServer {
   _wake() {
     for (const wake of this.waiters) wake(null);
     this.waiters.clear();
+    this.onChange?.();
   }
 
   http = async (method, url, { headers = {}, body = null, signal } = {}) => {
@@ -217,4 +218,189 @@ export class FakeServer {
       this.inflightPosts -= 1;
     }
   }
+}
+
+/**
+ * Several sessions (FakeServers, by id) behind one server, with its output stream
+ * (`GET api/ws/stream`, Server-Sent Events) and the stream's acknowledgements: `http`
+ * is the page's HTTP layer, `stream` its streamed-answer layer (see `fetchStream`).
+ *
+ * The stream holds to the contract: each reader's events follow on from its offset,
+ * never more than `window` characters past what was acknowledged; `maxUnwritten`
+ * records the most a reader ever had sent and not acknowledged.
+ */
+export class FakeHub {
+  constructor({ sessions = ["s1"], window = 1000, heartbeat = 15, max = Infinity } = {}) {
+    this.sessions = new Map(sessions.map((id) => [id, new FakeServer({ max })]));
+    for (const server of this.sessions.values()) server.onChange = () => this._pumpAll();
+    this.window = window;
+    this.heartbeat = heartbeat;
+    this.requests = []; // every request of the HTTP layer: {method, url, body}
+    this.streamRequests = []; // every stream asked for: {url, reads}
+    this.streamFaults = []; // what the next streams suffer: "network", "buffer", "html", or an HTTP status
+    this.open = new Map(); // streamId -> connection
+    this.acks = []; // every acknowledgement body
+    this.maxUnwritten = 0;
+    this.nextId = 1;
+  }
+
+  session(id = "s1") {
+    return this.sessions.get(id);
+  }
+
+  get polls() {
+    return this.requests.filter((r) => r.method === "GET" && r.url.includes("api/ws/output/"));
+  }
+
+  /** The server ends every open stream with a close event (its lifetime). */
+  closeStreams() {
+    for (const conn of this.open.values()) this._finish(conn, "lifetime");
+  }
+
+  /** Every open stream is cut, as by a proxy or a network failure: no close event. */
+  cutStreams() {
+    for (const conn of [...this.open.values()]) {
+      this.open.delete(conn.id);
+      conn.fail(new Error("connection cut"));
+    }
+  }
+
+  /** A comment line on every open stream. */
+  heartbeatAll() {
+    for (const conn of this.open.values()) conn.push(": keep-alive\n\n");
+  }
+
+  http = async (method, url, options = {}) => {
+    const body = options.body && JSON.parse(options.body);
+    this.requests.push({ method, url, body });
+    const ack = /api\/ws\/stream\/([^/]+)\/ack$/.exec(url);
+    if (ack && method === "POST") return this._ack(decodeURIComponent(ack[1]), body);
+    const path = /api\/ws\/(?:output|status)\/([^/?]+)/.exec(url);
+    const id = path ? decodeURIComponent(path[1]) : body?.sessionId;
+    const server = this.sessions.get(id) ?? (url.endsWith("health") ? this.session() : null);
+    if (!server) return { status: 404, text: JSON.stringify({ error: "session_not_found", message: "no such session" }) };
+    return server.http(method, url, options);
+  };
+
+  stream = async (url, { signal } = {}) => {
+    const query = new URL(url, "http://x").searchParams;
+    const reads = query.getAll("read").map((r) => {
+      const [sessionId, offset, ...rest] = r.split(":");
+      return { sessionId, offset: Number(offset), clientId: rest.join(":") };
+    });
+    this.streamRequests.push({ url, reads });
+    const fault = this.streamFaults.shift();
+    await Promise.resolve();
+    if (fault === "network") throw new Error("network error");
+    if (typeof fault === "number") {
+      const error = { 404: "not_found", 429: "too_many_streams", 403: "forbidden" }[fault] || "server_error";
+      return { status: fault, text: JSON.stringify({ error, message: `status ${fault}` }) };
+    }
+    if (fault === "html") return { status: 200, text: "<html>a proxy's page</html>" };
+    const conn = this._connection(reads, signal, fault === "buffer");
+    return { status: 200, chunks: () => conn.chunks() };
+  };
+
+  _connection(reads, signal, buffer) {
+    const id = `stream-${this.nextId++}`;
+    const queue = [];
+    let wake = null;
+    let failure = null;
+    let done = false;
+    const conn = {
+      id,
+      readers: new Map(),
+      push: (text) => {
+        if (buffer) return; // a proxy that holds the answer back: nothing ever arrives
+        queue.push(text);
+        wake?.();
+      },
+      end: () => {
+        done = true;
+        wake?.();
+      },
+      fail: (error) => {
+        failure = error;
+        wake?.();
+      },
+      async* chunks() {
+        for (;;) {
+          if (queue.length) {
+            yield queue.shift();
+            continue;
+          }
+          if (failure) throw failure;
+          if (done) return;
+          await new Promise((resolve) => { wake = resolve; });
+          wake = null;
+        }
+      },
+    };
+    signal?.addEventListener("abort", () => {
+      this.open.delete(id);
+      conn.fail(abortError());
+    }, { once: true });
+    this.open.set(id, conn);
+    conn.push(`event: open\ndata: ${JSON.stringify({ streamId: id, window: this.window, heartbeat: this.heartbeat, lifetime: 600 })}\n\n`);
+    for (const read of reads) {
+      if (!this.sessions.has(read.sessionId)) {
+        conn.push(event("error", { sessionId: read.sessionId, clientId: read.clientId, error: "session_not_found", message: "gone" }));
+        continue;
+      }
+      conn.readers.set(read.clientId, { ...read, sent: read.offset, written: read.offset });
+    }
+    this._pump(conn);
+    return conn;
+  }
+
+  _pumpAll() {
+    for (const conn of this.open.values()) this._pump(conn);
+  }
+
+  _pump(conn) {
+    for (const [clientId, reader] of conn.readers) {
+      const server = this.sessions.get(reader.sessionId);
+      for (;;) {
+        const start = Math.max(reader.sent, server.start);
+        const room = reader.written + this.window - reader.sent;
+        if (start >= server.output.length || room <= 0) break;
+        const data = server.output.slice(start, start + Math.min(room, server.max));
+        const truncated = start > reader.sent;
+        if (truncated) reader.written += start - reader.sent;
+        reader.sent = start + data.length;
+        this.maxUnwritten = Math.max(this.maxUnwritten, reader.sent - reader.written);
+        conn.push(event("output", { sessionId: reader.sessionId, clientId, offset: start, nextOffset: reader.sent, data, truncated }));
+      }
+      if (server.status !== "running" && reader.sent >= server.output.length) {
+        conn.readers.delete(clientId);
+        conn.push(event("end", { sessionId: reader.sessionId, clientId, nextOffset: reader.sent, status: server.status, exitCode: server.exitCode }));
+      }
+    }
+    if (!conn.readers.size) this._finish(conn, "ended");
+  }
+
+  _finish(conn, reason) {
+    if (!this.open.has(conn.id)) return;
+    this.open.delete(conn.id);
+    conn.push(event("close", { reason }));
+    conn.end();
+  }
+
+  _ack(streamId, body) {
+    this.acks.push(body);
+    const conn = this.open.get(streamId);
+    if (!conn) return { status: 404, text: JSON.stringify({ error: "stream_not_found", message: "closed" }) };
+    for (const [clientId, offset] of Object.entries(body?.written ?? {})) {
+      const reader = conn.readers.get(clientId);
+      if (!reader) continue;
+      if (offset > reader.sent) return { status: 400, text: JSON.stringify({ error: "bad_request", message: "never sent" }) };
+      reader.written = Math.max(reader.written, offset);
+    }
+    this._pump(conn);
+    return { status: 200, text: JSON.stringify({ streamId, accepted: true }) };
+  }
+}
+
+function event(name, data) {
+  return `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
 }

@@ -287,15 +287,56 @@ test("over the page's long-poll budget a terminal polls with wait=0 on a timer, 
   assert.deepEqual(waitsOf(b), ["0", "0"]);
   await b.timers.advance(1000);
   assert.deepEqual(waitsOf(b), ["0", "0", "0"]);
+  a.transport.lastInput = b.timers.now(); // a is being typed into: it keeps its slot
   b.server.append("echo");
   b.transport.send("k");
   await b.timers.advance(10);
   assert.equal(b.shown.join(""), "echo", "the POST's answer kicked a poll at once");
+  assert.equal(waitsOf(b).at(-1), "0");
   a.transport.dispose();
   assert.equal(budget.used, 0, "dispose gives the slot back");
   await b.timers.advance(200);
   assert.equal(waitsOf(b).at(-1), "25");
   b.transport.dispose();
+});
+
+test("a terminal typed into takes a long-poll slot from one that is not: no wait=0 loop while typing", async () => {
+  const budget = new PollBudget(3);
+  const terms = [1, 2, 3, 4].map(() => setup({ budget }));
+  // All on one clock, as on one page.
+  const timers = terms[0].timers;
+  for (const t of terms) {
+    t.transport.timers = timers;
+    t.transport.api.timers = timers;
+    t.transport.now = timers.now;
+    t.transport.start();
+    await settle();
+  }
+  const waitsOf = (t) => t.server.polls.map((r) => new URL(r.url, "http://x").searchParams.get("wait"));
+  const fourth = terms[3];
+  assert.deepEqual(waitsOf(fourth), ["0", "0"], "no slot left for the fourth");
+  await timers.advance(10000); // the others are not typed into
+  const before = fourth.server.polls.length;
+  let typed = "";
+  for (const key of "abcdefghijklmnopqrstuvwxyz".repeat(2).slice(0, 60)) {
+    fourth.transport.send(key);
+    await timers.advance(5);
+    fourth.server.append(key); // the echo
+    typed += key;
+    await timers.advance(200);
+    assert.equal(fourth.shown.join(""), typed);
+  }
+  const during = waitsOf(fourth).slice(before);
+  assert.ok(during.filter((w) => w === "0").length <= 2, `wait=0 polls while typing: ${during}`);
+  assert.equal(budget.used, 3);
+  // The terminal that gave its slot up polls on a timer, and still shows its output.
+  const robbed = terms.find((t) => waitsOf(t).at(-1) === "0" && t !== fourth);
+  assert.ok(robbed, "one of the others gave its slot up");
+  robbed.server.append("later");
+  await timers.advance(1500);
+  assert.equal(robbed.shown.join(""), "later");
+  for (const t of terms) t.transport.dispose();
+  assert.equal(budget.used, 0);
 });
 
 test("POSTs carry the XSRF cookie and JSON; requests stay under the base URL", async () => {

@@ -13,7 +13,7 @@ from traitlets.config import Config
 from traitlets.config.loader import DeferredConfig
 
 from ..manager import LabSessionManager
-from . import handlers, pages
+from . import handlers, pages, stream
 
 #: Where kernels started by this server find it (see ``labkernel.client``).
 URL_ENV = "LABKERNEL_URL"
@@ -69,6 +69,39 @@ class LabKernelApp(ExtensionAppJinjaMixin, ExtensionApp):
         escapes to up to six times its size) comes in smaller answers.""",
     ).tag(config=True)
 
+    echo_wait = Float(
+        0.01, help="""How long, in seconds, the answer to typed input may wait for the output
+        that input causes (the terminal's echo), so that the page gets the echo first and
+        handles it first. The answer goes as soon as the session writes anything after the
+        input, or when this passes (a program that does not echo). 0 answers at once.""",
+    ).tag(config=True)
+
+    stream_window = Int(
+        512 * 1024, min=stream.MIN_WINDOW, help="""Flow control of output streams
+        (`GET /api/ws/stream`): the most bytes of one session sent past what the page said it
+        has written to its terminal. It bounds the page's unwritten output and what the server
+        has in flight per session; a smaller window asks the page to acknowledge more often.""",
+    ).tag(config=True)
+
+    stream_heartbeat = Float(
+        15.0, help="""An output stream with nothing to send sends a comment line after this many
+        seconds, so that proxies keep it open and the page can tell a stream that stalls.""",
+    ).tag(config=True)
+
+    stream_lifetime = Float(
+        600.0, help="""How long, in seconds, an output stream stays open; the page then opens the
+        next (authentication is checked on each). It also bounds a stream whose client vanished.""",
+    ).tag(config=True)
+
+    max_stream_sessions = Int(
+        32, min=1, help="The most sessions one output stream reads (one page's terminals).",
+    ).tag(config=True)
+
+    max_streams = Int(
+        100, min=0, help="""The most output streams open at once on this server (about one per
+        open page); beyond it a page reads with long polls.""",
+    ).tag(config=True)
+
     @validate("max_answer_size")
     def _valid_answer_size(self, proposal: Any) -> int:
         if proposal["value"] < 1024:
@@ -86,6 +119,8 @@ class LabKernelApp(ExtensionAppJinjaMixin, ExtensionApp):
         self.manager = self.manager_class(parent=server, config=self._config_moved_from_manager(),
                                           root_dir=server.root_dir, log=self.log)
         self.settings["labkernel_manager"] = self.manager
+        self.streams = stream.StreamRegistry()
+        self.settings["labkernel_streams"] = self.streams
         # The port is only final once the server has bound it, when the loop runs.
         server.io_loop.add_callback(self._export_credentials)
         # Find the labs and fill their warm pools before the first learner asks.
@@ -141,4 +176,5 @@ class LabKernelApp(ExtensionAppJinjaMixin, ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Stop every session and wait until all their processes are gone."""
-        await self.manager.shutdown()
+        await self.manager.shutdown()  # the streams send each session's end meanwhile
+        self.streams.hang_up_all()

@@ -8,6 +8,7 @@ contract's ``{"error", "message"}`` body.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,7 +21,7 @@ from .. import __version__
 from ..errors import BadRequest, Forbidden, LabError, PayloadTooLarge
 from ..labs import hosting
 from ..manager import LabSessionManager
-from . import longpoll, messages
+from . import longpoll, messages, stream
 from .fields import int_field, str_field
 
 if TYPE_CHECKING:
@@ -230,10 +231,19 @@ class MessageHandler(LabHandler):
 
     @web.authenticated
     @authorized("execute")
-    def post(self) -> None:
+    async def post(self) -> None:
         model = self.json_body()
         session = self.manager.get(str_field(model, "sessionId", required=True) or "")
         accepted = messages.apply(session, model)
+        bound = self.extensionapp.echo_wait
+        if bound > 0 and not accepted.duplicate and ("data" in model or "command" in model) and session.running:
+            # Answer once the input's echo is out (or the bound passes): the page then
+            # gets the echo first, and handles it first (a later answer is not waited on).
+            await session.output.wait(accepted.offset, bound)
+            for _ in range(3):
+                # The readers woken by that output (a stream: two hops; a long poll: one)
+                # send it before this answer goes.
+                await asyncio.sleep(0)
         self.write_json({"accepted": True, "offset": accepted.offset, "duplicate": accepted.duplicate})
 
 
@@ -260,6 +270,46 @@ class OutputHandler(LabHandler):
     def on_connection_close(self) -> None:
         super().on_connection_close()
         self._poll.hang_up()
+
+
+class StreamHandler(LabHandler):
+    """``GET /api/ws/stream``: several sessions' output as Server-Sent Events.
+
+    What the request does is ``stream.StreamRequest``; its acknowledgements come
+    through ``StreamAckHandler``.
+    """
+
+    _track_activity = False  # reading output is not activity (see OutputHandler)
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self._stream = stream.StreamRequest()  # the client may hang up before get() begins
+
+    @property
+    def streams(self) -> stream.StreamRegistry:
+        return self.settings["labkernel_streams"]
+
+    @web.authenticated
+    @authorized("read")
+    async def get(self) -> None:
+        await self._stream.run(self, self.manager, self.streams, self.extensionapp)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._stream.hang_up()
+
+
+class StreamAckHandler(LabHandler):
+    """``POST /api/ws/stream/{streamId}/ack``: what the page has written, ``{"written": {clientId: offset}}``."""
+
+    _track_activity = False
+
+    @web.authenticated
+    @authorized("read")
+    def post(self, stream_id: str) -> None:
+        model = self.json_body()
+        self.settings["labkernel_streams"].get(stream_id).wrote(model.get("written"))
+        self.write_json({"streamId": stream_id, "accepted": True})
 
 
 class NotFoundHandler(LabHandler):
@@ -292,6 +342,8 @@ default_handlers = [
     (rf"/api/ws/status/{_ID}", StatusHandler),
     (r"/api/ws/message", MessageHandler),
     (rf"/api/ws/output/{_ID}", OutputHandler),
+    (r"/api/ws/stream", StreamHandler),
+    (rf"/api/ws/stream/{_ID}/ack", StreamAckHandler),
     (r"/api/(?:labs|ws)/.*", NotFoundHandler),
 ]
 

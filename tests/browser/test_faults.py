@@ -39,6 +39,8 @@ def page_terminal(page: Any, server: JupyterProcess) -> TerminalView:
 
 def test_a_30_s_network_drop_mid_flood_loses_and_repeats_no_byte(lab: JupyterProcess, page: Any) -> None:
     lines = 200_000
+    # The long polls' path (a page whose stream fell back); the stream's: test_stream.py.
+    page.add_init_script("sessionStorage.setItem('labkernel:transport:/a%40b/', 'polls')")
     _, term = notebook_terminal(page, lab, "flood")
     sid = term.session_id
     answers: list[Any] = []
