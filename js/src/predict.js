@@ -41,8 +41,9 @@
 // When not to predict: after any key we cannot predict (Enter, Tab, arrows,
 // control keys, escape sequences, pastes, wide characters, Backspace past what
 // this run typed) the run is frozen and prediction holds: keys are sent, nothing
-// is drawn, until the server is seen echoing the keys typed since — the cells
-// left of its cursor spell them and the output that just arrived printed them.
+// is drawn, until the server is seen echoing the first keys typed since — the
+// cells left of its cursor spell them and the output that just arrived printed
+// them; the keys typed after those are then drawn.
 // So a password prompt (`read -s`, sudo), which never echoes, never shows a
 // key, and neither does a program in raw mode that does not echo. After a
 // rollback (a run that broke with keys unconfirmed, which the server may still
@@ -402,10 +403,10 @@ export class Predictor {
         r.frozen = true;
         r.redraw = true; // what is drawn stays until the server answers
         if (r.m === r.keys.length) this.run = null;
-        this.hold = { keys: k.kind === "char" ? [k.char] : [] };
+        this.hold = { keys: k.kind === "char" ? [{ char: k.char, at: this.now() }] : [] };
       }
     } else if (k.kind === "char") {
-      this.hold.keys.push(k.char);
+      this.hold.keys.push({ char: k.char, at: this.now() });
     } else {
       this.hold.keys = [];
     }
@@ -502,25 +503,36 @@ export class Predictor {
     r.texts.push(text);
   }
 
-  /** The held keys were seen echoed by this output: a run starts, anchored before them. */
+  /**
+   * The first held keys were seen echoed by this output: a run starts, anchored
+   * before them, and the keys typed after them are drawn. The output must have
+   * printed them (the cursor moved right on its line, by no more than they
+   * span) and the cells left of the cursor must spell them; the fewest keys that
+   * fit are taken (the least progress claimed).
+   */
   _anchor(screen, pre, cur) {
-    const text = this.hold.keys.join("");
-    if (!text || pre.y !== cur.y) return;
+    const held = this.hold.keys;
     const printed = cur.x - pre.x;
-    const col = cur.x - text.length;
-    if (printed < 1 || printed > text.length || col < 0) return;
-    if (!this._shows(screen, cur.y, col, text)) return;
-    const at = this.now();
-    this.run = {
-      row: cur.y,
-      col,
-      keys: [...text].map((char) => ({ kind: "char", char, at, drawn: false })),
-      texts: [...text].reduce((all, ch) => [...all, all[all.length - 1] + ch], [""]),
-      m: text.length,
-      frozen: false,
-      since: at,
-    };
-    this.hold = null;
+    if (!held.length || pre.y !== cur.y || printed < 1) return;
+    for (let j = printed; j <= held.length && cur.x - j >= 0; j += 1) {
+      const col = cur.x - j;
+      if (!this._shows(screen, cur.y, col, held.slice(0, j).map((k) => k.char).join(""))) continue;
+      const texts = [""];
+      for (const k of held) texts.push(texts[texts.length - 1] + k.char);
+      if (col + texts[texts.length - 1].length > screen.cols - 1) return;
+      this.run = {
+        row: cur.y,
+        col,
+        keys: held.map((k) => ({ kind: "char", char: k.char, at: k.at, drawn: false })),
+        texts,
+        m: 0,
+        frozen: false,
+        since: this.now(),
+      };
+      this._confirm(this.run, j);
+      this.hold = null;
+      return;
+    }
   }
 
   _confirm(r, upTo) {
