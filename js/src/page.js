@@ -38,6 +38,8 @@ function main() {
     sessionId,
     labId, // "" on a session's page: the panel learns it from the session
     rows: "fill",
+    // Predictive echo is on unless the address says ?predict=0 (or the page's config does).
+    predict: !["0", "false", "off"].includes(String(params.get("predict") ?? config.predict ?? "")),
     onSessionId(id) {
       sessionId = id;
       if (labId) remember(key, id);

@@ -76,6 +76,7 @@ const RESTARTABLE = new Set(["ended", "expired", "not_found"]);
  *   labId          the lab a new session starts
  *   rows           terminal height in rows, or "fill" to fill `el`'s height
  *   readOnly       show output, send no input
+ *   predict        draw printable keys before their echo (predict.js); on unless false
  *   onSessionId(id)    a session was started here (by the button, or for lack of one)
  *   onState(state)     the status line's state changed
  *   startSession(rows, cols, fresh) optional: starts a session and resolves
@@ -84,11 +85,12 @@ const RESTARTABLE = new Set(["ended", "expired", "not_found"]);
  *                  session that was there already, whose history is then replayed)
  */
 export function mountTerminal(el, options) {
-  const opts = { rows: 20, readOnly: false, labId: "shell", ...options };
+  const opts = { rows: 20, readOnly: false, labId: "shell", predict: true, ...options };
   const root = document.createElement("div");
   root.className = "labkernel-terminal";
   root.dataset.sessionId = opts.sessionId || "";
   root.dataset.state = "connecting";
+  root.dataset.predict = opts.predict === false ? "off" : "on";
   // Keys typed into the terminal are for the shell, not JupyterLab's shortcuts.
   root.dataset.lmSuppressShortcuts = "true";
   const screen = document.createElement("div");
@@ -146,7 +148,7 @@ export function mountTerminal(el, options) {
     const size = fit.proposeDimensions();
     if (!size || !Number.isFinite(size.cols) || size.cols < 2) return; // hidden or collapsed
     const rows = opts.rows === "fill" ? Math.max(2, size.rows) : opts.rows;
-    if (size.cols !== term.cols || rows !== term.rows) term.resize(size.cols, rows);
+    if (size.cols !== term.cols || rows !== term.rows) io.resize(size.cols, rows);
   }
 
   // Copy and paste through the browser's own clipboard events: Ctrl+C copies when
@@ -162,7 +164,7 @@ export function mountTerminal(el, options) {
     if (key === "v") return false;
     return true;
   });
-  const io = new TerminalIO(term, { onInput: (data) => transport?.send(data) });
+  const io = new TerminalIO(term, { onInput: (data) => transport?.send(data), predict: opts.predict !== false });
   const subscriptions = [
     io,
     cursor,
@@ -183,7 +185,7 @@ export function mountTerminal(el, options) {
     root.dataset.sessionId = sessionId || "";
     delete root.dataset.replay;
     if (!sessionId) return;
-    term.reset();
+    io.reset();
     cursor.reset();
     const reader = new SessionTransport({
       api: opts.api,
@@ -259,7 +261,9 @@ export function mountTerminal(el, options) {
     restart: startNew,
     /** Keys to the session as typed (`\x03`: Ctrl-C); nothing while there is no session. */
     send(data) {
-      if (!opts.readOnly) transport?.send(data);
+      if (opts.readOnly || !transport) return;
+      io.external(data); // not typed at the line: prediction holds
+      transport.send(data);
     },
     /** Text as pasted into the terminal (bracketed when the program asked for it). */
     paste(text) {
@@ -281,6 +285,16 @@ export function mountTerminal(el, options) {
       opts.readOnly = readOnly;
       term.options.disableStdin = !!readOnly;
       show(state);
+    },
+    /** Turn predictive echo on or off (off takes what is drawn back first). */
+    setPredict(on) {
+      opts.predict = !!on;
+      root.dataset.predict = on ? "on" : "off";
+      io.setPredict(!!on);
+    },
+    /** Predictive echo: on, and keys typed, drawn, confirmed and rolled back so far. */
+    get prediction() {
+      return { on: io.predicting, ...io.stats };
     },
     setRows(rows) {
       opts.rows = rows;

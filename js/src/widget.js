@@ -33,6 +33,7 @@ function render({ model, el }) {
     labId: model.get("lab"),
     rows: model.get("rows"),
     readOnly: model.get("read_only"),
+    predict: model.get("predict") !== false,
     startSession(rows, cols, fresh) {
       const current = model.get("session_id");
       // Another view started it: this one comes late, its history is replayed.
@@ -62,6 +63,7 @@ function render({ model, el }) {
   const onSession = () => view.attach(model.get("session_id"));
   const onRows = () => view.setRows(model.get("rows"));
   const onReadOnly = () => view.setReadOnly(model.get("read_only"));
+  const onPredict = () => (view.view || view).setPredict(model.get("predict") !== false);
   const onMessage = (msg) => {
     if (msg?.type === "stop") view.stop();
     // A check ran in the kernel (Lab.check): the panel reads the progress again.
@@ -70,11 +72,13 @@ function render({ model, el }) {
   model.on("change:session_id", onSession);
   model.on("change:rows", onRows);
   model.on("change:read_only", onReadOnly);
+  model.on("change:predict", onPredict);
   model.on("msg:custom", onMessage);
   return () => {
     model.off("change:session_id", onSession);
     model.off("change:rows", onRows);
     model.off("change:read_only", onReadOnly);
+    model.off("change:predict", onPredict);
     model.off("msg:custom", onMessage);
     view.dispose();
   };

@@ -51,6 +51,7 @@ class Terminal(anywidget.AnyWidget):
     ``Terminal()`` starts the built-in ``shell`` lab, ``Terminal(lab="intro")``
     starts that lab, ``Terminal(session_id="…")`` attaches to a running session.
     Displaying the same Terminal in two cells shows the same session in both.
+    ``Terminal(predict=False)`` turns predictive echo off (it can also be changed later).
     """
 
     _esm = _BUNDLE
@@ -60,6 +61,12 @@ class Terminal(anywidget.AnyWidget):
     lab = traitlets.Unicode("shell", help="The lab a new session starts.").tag(sync=True)
     rows = traitlets.Int(20, help="Height of the terminal in rows; the width follows the cell.").tag(sync=True)
     read_only = traitlets.Bool(False, help="Show output only; keystrokes are not sent.").tag(sync=True)
+    predict = traitlets.Bool(
+        True,
+        help="Predictive echo: printable keys typed at a prompt are drawn at once, dim, until the "
+             "server's echo confirms them (taken back exactly if it does not); never in full-screen "
+             "programs or at a password prompt. False: keys show only when the server echoes them.",
+    ).tag(sync=True)
     status = traitlets.Unicode(
         "connecting",
         help="The state a view shows: connecting, connected, reconnecting, ended, expired, "
