@@ -106,7 +106,7 @@
 
   // -- which requests are labkernel's ---------------------------------------------------
   const LK_PATH = /\/(?:api\/(?:labs|ws)(?:[/?]|$)|health(?:[/?]|$)|labkernel\/)/;
-  const SID_IN_URL = /\/(?:output|status|session|sessions|stream)\/([^/?#]+)/;
+  const SID_IN_URL = /\/(?:output|status|session)\/([^/?#]+)/;
   function lkInfo(url) {
     let path;
     try {

@@ -68,7 +68,7 @@ display(*terminals)'''
 
 #: labkernel's API under any base URL (browser_instrument.js has the same pattern).
 LK_PATH = re.compile(r"/(?:api/(?:labs|ws)(?:[/?]|$)|health(?:[/?]|$)|labkernel/)")
-SID_IN_URL = re.compile(r"/(?:output|status|session|sessions|stream)/([^/?#]+)")
+SID_IN_URL = re.compile(r"/(?:output|status|session)/([^/?#]+)")
 
 
 def log(*args: Any) -> None:
@@ -136,7 +136,7 @@ class Requests:
                 sid = None
         query = parse_qs(parts.query)
         wait0 = any(float(w) == 0 for w in query.get("wait", []) if _is_number(w))
-        route = re.sub(r"/[0-9a-f-]{16,}(?=/|$)", "/{id}", parts.path.split("/api/", 1)[-1])
+        route = re.sub(r"/[A-Za-z0-9_-]{16,}(?=/|$)", "/{id}", parts.path.split("/api/", 1)[-1])
         self.log.append(Request(time.monotonic(), request.method, url, sid, wait0, route))
 
     def mark(self) -> int:
