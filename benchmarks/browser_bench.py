@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["env"]["chromium"] = browser.version
             if figs & {"typing", "flood"}:
                 log("page 'main': two labkernel Terminals (prediction on, off), two JupyterLab terminals")
-                main = BenchPage.open(browser, server, "main", [True, False], 2)
+                main = BenchPage.open(browser, server, "main", [True, False], 2, http=args.http)
                 pages.append(main)
                 results["predict"] = main.predict
                 results["env"]["renderers"] = main.renderer()
@@ -315,9 +315,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pages.remove(main)
             if figs & {"four", "idle"}:
                 log("pages 'lone' (one labkernel Terminal) and 'four' (four), each with a JupyterLab terminal")
-                lone = BenchPage.open(browser, server, "lone", [None], 1)
+                lone = BenchPage.open(browser, server, "lone", [None], 1, http=args.http)
                 pages.append(lone)
-                four = BenchPage.open(browser, server, "four", [None] * 4, 1, rows=8, viewport=(1600, 1200))
+                four = BenchPage.open(browser, server, "four", [None] * 4, 1, rows=8, viewport=(1600, 1200),
+                                      http=args.http)
                 pages.append(four)
                 results.setdefault("predict", lone.predict)
                 lone.screenshot(args.shots, "lone")
@@ -332,7 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "delay" in figs:
                 proxy = DelayProxyProcess("127.0.0.1", server.port, 0)
                 log(f"page 'delay', through the delay proxy on port {proxy.port}")
-                bp = BenchPage.open(browser, server, "delay", [True, False], 1, port=proxy.port)
+                bp = BenchPage.open(browser, server, "delay", [True, False], 1, port=proxy.port, http=args.http)
                 pages.append(bp)
                 results.setdefault("predict", bp.predict)
                 results["figures"]["delay"] = delay_figure(bp, proxy, args, rng)
@@ -369,6 +370,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--idle-rounds", type=int, default=4, help="rounds of the three idle windows")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of one idle window")
     parser.add_argument("--idle-settle", type=float, default=2.0, help="pause after a focus change")
+    parser.add_argument("--http", choices=["xhr", "fetch"],
+                        help="the Terminals' `http` option (default: the widget's own default)")
     parser.add_argument("--seed", type=int, default=13, help="of the random letters typed")
     parser.add_argument("--json", type=Path, help="where every sample goes (default: results/browser-<time>.json)")
     parser.add_argument("--shots", type=Path, default=RESULTS, help="where the screenshots go")

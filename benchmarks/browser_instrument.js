@@ -6,12 +6,13 @@
 // - keydown: a capture-phase listener on window, the first listener of the page.
 // - arrival: output of a terminal as it reaches the page's JavaScript, before any
 //   handler of the page sees it. XMLHttpRequest, fetch, EventSource and WebSocket are
-//   wrapped so that this file's listener is registered before the page's own (so it
-//   runs first), and an answer is timestamped at the first event that makes its bytes
-//   readable: XHR readystatechange/progress, the first chunk of a fetch body (read on
-//   a clone), an EventSource event, a WebSocket message. Whatever the labkernel
-//   transport (long polls, a stream over XHR or fetch, EventSource), the same point is
-//   taken as for JupyterLab's WebSocket messages.
+//   wrapped so that this file's listener runs before the page's own, and an answer is
+//   timestamped at the first event that makes its bytes readable: XHR
+//   readystatechange/progress (listeners added in the constructor), the first chunk of
+//   a fetch body (the page reads the body through a stream of this file's, which
+//   times each chunk before passing it on), an EventSource event, a WebSocket message.
+//   Whatever the labkernel transport (long polls, a stream over XHR or fetch,
+//   EventSource), the same point is taken as for JupyterLab's WebSocket messages.
 // - paint: the next animation frame after xterm drew the character. labkernel's
 //   terminals (xterm's DOM renderer): a MutationObserver on the terminal's screen;
 //   JupyterLab's (canvas renderer): xterm's onRender. Both fire inside xterm's
@@ -82,7 +83,8 @@
   };
   window.requestAnimationFrame = function (callback) {
     return raf0((ts) => {
-      if (!inFrame) {
+      // Only while something is awaited: an idle page gets no extra task per frame.
+      if (!inFrame && (B.expects.size || afterFrame.length)) {
         inFrame = true;
         channel.port2.postMessage(0);
       }
@@ -289,13 +291,20 @@
     const key = target.kind + ":" + target.sid;
     let s = screens.get(key);
     if (s) return s;
-    s = { watchers: new Set() };
+    s = { watchers: new Set(), watch: () => {} };
+    s.add = (x) => {
+      s.watchers.add(x);
+      if (s.watchers.size === 1) s.watch(true);
+    };
+    s.remove = (x) => {
+      if (s.watchers.delete(x) && !s.watchers.size) s.watch(false);
+    };
     const check = () => {
       if (!s.watchers.size) return;
       const text = s.text();
       for (const x of [...s.watchers]) {
         if (count(text, x.paint.text) > x.paint.before) {
-          s.watchers.delete(x);
+          s.remove(x);
           x.paint.drawn = now();
           x.paint.inFrame = inFrame;
           afterPaint((frameEnd, next) => {
@@ -317,9 +326,13 @@
         }
         return lines.join("\n");
       };
-      new MutationObserver(check).observe(root.querySelector(".xterm-screen"), {
-        childList: true, subtree: true, characterData: true,
-      });
+      // Observing only while a paint is awaited: no mutation records for nothing.
+      const observer = new MutationObserver(check);
+      const screenEl = root.querySelector(".xterm-screen");
+      s.watch = (on) => {
+        if (on) observer.observe(screenEl, { childList: true, subtree: true, characterData: true });
+        else observer.disconnect();
+      };
     } else {
       const term = window.__jl[target.sid].content._term;
       s.text = () => {
@@ -363,11 +376,11 @@
       const s = screen(paint.target);
       x.paint.before = count(s.text(), paint.text);
       x.paint.screen = s;
-      s.watchers.add(x);
+      s.add(x);
     }
     x.timer = setTimeout(() => {
       x.timedOut = true;
-      if (x.paint) x.paint.screen.watchers.delete(x);
+      if (x.paint) x.paint.screen.remove(x);
       B.expects.delete(x.id);
       x.resolve(result(x));
     }, timeout);
@@ -383,12 +396,12 @@
   B.screenText = (target) => screen(target).text();
 
   // -- the wrappers -------------------------------------------------------------------
-  const XHR = XMLHttpRequest.prototype;
-  const open0 = XHR.open;
-  XHR.open = function (method, url, ...rest) {
-    const info = lkInfo(url);
-    if (info && !this.__lkbHooked) {
-      this.__lkbHooked = true;
+  // XMLHttpRequest: the listeners are added in the constructor, so they come before
+  // any the page adds (also an `onload` set before `open`).
+  const XHR0 = window.XMLHttpRequest;
+  window.XMLHttpRequest = class extends XHR0 {
+    constructor(...args) {
+      super(...args);
       const xhr = this;
       const on = () => {
         const r = xhr.__lkbReader;
@@ -410,47 +423,74 @@
           r.first = now();
         }
       };
-      xhr.addEventListener("readystatechange", () => {
+      super.addEventListener("readystatechange", () => {
+        if (!xhr.__lkbInfo) return;
         if (xhr.readyState === 2) {
           xhr.__lkbReader = new Reader(xhr.__lkbInfo, xhr.getResponseHeader("content-type"));
           xhr.__lkbReader.seen = 0;
         }
         on();
       });
-      xhr.addEventListener("progress", on);
+      super.addEventListener("progress", () => {
+        if (xhr.__lkbInfo) on();
+      });
     }
-    this.__lkbInfo = info;
-    return open0.call(this, method, url, ...rest);
+
+    open(method, url, ...rest) {
+      this.__lkbInfo = lkInfo(url);
+      this.__lkbReader = null;
+      return super.open(method, url, ...rest);
+    }
   };
 
+  // fetch: the page gets a Response whose body is read through here, so each chunk is
+  // timed (and decoded) before the page's read of it resolves.
   const fetch0 = window.fetch;
+  const NO_BODY = [101, 204, 205, 304];
   window.fetch = function (input, init) {
     const url = input && typeof input === "object" && "url" in input ? input.url : input;
     const info = lkInfo(url);
     const p = fetch0.call(this, input, init);
     if (!info) return p;
     return p.then((response) => {
-      try {
-        const reader = new Reader(info, response.headers.get("content-type"));
-        const body = response.clone().body;
-        if (body) {
-          const chunks = body.getReader();
-          const text = new TextDecoder();
-          const pump = () => chunks.read().then(({ done, value }) => {
-            const t = now();
-            if (done) {
-              reader.feed(text.decode(), t, true);
-              return;
-            }
-            reader.feed(text.decode(value, { stream: true }), t, false);
-            pump();
-          }, () => {});
-          pump();
+      if (!response.body || NO_BODY.includes(response.status)) return response;
+      const reader = new Reader(info, response.headers.get("content-type"));
+      const source = response.body.getReader();
+      const text = new TextDecoder();
+      const feed = (piece, t, last) => {
+        try {
+          reader.feed(piece, t, last);
+        } catch (e) {
+          B.errors.push("fetch: " + e);
         }
-      } catch (e) {
-        B.errors.push("fetch: " + e);
-      }
-      return response;
+      };
+      const body = new ReadableStream({
+        async pull(controller) {
+          let got;
+          try {
+            got = await source.read();
+          } catch (e) {
+            controller.error(e);
+            return;
+          }
+          const t = now();
+          if (got.done) {
+            feed(text.decode(), t, true);
+            controller.close();
+            return;
+          }
+          feed(text.decode(got.value, { stream: true }), t, false);
+          controller.enqueue(got.value);
+        },
+        cancel(reason) {
+          return source.cancel(reason);
+        },
+      });
+      const wrapped = new Response(body, {
+        status: response.status, statusText: response.statusText, headers: response.headers,
+      });
+      for (const key of ["url", "redirected", "type"]) Object.defineProperty(wrapped, key, { value: response[key] });
+      return wrapped;
     });
   };
 

@@ -57,10 +57,10 @@ PREDICT = _has_predict()
 def _terminal(predict):
     if predict is not None and PREDICT:
         try:
-            return Terminal(rows={rows}, predict=predict)
+            return Terminal(rows={rows}, predict=predict{http})
         except TypeError:
             pass
-    return Terminal(rows={rows})
+    return Terminal(rows={rows}{http})
 
 terminals = [_terminal(p) for p in {specs!r}]
 print("LKBENCH " + json.dumps({{"predict": PREDICT, "sessions": [t.session_id for t in terminals]}}))
@@ -174,10 +174,12 @@ class BenchPage:
     @classmethod
     def open(cls, browser: Any, server: JupyterProcess, name: str, lk_specs: list[Optional[bool]],
              jl_count: int, rows: int = 10, port: Optional[int] = None,
-             viewport: tuple[int, int] = (1600, 1000)) -> "BenchPage":
+             viewport: tuple[int, int] = (1600, 1000), http: Optional[str] = None) -> "BenchPage":
         """``lk_specs``: one labkernel Terminal each (see CELL); ``port``: load the page
-        (and so every request it makes) through this port, a delay proxy's."""
-        notebook = server.write_notebook(f"{name}.ipynb", CELL.format(rows=rows, specs=lk_specs))
+        (and so every request it makes) through this port, a delay proxy's; ``http``: the
+        Terminals' ``http`` option (None: the widget's default)."""
+        notebook = server.write_notebook(f"{name}.ipynb", CELL.format(
+            rows=rows, specs=lk_specs, http=f", http={http!r}" if http else ""))
         names = [server.ok("POST", "api/terminals", {})["name"] for _ in range(jl_count)]
         context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
         page = context.new_page()

@@ -215,6 +215,7 @@ window.appSeen = [];
 const seen = () => window.appSeen.push(performance.now());
 window.open_ = {
   xhrPoll(url) { const x = new XMLHttpRequest(); x.open('GET', url); x.onload = seen; x.send(); },
+  xhrPollEarly(url) { const x = new XMLHttpRequest(); x.onload = seen; x.open('GET', url); x.send(); },
   fetchPoll(url) { fetch(url).then(r => r.text()).then(seen); },
   xhrStream(url) { const x = new XMLHttpRequest(); x.open('GET', url); x.onprogress = seen; x.send(); },
   fetchStream(url) {
@@ -232,6 +233,8 @@ window.open_ = {
 #: one channel carries several sessions' output)
 CASES = {
     "XHR long poll": ("xhrPoll", "base/api/ws/output/S1?wait=25", "poll:S1", "lk", "S1", False),
+    "XHR long poll, its handler set before open()": (
+        "xhrPollEarly", "base/api/ws/output/S1?wait=25", "poll:S1", "lk", "S1", False),
     "fetch long poll": ("fetchPoll", "base/api/ws/output/S1?wait=25", "poll:S1", "lk", "S1", False),
     "SSE over XHR": ("xhrStream", "base/api/ws/stream?kind=sse&name=a", "stream:a", "lk", "S1", True),
     "SSE over fetch": ("fetchStream", "base/api/ws/stream?kind=sse&name=b", "stream:b", "lk", "S1", True),
@@ -295,7 +298,8 @@ def test_browser_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(out.read_text())
     typing = results["figures"]["typing"]["samples"]
-    assert {name.split(",")[0] for name in typing} >= {"labkernel", "JupyterLab"}
+    kinds = {t["name"]: t["kind"] for t in results["figures"]["typing"]["targets"]}
+    assert set(kinds) == set(typing) and set(kinds.values()) == {"lk", "jl"}, kinds
     for name, samples in typing.items():
         assert len(samples) == 4, name
         for s in samples:
