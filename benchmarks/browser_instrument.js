@@ -159,6 +159,13 @@
     }
   }
 
+  /** Whether `text`, a piece of an answer for session `sid` (null: any), may hold echo `e`. */
+  function couldHold(e, sid, text) {
+    if (sid !== null && e.sid !== null && sid !== e.sid) return false; // another session's answer
+    if (sid === null && e.sid !== null && !text.includes(e.sid)) return false; // a shared stream, not naming it
+    return text.includes(e.text);
+  }
+
   // One reader of one answer or stream: `feed(text, t)` with each new piece.
   class Reader {
     constructor(info, contentType) {
@@ -219,7 +226,7 @@
       }
       // (The flood's mark is found without decoding: see mark().)
       const wanted = [...B.expects.values()].some((x) => x.echo && x.echo.at === null
-        && x.echo.text !== MARK && x.echo.kind === this.info.kind && text.includes(x.echo.text));
+        && x.echo.text !== MARK && x.echo.kind === this.info.kind && couldHold(x.echo, this.info.sid, text));
       if (!wanted) return;
       setTimeout(() => {
         const out = [];

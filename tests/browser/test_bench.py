@@ -246,6 +246,16 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_instrument_finds_a_terminals_output_on_arrival(page: Any, transports: tuple[str, Any], case: str) -> None:
+    check_echo(page, transports, case, big=False)
+
+
+@pytest.mark.parametrize("case", ["XHR long poll", "SSE over fetch", "WebSocket (terminado)"])
+def test_instrument_finds_an_echo_in_a_flood_sized_answer(page: Any, transports: tuple[str, Any], case: str) -> None:
+    """Answers over 64 KiB are decoded later, and only where the awaited echo may be."""
+    check_echo(page, transports, case, big=True)
+
+
+def check_echo(page: Any, transports: tuple[str, Any], case: str, big: bool) -> None:
     url, send = transports
     how, path, channel, kind, sid, shared = CASES[case]
     page.add_init_script(path=str(INSTRUMENT))
@@ -270,8 +280,9 @@ def test_instrument_finds_a_terminals_output_on_arrival(page: Any, transports: t
         send(channel, "z")
     page.wait_for_timeout(300)
     assert page.evaluate("(id) => window.__lkb.pending(id)", xid), "taken for the echo: output that is not it"
-    body: Any = "xQy" if kind == "jl" else {"sessionId": sid, "data": "xQy", "offset": 1, "nextOffset": 4,
-                                            "status": "running"}
+    text = "y\r\n" * 40_000 + "xQy" if big else "xQy"
+    body: Any = text if kind == "jl" else {"sessionId": sid, "data": text, "offset": 1, "nextOffset": 4,
+                                           "status": "running"}
     if kind == "lk" and not shared:
         body.pop("sessionId")  # a long poll's answer names no session: its URL does
     send(channel, body)
