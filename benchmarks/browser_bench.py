@@ -5,7 +5,7 @@ pages with labkernel Terminals in a notebook and JupyterLab's terminals
 (jupyter_server_terminals, WebSocket) split beside them. Every figure compares the two
 on the same page, in the same run, alternating; see benchmarks/README.md.
 
-    python benchmarks/browser_bench.py                      # everything, about 12 minutes
+    python benchmarks/browser_bench.py                      # everything, about 8 minutes
     python benchmarks/browser_bench.py --quick              # smoke run, under 3 minutes
     python benchmarks/browser_bench.py --figures typing,delay --rounds 6
 

@@ -78,10 +78,10 @@ def typing_rows(fig: dict[str, Any]) -> list[Row]:
         r = ratio(a, b)
         rows.append((f"keydown → echo (arrival) p{p}, prediction off", a, b, fmt(r, 2),
                      at_most(r, 2.0) if p == 50 else None, "≤ 2×" if p == 50 else ""))
-    early = [x for x in s[on] if x.get("paint") is not None and x.get("echo") is not None
-             and x["paint"] < x["echo"]]
-    rows.append(("keys painted before their echo arrived, prediction on", None, None,
-                 f"{len(early)} of {len(s[on])}", None, ""))
+    early = [x for x in s[on] if x.get("drawn") is not None and x.get("echo") is not None
+             and x["drawn"] < x["echo"]]
+    rows.append((f"keys drawn before their echo arrived (predicted), prediction on, of {len(s[on])}",
+                 float(len(early)), None, "", None, ""))
     return rows
 
 
@@ -164,7 +164,7 @@ def flood_rows(fig: dict[str, Any], size: str) -> list[Row]:
     rows.append((f"flood of {size}: all arrived (ms)", a, b, fmt(ratio(a, b), 2), None, ""))
     a = max((r["longest_task_ms"] for r in lk), default=None)
     b = max((r["longest_task_ms"] for r in jl), default=None)
-    rows.append(("flood: longest main-thread task (ms; < 50: none)", a, b, fmt(ratio(a, b), 2),
+    rows.append(("flood: longest main-thread task (ms; < 50: none)", a, b, fmt(ratio(a, b), 2) if a and b else "",
                  at_most(a, 100.0), "≤ 100"))
     idle_lk, idle_jl = pct(probes(lk, "idle_probes"), 50), pct(probes(jl, "idle_probes"), 50)
     rows.append(("second terminal: echo p50, idle", idle_lk, idle_jl, fmt(ratio(idle_lk, idle_jl), 2), None, ""))
@@ -225,5 +225,6 @@ def table(results: dict[str, Any]) -> str:
         counts.append(f"floods {len(figs['flood']['lk'])}+{len(figs['flood']['jl'])}")
     timeouts = sum(1 for f in ("typing",) if f in figs for v in figs[f]["samples"].values() for x in v
                    if x.get("timed_out"))
-    out += ["", f"samples: {', '.join(counts)}; timed-out keys: {timeouts}; run took {results.get('seconds', 0):.0f} s"]
+    out += ["", f"samples: {', '.join(counts) or 'see the JSON'}; timed-out keys: {timeouts}; "
+            f"run took {results.get('seconds', 0):.0f} s"]
     return "\n".join(out)
