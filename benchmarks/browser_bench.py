@@ -1,379 +1,402 @@
 """Browser benchmark: labkernel's notebook Terminal beside JupyterLab's own terminal.
 
-One ``jupyter lab`` subprocess, one Chromium page (Debian's, driven by Playwright):
-a notebook showing three labkernel Terminals (two over XMLHttpRequest, one over
-fetch) and, split beside it, two JupyterLab terminals (jupyter_server_terminals,
-WebSocket). Every figure is taken in that one page, in the same run, alternating
-between the transports; see benchmarks/README.md for what each figure means.
+One ``jupyter lab`` subprocess, Debian's Chromium driven by Playwright, and JupyterLab
+pages with labkernel Terminals in a notebook and JupyterLab's terminals
+(jupyter_server_terminals, WebSocket) split beside them. Every figure compares the two
+on the same page, in the same run, alternating; see benchmarks/README.md.
 
-    python benchmarks/browser_bench.py            # about 3 minutes
-    python benchmarks/browser_bench.py --quick    # smoke run with small counts
-    python benchmarks/browser_bench.py --json results/browser.json
+    python benchmarks/browser_bench.py                      # everything, about 8 minutes
+    python benchmarks/browser_bench.py --quick              # smoke run, under 3 minutes
+    python benchmarks/browser_bench.py --figures typing,delay --rounds 6
 
-The table goes to stdout, progress to stderr.
+Figures (``--figures``, comma-separated; all by default):
+
+- ``typing``: keydown → paint and keydown → echo, labkernel (prediction on and off,
+  where the widget has the option) and JupyterLab's terminal, typed at the prompt;
+- ``four``: a page with one labkernel terminal and a page with four, alternating:
+  each terminal's echo, and its requests (``wait=0`` polls among them);
+- ``idle``: CPU of the page with a labkernel terminal focused, JupyterLab's focused,
+  neither; labkernel's requests per 25 s with no output;
+- ``delay``: typing through ``delayproxy.py`` adding 0, 50 and 150 ms each way;
+- ``flood``: 10 MB of ``yes`` shown, the longest main-thread task, a second
+  terminal's echo during the flood and idle.
+
+The table goes to stdout, progress to stderr, every sample to
+``benchmarks/results/browser-<time>.json`` (or ``--json``), screenshots beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
+import platform
+import random
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "browser"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labservers import CHROMIUM, CHROMIUM_ARGS, JupyterProcess  # noqa: E402
+from browser_page import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MARK,
+    PROBE_LETTERS,
+    BenchPage,
+    Target,
+    log,
+    start_server,
+)
+from browser_report import table  # noqa: E402
 
-#: In the page before any of its code: timestamps for keydowns, for every answer of
-#: labkernel's output polls (XMLHttpRequest and fetch) and every WebSocket message,
-#: and the long tasks of the main thread. Short messages are kept whole (to find a
-#: keystroke's echo), long ones by length and tail (to find the flood's end mark).
-INSTRUMENT = r"""
-(() => {
-  const MARK = 'flood-' + '42';
-  const arrivals = window.__arrivals = [];
-  window.__keydown = 0;
-  window.__longtasks = [];
-  window.__marks = {};
-  document.addEventListener('keydown', () => { window.__keydown = performance.now(); }, true);
-  try {
-    new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) window.__longtasks.push([e.startTime, e.duration]);
-    }).observe({ type: 'longtask', buffered: true });
-  } catch (e) { window.__longtaskError = String(e); }
-  function record(id, raw) {
-    const t = performance.now();
-    if (raw.length < 600) {
-      let data = raw;
-      try { const m = JSON.parse(raw); data = Array.isArray(m) ? (m[0] === 'stdout' ? m[1] : '') : (m.data || ''); } catch (e) {}
-      arrivals.push({ t, id, data });
-    } else {
-      arrivals.push({ t, id, data: null, n: raw.length });
+FIGURES = ("typing", "four", "idle", "delay", "flood")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def palindrome(items: list[Any], rnd: int) -> list[Any]:
+    """A B C in even rounds, C B A in odd ones: whatever one warms up favours both alike."""
+    return list(items) if rnd % 2 == 0 else list(items)[::-1]
+
+
+def tagged(samples: list[dict[str, Any]], **tags: Any) -> list[dict[str, Any]]:
+    return [{**s, **tags} for s in samples]
+
+
+# -- figures ----------------------------------------------------------------------------
+
+def typing_figure(bp: BenchPage, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    """Keys typed at the prompt of each terminal, in blocks, alternating terminals."""
+    targets = typing_targets(bp)
+    log(f"typing: warm-up, then {args.rounds} rounds of {args.block} keys in "
+        + ", ".join(t.name for t in targets))
+    for target in targets:
+        bp.block(target, min(args.block, 10), rng)
+    samples: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for rnd in range(args.rounds):
+        for target in palindrome(targets, rnd):
+            samples[target.name] += tagged(bp.block(target, args.block, rng), round=rnd)
+    bp.screenshot(args.shots, "typing")
+    return {"targets": [vars(t) for t in targets], "samples": samples}
+
+
+def typing_targets(bp: BenchPage) -> list[Target]:
+    """labkernel with prediction on and off (just the default one where the widget has no
+    such option), then JupyterLab's terminal."""
+    if bp.predict:
+        return [bp.lk[0], bp.lk[1], bp.jl[0]]
+    return [bp.lk[0], bp.jl[0]]
+
+
+def four_figure(pages: list[BenchPage], args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    """The page with one terminal and the page with four, alternating, every terminal typed in."""
+    log(f"four: {args.rounds} rounds of {args.four_block} keys in every terminal of both pages")
+    for bp in pages:
+        bp.page.bring_to_front()
+        for target in bp.lk + bp.jl:
+            bp.block(target, 5, rng)
+    marks = {bp.name: bp.requests.mark() for bp in pages}
+    started = time.monotonic()
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {bp.name: {} for bp in pages}
+    for rnd in range(args.rounds):
+        for bp in palindrome(pages, rnd):
+            bp.page.bring_to_front()
+            for target in palindrome(bp.lk + bp.jl, rnd):
+                samples[bp.name].setdefault(target.name, [])
+                samples[bp.name][target.name] += tagged(bp.block(target, args.four_block, rng), round=rnd)
+    seconds = time.monotonic() - started
+    requests = {bp.name: per_terminal(bp, bp.requests.since(marks[bp.name])) for bp in pages}
+    for bp in pages:
+        bp.screenshot(args.shots, f"four-{bp.name}")
+    return {"samples": samples, "requests": requests, "seconds": seconds,
+            "terminals": {bp.name: [vars(t) for t in bp.lk + bp.jl] for bp in pages}}
+
+
+def per_terminal(bp: BenchPage, requests: list[Any]) -> dict[str, dict[str, int]]:
+    """Requests by labkernel terminal (those naming no session: ``page``)."""
+    names = {t.sid: t.name for t in bp.lk}
+    out: dict[str, dict[str, int]] = {}
+    for r in requests:
+        who = names.get(r.sid or "", "page" if r.sid is None else f"other {r.sid[:8]}")
+        c = out.setdefault(who, {"requests": 0, "input_posts": 0, "output_polls": 0, "wait0_polls": 0})
+        c["requests"] += 1
+        if r.method == "POST" and r.route.endswith("ws/message"):
+            c["input_posts"] += 1
+        if "/output" in r.route or r.route.startswith("ws/output"):
+            c["output_polls"] += 1
+        if r.wait0:
+            c["wait0_polls"] += 1
+    return out
+
+
+def idle_figure(lone: BenchPage, others: list[BenchPage], args: argparse.Namespace) -> dict[str, Any]:
+    """Idle windows on the one-terminal page: labkernel's focused, JupyterLab's, neither."""
+    from idle_cpu import measure, renderer_of
+
+    bp = lone
+    bp.page.bring_to_front()
+    cdp = bp.context.new_cdp_session(bp.page)
+    cdp.send("Performance.enable")
+    renderer = renderer_of(bp.page)
+    if renderer is None:
+        log("idle: the page's renderer process was not found; every renderer is counted")
+    lk, jl = bp.lk[0], bp.jl[0]
+    names = {"labkernel": "labkernel terminal focused", "jupyterlab": "JupyterLab terminal focused",
+             "none": "no terminal focused"}
+    focus = {
+        "labkernel": lambda: lk.focus(bp.page),
+        "jupyterlab": lambda: jl.focus(bp.page),
+        "none": lambda: bp.page.evaluate("() => document.activeElement && document.activeElement.blur()"),
     }
-    if (arrivals.length > 20000) arrivals.splice(0, 10000);
-    if (!window.__marks[id] && raw.indexOf(MARK) >= 0) window.__marks[id] = t;
-  }
-  const outputId = (url) => { const m = /\/api\/ws\/output\/([^?]+)/.exec(url); return m ? decodeURIComponent(m[1]) : null; };
-  const open = XMLHttpRequest.prototype.open;
-  XMLHttpRequest.prototype.open = function (method, url, ...rest) { this.__id = outputId(String(url)); return open.call(this, method, url, ...rest); };
-  const send = XMLHttpRequest.prototype.send;
-  XMLHttpRequest.prototype.send = function (...args) {
-    if (this.__id) this.addEventListener('load', () => record(this.__id, this.responseText || ''));
-    return send.apply(this, args);
-  };
-  const fetch0 = window.fetch;
-  window.fetch = function (input, init) {
-    const id = outputId(String(input && input.url || input));
-    const p = fetch0.call(this, input, init);
-    if (!id) return p;
-    return p.then((r) => { r.clone().text().then((raw) => record(id, raw), () => {}); return r; });
-  };
-  const WS = window.WebSocket;
-  window.WebSocket = class extends WS {
-    constructor(url, ...rest) {
-      super(url, ...rest);
-      const m = /\/terminals\/websocket\/([^/?]+)/.exec(String(url));
-      if (m) this.addEventListener('message', (e) => typeof e.data === 'string' && record('jl:' + m[1], e.data));
-    }
-  };
-  // The first arrival for `id` since `t0` holding `c`: the keystroke's echo.
-  window.__echoSince = (id, c, t0) => {
-    let i = arrivals.length - 1;
-    while (i >= 0 && arrivals[i].t >= t0) i--;
-    for (i += 1; i < arrivals.length; i++) {
-      const a = arrivals[i];
-      if (a.id === id && a.data && a.data.includes(c)) return a.t - t0;
-    }
-    return null;
-  };
-})();
-"""
-
-NOTEBOOK_CELL = """from labkernel import Terminal
-from IPython.display import display
-xhr_a, xhr_b, fetch_a = Terminal(rows=10), Terminal(rows=10), Terminal(rows=10, http="fetch")
-display(xhr_a, xhr_b, fetch_a)"""
-
-MARK = "flood-42"
+    log(f"idle: {args.idle_rounds} rounds of {args.idle_seconds:g} s windows (labkernel, JupyterLab, none focused)")
+    windows: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
+    order = list(names)
+    all_pages = [bp, *others]
+    span_marks = {p.name: p.requests.mark() for p in all_pages}
+    span_start = time.monotonic()
+    for rnd in range(args.idle_rounds):
+        for key in order[rnd % 3:] + order[:rnd % 3]:
+            focus[key]()
+            bp.page.wait_for_timeout(args.idle_settle * 1000)
+            marks = {p.name: p.requests.mark() for p in [bp, *others]}
+            got = measure(bp.page, cdp, args.idle_seconds, renderer)
+            got["requests"] = {p.name: len(p.requests.since(marks[p.name])) for p in [bp, *others]}
+            got["round"] = rnd
+            windows[key].append(got)
+            log(f"  round {rnd + 1}, {names[key]}: {got['cpu_pct']:.1f} % of a core, "
+                f"main thread {got['task_ms_per_s']:.1f} ms/s, requests {got['requests']}")
+            if rnd == 0:
+                bp.screenshot(args.shots, f"idle-{key}")
+    span = time.monotonic() - span_start
+    requests = {}
+    for p in all_pages:
+        times = [r.t for r in p.requests.since(span_marks[p.name])]
+        requests[p.name] = {"count": len(times), "seconds": span, "per_25s": 25 * len(times) / span,
+                            "most_in_25s": most_within(times, 25.0), "times": [t - span_start for t in times]}
+    cdp.detach()
+    terminals = {p.name: len(p.lk) for p in all_pages}
+    return {"windows": windows, "labels": names, "terminals": terminals, "requests": requests,
+            "renderer_found": renderer is not None}
 
 
-def log(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
+def most_within(times: list[float], window: float, slack: float = 0.25) -> int:
+    """The most of ``times`` in any ``window`` seconds (less ``slack``: a long poll renewed
+    every ``window`` seconds has one in each)."""
+    times = sorted(times)
+    return max((sum(1 for u in times[i:] if u < t + window - slack) for i, t in enumerate(times)), default=0)
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+def delay_figure(bp: BenchPage, proxy: Any, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    """Typing through the delay proxy: each delay in turn, alternating delays and terminals."""
+    targets = typing_targets(bp)
+    log(f"delay: {args.rounds} rounds of {args.delay_block} keys at + "
+        + ", ".join(f"{d:g}" for d in args.delays) + " ms each way")
+    for target in targets:
+        bp.block(target, 5, rng)
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {str(d): {t.name: [] for t in targets}
+                                                            for d in args.delays}
+    for rnd in range(args.rounds):
+        for d in palindrome(args.delays, rnd):
+            proxy.set_delay(d)
+            bp.page.wait_for_timeout(300 + 4 * d)  # what was on its way under the old delay
+            for target in palindrome(targets, rnd):
+                samples[str(d)][target.name] += tagged(
+                    bp.block(target, args.delay_block, rng, settle=0.15 + 3 * d / 1000), round=rnd)
+    proxy.set_delay(0)
+    bp.screenshot(args.shots, "delay")
+    return {"targets": [vars(t) for t in targets], "samples": samples}
 
 
-class Target:
-    """One terminal on the page: how to focus it and which arrivals are its own."""
+def flood_figure(bp: BenchPage, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    """``yes | head -c SIZE`` in one terminal while a second one of the same kind echoes keys."""
+    lk_pair = (bp.lk[0], bp.lk[1])
+    jl_pair = (bp.jl[0], bp.jl[1])
+    out: dict[str, Any] = {"lk": [], "jl": [], "pairs": {"lk": [t.name for t in lk_pair],
+                                                         "jl": [t.name for t in jl_pair]}}
+    n = 0
+    for rnd in range(args.flood_rounds):
+        for kind, (flooder, prober) in palindrome([("lk", lk_pair), ("jl", jl_pair)], rnd):
+            log(f"flood {args.flood} in {flooder.name}, probing {prober.name} (round {rnd + 1})")
+            idle = bp.block(prober, args.probe_keys, rng, letters=PROBE_LETTERS)
+            got = flood_once(bp, flooder, prober, args.flood, n, rng)
+            got["idle_probes"] = idle
+            got["round"] = rnd
+            out[kind].append(got)
+            bp.screenshot(args.shots, f"flood-{kind}-{rnd}")
+            n += 1
+            bp.page.wait_for_timeout(1500)
+    return out
 
-    def __init__(self, name: str, arrival_id: str, focus_js: str):
-        self.name, self.arrival_id, self.focus_js = name, arrival_id, focus_js
 
-    def focus(self, page: Any) -> None:
-        page.evaluate(self.focus_js)
-        time.sleep(0.05)
-
-
-def type_line(page: Any, target: Target, line: str) -> None:
-    target.focus(page)
-    page.keyboard.type(line)
+def flood_once(bp: BenchPage, flooder: Target, prober: Target, size: str, n: int,
+               rng: random.Random, timeout: float = 300) -> dict[str, Any]:
+    page = bp.page
+    label = f"{MARK}.r{n}"
+    bp.type_line(flooder, "clear")
+    page.wait_for_timeout(500)
+    flooder.focus(page)
+    page.keyboard.type(f"yes | head -c {size}; echo flood-$((40+2)).r{n}")
+    fid = page.evaluate("(spec) => window.__lkb.expect(spec)", {
+        "echo": {**flooder.js, "text": MARK}, "paint": {"target": flooder.js, "text": label},
+        "timeout": timeout * 1000})
     page.keyboard.press("Enter")
-
-
-def echo_once(page: Any, target: Target, char: str, timeout: float = 10) -> float | None:
-    page.keyboard.press(char)
-    handle = page.wait_for_function(
-        "([id, c]) => window.__echoSince(id, c, window.__keydown)", arg=[target.arrival_id, char],
-        timeout=timeout * 1000, polling=2)
-    return handle.json_value()
-
-
-def echo_round(page: Any, targets: list[Target], keys: int, block: int = 10) -> dict[str, list[float]]:
-    """``keys`` keystrokes per target into ``cat``, alternating targets in blocks."""
-    samples: dict[str, list[float]] = {t.name: [] for t in targets}
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    done = 0
-    while done < keys:
-        for target in targets:
-            target.focus(page)
-            for i in range(block):
-                samples[target.name].append(echo_once(page, target, letters[(done + i) % 26]))
-                time.sleep(0.01)
-            page.keyboard.press("Enter")
-        done += block
-    return samples
-
-
-def flood(page: Any, flooder: Target, prober: Target, size: str, shown_js: str,
-          probe_gap: float = 0.1, shots: Path | None = None) -> dict[str, Any]:
-    """``yes | head -c size`` in ``flooder`` while ``prober`` echoes keys; until all is shown."""
-    page.evaluate("() => { window.__marks = {}; window.__longtasks = []; }")
-    type_line(page, flooder, f"clear; yes | head -c {size}; echo flood-$((40+2))")
-    t0 = page.evaluate("performance.now()")
     prober.focus(page)
-    probes: list[float] = []
-    letters = "abcdefghijklmnopqrstuvwxyz"
+    probes: list[dict[str, Any]] = []
     i = 0
-    deadline = time.monotonic() + 300
-    while not page.evaluate(f"() => !!window.__marks[{json.dumps(flooder.arrival_id)}]"):
-        if time.monotonic() > deadline:
-            if shots:
-                page.screenshot(path=str(shots / "browser-bench-stalled.png"))
-            got = page.evaluate("(id) => window.__arrivals.filter(a => a.id === id).length", flooder.arrival_id)
-            raise RuntimeError(f"{flooder.name}: the flood did not end in 300 s ({got} answers arrived)")
-        try:
-            probes.append(echo_once(page, prober, letters[i % 26], timeout=30))
-        except Exception as error:  # noqa: BLE001 - a probe lost in the flood is reported, not fatal
-            log(f"  probe {i} on {prober.name} failed: {error}")
+    while page.evaluate("(id) => window.__lkb.pending(id)", fid):
+        ch = rng.choice(PROBE_LETTERS)
+        probes.append(bp.key(prober, ch, "", paint=False, timeout=60))
         i += 1
-        if i % 40 == 0:
-            page.keyboard.press("Enter")
-        time.sleep(probe_gap)
-    arrived = page.evaluate(f"() => window.__marks[{json.dumps(flooder.arrival_id)}]") - t0
-    shown = page.evaluate(shown_js) - t0
-    page.keyboard.press("Enter")
-    tasks = page.evaluate("() => window.__longtasks.slice()")
-    largest = page.evaluate("(id) => Math.max(0, ...window.__arrivals.filter(a => a.id === id)"
-                            ".map(a => a.n || (a.data || '').length))", flooder.arrival_id)
-    during = [d for start, d in tasks if start >= t0]
-    return {"arrived_ms": arrived, "shown_ms": shown, "longest_task_ms": max(during, default=0.0),
-            "long_tasks": len(during), "largest_answer": largest, "probe_ms": probes}
+        if i % 30 == 0:
+            page.keyboard.press("Control+c")
+        page.wait_for_timeout(100)
+    got = page.evaluate("(id) => window.__lkb.result(id)", fid)
+    page.keyboard.press("Control+c")
+    t0, shown = got["t0"], got["paint"]
+    end = t0 + shown if shown is not None else float("inf")
+    tasks = page.evaluate("() => window.__lkb.longtasks.slice()")
+    during = [d for start, d in tasks if t0 <= start <= end]
+    if got.get("timedOut"):
+        bp.screenshot(None, "flood-stalled")
+    return {"arrived_ms": got["echo"], "shown_ms": shown, "longest_task_ms": max(during, default=0.0),
+            "long_tasks": len(during), "probes": probes, "timed_out": got.get("timedOut", False)}
 
 
-def start_server() -> JupyterProcess:
-    """``jupyter lab`` for a benchmark, with ``window.jupyterapp`` exposed to open its terminals."""
-    server = JupyterProcess("lab", base_url="/bench/", extra_args=("--LabApp.expose_app_in_browser=True",))
-    server.start()
-    log(f"jupyter lab at {server.url}")
-    return server
+# -- the run ----------------------------------------------------------------------------
 
+def environment() -> dict[str, Any]:
+    import labkernel
 
-def open_page(browser: Any, server: JupyterProcess, cell: str, terminals: int, jl_terminals: int,
-              instrument: str | None = INSTRUMENT) -> tuple[Any, list[str], list[str]]:
-    """A page with a notebook whose one ``cell`` shows ``terminals`` labkernel Terminals and,
-    split to its right one above the other, ``jl_terminals`` JupyterLab terminals.
+    here = Path(__file__).resolve().parent.parent
 
-    Returns the page, the labkernel session ids and the JupyterLab terminal names, in
-    page order; ``window.__jl[name]`` is each JupyterLab terminal's widget.
-    """
-    server.write_notebook("bench.ipynb", cell)
-    names = [server.ok("POST", "api/terminals", {})["name"] for _ in range(jl_terminals)]
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    if instrument:
-        page.add_init_script(instrument)
-    page.goto(server.notebook_url("bench.ipynb", "bench"))
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-    deadline = time.monotonic() + 120
-    while not any(s["kernel"]["execution_state"] == "idle"
-                  for s in server.ok("GET", "api/sessions")):
-        assert time.monotonic() < deadline, "the kernel did not start"
-        time.sleep(0.2)
-    page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Control+Enter")
-    page.wait_for_function(
-        "(n) => [...document.querySelectorAll('.labkernel-terminal')]"
-        ".filter(e => e.dataset.state === 'connected').length === n", arg=terminals, timeout=120_000)
-    sids = page.evaluate("() => [...document.querySelectorAll('.labkernel-terminal')]"
-                         ".map(e => e.dataset.sessionId)")
-    page.evaluate("""async (names) => {
-        const app = window.jupyterapp;
-        let ref = app.shell.currentWidget.id;
-        window.__jl = {};
-        for (const [i, name] of names.entries()) {
-            const w = await app.commands.execute('terminal:open', {name});
-            app.shell.add(w, 'main', {mode: i === 0 ? 'split-right' : 'split-bottom', ref});
-            ref = w.id;
-            window.__jl[name] = w;
-        }
-    }""", names)
-    page.wait_for_function("(names) => names.every(n => window.__jl[n].content.session"
-                           " && window.__jl[n].content.session.connectionStatus === 'connected')",
-                           arg=names, timeout=60_000)
-    return page, sids, names
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
 
-
-def labkernel_target(i: int, sid: str, name: str) -> Target:
-    """The ``i``-th labkernel terminal of the page."""
-    return Target(name, sid, f"() => document.querySelectorAll('.labkernel-terminal')[{i}]"
-                             ".querySelector('.xterm-helper-textarea').focus()")
-
-
-def jupyterlab_target(term_name: str, name: str) -> Target:
-    """JupyterLab's terminal ``term_name`` of the page (see ``open_page``)."""
-    return Target(name, f"jl:{term_name}", f"() => window.__jl[{json.dumps(term_name)}].content._term.focus()")
+    return {"labkernel": str(Path(labkernel.__file__).parent), "commit": git("rev-parse", "--short", "HEAD"),
+            "branch": git("rev-parse", "--abbrev-ref", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "load": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
+    from delayproxy import DelayProxyProcess
+
+    rng = random.Random(args.seed)
+    results: dict[str, Any] = {"params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                               "env": environment(), "figures": {}}
+    figs = set(args.figures)
     server = start_server()
-    results: dict[str, Any] = {"params": vars(args)}
+    proxy: Optional[DelayProxyProcess] = None
+    pages: list[BenchPage] = []
+    started = time.monotonic()
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page, sids, names = open_page(browser, server, NOTEBOOK_CELL, 3, 2)
-            time.sleep(2)
-            page.screenshot(path=str(args.shots / "browser-bench-setup.png"))
-
-            def lk(i: int, name: str) -> Target:
-                return labkernel_target(i, sids[i], name)
-
-            def jl(i: int, name: str) -> Target:
-                return jupyterlab_target(names[i], name)
-
-            lk_a, lk_b, lk_fetch = lk(0, "labkernel xhr"), lk(1, "labkernel xhr (2nd)"), lk(2, "labkernel fetch")
-            jl_a, jl_b = jl(0, "JupyterLab"), jl(1, "JupyterLab (2nd)")
-            for target in (lk_a, lk_b, lk_fetch, jl_a, jl_b):
-                type_line(page, target, "cat")
-            time.sleep(1)
-
-            log("warm-up: 20 keys each")
-            echo_round(page, [lk_a, lk_fetch, jl_a], 20)
-            log(f"echo: {args.keys} keys into cat, alternating in blocks of 10")
-            results["echo"] = echo_round(page, [lk_a, jl_a, lk_fetch], args.keys)
-            log("idle echo of the second terminals")
-            results["idle_second"] = echo_round(page, [lk_b, jl_b], args.probe_keys)
-            for target in (lk_a, lk_b, lk_fetch, jl_a, jl_b):  # end cat
-                target.focus(page)
-                page.keyboard.press("Control+c")
-            time.sleep(1)
-
-            lk_shown = ("() => new Promise(resolve => { const rows = document.querySelectorAll('.labkernel-terminal')[0]"
-                        ".querySelector('.xterm-rows'); const check = () => rows.textContent.includes('" + MARK
-                        + "') ? resolve(performance.now()) : requestAnimationFrame(check); check(); })")
-            jl_shown = ("() => new Promise(resolve => window.__jl[" + json.dumps(names[0])
-                        + "].content._term.write('', () => resolve(performance.now())))")
-            for target in (lk_b, jl_b):
-                type_line(page, target, "cat")
-            time.sleep(0.5)
-            results["flood"] = {}
-            order = [(lk_a, lk_b, lk_shown), (jl_a, jl_b, jl_shown)]
-            for rnd in range(args.flood_rounds):
-                for flooder, prober, shown in (order if rnd % 2 == 0 else order[::-1]):
-                    log(f"flood {args.flood} in {flooder.name}, probing {prober.name} (round {rnd + 1})")
-                    got = flood(page, flooder, prober, args.flood, shown, shots=args.shots)
-                    results["flood"].setdefault(flooder.name, []).append(got)
-                    page.screenshot(path=str(args.shots / f"browser-bench-flood-{flooder.name.split()[0]}-{rnd}.png"))
-                    time.sleep(2)
+            results["env"]["chromium"] = browser.version
+            if figs & {"typing", "flood"}:
+                log("page 'main': two labkernel Terminals (prediction on, off), two JupyterLab terminals")
+                main = BenchPage.open(browser, server, "main", [True, False], 2, http=args.http)
+                pages.append(main)
+                results["predict"] = main.predict
+                results["env"]["renderers"] = main.renderer()
+                main.screenshot(args.shots, "main")
+                if "typing" in figs:
+                    results["figures"]["typing"] = typing_figure(main, args, rng)
+                if "flood" in figs:
+                    results["figures"]["flood"] = flood_figure(main, args, rng)
+                main.close()
+                pages.remove(main)
+            if figs & {"four", "idle"}:
+                log("pages 'lone' (one labkernel Terminal) and 'four' (four), each with a JupyterLab terminal")
+                lone = BenchPage.open(browser, server, "lone", [None], 1, http=args.http)
+                pages.append(lone)
+                four = BenchPage.open(browser, server, "four", [None] * 4, 1, rows=8, viewport=(1600, 1200),
+                                      http=args.http)
+                pages.append(four)
+                results.setdefault("predict", lone.predict)
+                lone.screenshot(args.shots, "lone")
+                four.screenshot(args.shots, "four")
+                if "four" in figs:
+                    results["figures"]["four"] = four_figure([lone, four], args, rng)
+                if "idle" in figs:
+                    results["figures"]["idle"] = idle_figure(lone, [four], args)
+                for bp in (four, lone):
+                    bp.close()
+                    pages.remove(bp)
+            if "delay" in figs:
+                proxy = DelayProxyProcess("127.0.0.1", server.port, 0)
+                log(f"page 'delay', through the delay proxy on port {proxy.port}")
+                bp = BenchPage.open(browser, server, "delay", [True, False], 1, port=proxy.port, http=args.http)
+                pages.append(bp)
+                results.setdefault("predict", bp.predict)
+                results["figures"]["delay"] = delay_figure(bp, proxy, args, rng)
+                bp.close()
+                pages.remove(bp)
             browser.close()
     finally:
+        for bp in pages:
+            try:
+                bp.close()
+            except Exception:  # noqa: BLE001 - the server is stopped next anyway
+                pass
+        if proxy is not None:
+            proxy.close()
         server.close()
+    results["seconds"] = time.monotonic() - started
     return results
 
 
-def table(results: dict[str, Any]) -> str:
-    echo = results["echo"]
-    lk, jl, lf = echo["labkernel xhr"], echo["JupyterLab"], echo["labkernel fetch"]
-    idle = results["idle_second"]
-    fl = results["flood"]
-
-    def med(rounds: list[dict], key: str) -> float:
-        return statistics.median(r[key] for r in rounds)
-
-    def probes(rounds: list[dict]) -> list[float]:
-        return [p for r in rounds for p in r["probe_ms"] if p is not None]
-
-    lkf, jlf = fl["labkernel xhr"], fl["JupyterLab"]
-    rows = [
-        ("echo p50 (ms)", pct(lk, 50), pct(lf, 50), pct(jl, 50), "≤ JupyterLab"),
-        ("echo p99 (ms)", pct(lk, 99), pct(lf, 99), pct(jl, 99), "≤ JupyterLab"),
-        ("flood: all arrived (ms)", med(lkf, "arrived_ms"), None, med(jlf, "arrived_ms"), ""),
-        ("flood: all shown (ms)", med(lkf, "shown_ms"), None, med(jlf, "shown_ms"), "≤ JupyterLab"),
-        ("flood: longest task (ms)", max(r["longest_task_ms"] for r in lkf), None,
-         max(r["longest_task_ms"] for r in jlf), "≤ 100"),
-        ("flood: largest answer / message (KiB)", max(r["largest_answer"] for r in lkf) / 1024, None,
-         max(r["largest_answer"] for r in jlf) / 1024, ""),
-        ("2nd terminal echo idle p50 (ms)", pct(idle["labkernel xhr (2nd)"], 50), None,
-         pct(idle["JupyterLab (2nd)"], 50), ""),
-        ("2nd terminal echo in flood p50 (ms)", pct(probes(lkf), 50), None, pct(probes(jlf), 50), "≤ 2× idle"),
-        ("2nd terminal echo in flood p99 (ms)", pct(probes(lkf), 99), None, pct(probes(jlf), 99), ""),
-    ]
-    out = ["| figure | labkernel (XHR) | labkernel (fetch) | JupyterLab terminal | labkernel/JupyterLab | target |",
-           "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for name, a, b, c, target in rows:
-        ratio = f"{a / c:.2f}" if c else "n/a"
-        # A long task is one of 50 ms or more: none at all shows as "< 50".
-        def cell(v: float) -> str:
-            return "< 50" if "longest" in name and v == 0 else f"{v:.1f}"
-
-        out.append(f"| {name} | {cell(a)} | {'' if b is None else cell(b)} | {cell(c)} | {ratio} | {target} |")
-    lk_idle = pct(idle["labkernel xhr (2nd)"], 50)
-    out.append("")
-    out.append(f"second-terminal echo under flood / idle: labkernel {pct(probes(lkf), 50) / lk_idle:.2f}×, "
-               f"JupyterLab {pct(probes(jlf), 50) / pct(idle['JupyterLab (2nd)'], 50):.2f}×; "
-               f"samples: echo {len(lk)}/{len(lf)}/{len(jl)} keys, flood rounds {len(lkf)}, "
-               f"probes {len(probes(lkf))}/{len(probes(jlf))}")
-    return "\n".join(out)
-
-
-def main() -> int:
+def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
-    parser.add_argument("--keys", type=int, default=200, help="timed keystrokes per terminal")
-    parser.add_argument("--probe-keys", type=int, default=40, help="idle keystrokes of the second terminals")
+    parser.add_argument("--figures", default=",".join(FIGURES),
+                        help=f"comma-separated, of {', '.join(FIGURES)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 3 rounds of small blocks, a 2 MB flood, 4 s idle windows")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of every figure but the flood (≥ 3)")
+    parser.add_argument("--block", type=int, default=20, help="keys per terminal and round (typing)")
+    parser.add_argument("--four-block", type=int, default=10, help="keys per terminal and round (four)")
+    parser.add_argument("--delay-block", type=int, default=8, help="keys per terminal, round and delay")
+    parser.add_argument("--delays", default="0,50,150", help="ms added each way by the delay proxy")
+    parser.add_argument("--probe-keys", type=int, default=20, help="idle echo keys of the flood's second terminal")
     parser.add_argument("--flood", default="10M", help="bytes of `yes` per flood (head -c syntax)")
     parser.add_argument("--flood-rounds", type=int, default=2, help="floods per transport, ABBA order")
-    parser.add_argument("--json", type=Path, help="also write every sample as JSON here")
-    parser.add_argument("--shots", type=Path, default=Path(__file__).parent / "results",
-                        help="where the screenshots go")
-    args = parser.parse_args()
+    parser.add_argument("--idle-rounds", type=int, default=4, help="rounds of the three idle windows")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="length of one idle window")
+    parser.add_argument("--idle-settle", type=float, default=2.0, help="pause after a focus change")
+    parser.add_argument("--http", choices=["xhr", "fetch"],
+                        help="the Terminals' `http` option (default: the widget's own default)")
+    parser.add_argument("--seed", type=int, default=13, help="of the random letters typed")
+    parser.add_argument("--json", type=Path, help="where every sample goes (default: results/browser-<time>.json)")
+    parser.add_argument("--shots", type=Path, default=RESULTS, help="where the screenshots go")
+    args = parser.parse_args(argv)
+    args.figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    unknown = set(args.figures) - set(FIGURES)
+    if unknown:
+        parser.error(f"unknown figures: {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
     if args.quick:
-        args.keys, args.probe_keys, args.flood, args.flood_rounds = 30, 20, "2M", 1
+        args.rounds, args.block, args.four_block, args.delay_block = 3, 10, 5, 4
+        args.probe_keys, args.flood, args.flood_rounds = 10, "2M", 1
+        args.idle_rounds, args.idle_seconds, args.idle_settle = 3, 4.0, 1.0
+    args.delays = [float(d) for d in str(args.delays).split(",") if d.strip()]
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse(argv)
     args.shots.mkdir(parents=True, exist_ok=True)
+    path = args.json or RESULTS / f"browser-{time.strftime('%Y%m%d-%H%M%S')}.json"
     results = run(args)
-    results["params"] = {k: str(v) for k, v in vars(args).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
     print(table(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+    log(f"every sample: {path}; took {results['seconds']:.0f} s")
     return 0
 
 
