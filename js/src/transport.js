@@ -103,13 +103,19 @@ export class Api {
     return this.baseUrl + path;
   }
 
-  async request(method, path, { body, signal, timeout = 60000 } = {}) {
-    const headers = { Accept: "application/json" };
+  /** What signs a request in: the token if the page has one, and the login cookie's
+   * XSRF value on every request, GETs too: JupyterHub's single-user servers refuse a
+   * cookie-signed GET made by a script (`Sec-Fetch-Mode: cors`) without it (403). */
+  authHeaders() {
+    const headers = {};
     if (this.token) headers.Authorization = `token ${this.token}`;
-    if (method !== "GET") {
-      const xsrf = this.xsrf();
-      if (xsrf) headers["X-XSRFToken"] = xsrf;
-    }
+    const xsrf = this.xsrf();
+    if (xsrf) headers["X-XSRFToken"] = xsrf;
+    return headers;
+  }
+
+  async request(method, path, { body, signal, timeout = 60000 } = {}) {
+    const headers = { Accept: "application/json", ...this.authHeaders() };
     let payload = null;
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
