@@ -12,7 +12,7 @@ header. The culling tests run ``jupyterhub-idle-culler`` as a hub service, with
 intervals of seconds instead of minutes.
 
 Without jupyterhub, configurable-http-proxy (``cd tests/hub && npm ci``) or nginx the
-tests skip with the reason; under CI (``CI=true``) they fail instead. About three
+tests skip with the reason; under CI (``CI=true``) they fail instead. About four
 minutes in all on this 2-core machine; look at the screenshots
 (``tests/browser/artifacts/test_*hub*``).
 """
