@@ -407,8 +407,7 @@ export function mountLab(host, options) {
       img.removeAttribute("data-lk-src");
       if (!api || !labId) continue;
       const url = api.url(`api/labs/${encodeURIComponent(labId)}/files/${path.split("/").map(encodeURIComponent).join("/")}`);
-      const headers = api.token ? { Authorization: `token ${api.token}` } : {};
-      fetch(url, { headers, credentials: "same-origin" })
+      fetch(url, { headers: api.authHeaders(), credentials: "same-origin" })
         .then((r) => (r.ok ? r.blob() : Promise.reject(r)))
         .then((blob) => {
           if (disposed) return;

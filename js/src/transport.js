@@ -103,13 +103,19 @@ export class Api {
     return this.baseUrl + path;
   }
 
-  async request(method, path, { body, signal, timeout = 60000 } = {}) {
-    const headers = { Accept: "application/json" };
+  /** What signs a request in: the token if the page has one, and the login cookie's
+   * XSRF value on every request, GETs too: JupyterHub's single-user servers refuse a
+   * cookie-signed GET made by a script (`Sec-Fetch-Mode: cors`) without it (403). */
+  authHeaders() {
+    const headers = {};
     if (this.token) headers.Authorization = `token ${this.token}`;
-    if (method !== "GET") {
-      const xsrf = this.xsrf();
-      if (xsrf) headers["X-XSRFToken"] = xsrf;
-    }
+    const xsrf = this.xsrf();
+    if (xsrf) headers["X-XSRFToken"] = xsrf;
+    return headers;
+  }
+
+  async request(method, path, { body, signal, timeout = 60000 } = {}) {
+    const headers = { Accept: "application/json", ...this.authHeaders() };
     let payload = null;
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -442,8 +448,9 @@ export class PageStream {
     this.requests += 1;
     for (const sub of conn.subs) sub.acked = sub.next; // the new stream counts from there
     const reads = [...conn.subs].map((s) => `read=${encodeURIComponent(`${s.sessionId}:${s.next}:${s.clientId}`)}`);
-    const headers = { Accept: "text/event-stream" };
-    if (this.api.token) headers.Authorization = `token ${this.api.token}`;
+    // The XSRF header too: JupyterHub's single-user servers refuse a script's
+    // cookie-authenticated GET without it (see Api.authHeaders).
+    const headers = { Accept: "text/event-stream", ...(this.api.authHeaders ? this.api.authHeaders() : {}) };
     conn.openTimer = this.timers.setTimeout(() => {
       if (this.conn === conn && !conn.opened) this._fallBack("no event came", true);
     }, this.openTimeout);

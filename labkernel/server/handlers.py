@@ -64,6 +64,14 @@ class LabHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "terminals"
     _body: bytearray | None = None  # None: over the limit
 
+    @property
+    def _track_activity(self) -> bool:  # type: ignore[override]
+        # Reading is not activity: a tab left open (its output polls, a panel's
+        # refresh), a probe of /health or a script that watches a session must not
+        # keep a Binder or JupyterHub server from being culled as idle. Typing,
+        # starting, stopping and checking are (every POST and DELETE).
+        return self.request.method not in ("GET", "HEAD")
+
     async def prepare(self) -> None:  # type: ignore[override]
         self._body = bytearray()
         length = self.request.headers.get("Content-Length", "")
@@ -252,10 +260,6 @@ class OutputHandler(LabHandler):
 
     What the request does, from its query to its last byte, is ``longpoll.OutputPoll``.
     """
-
-    # A tab left open polls for ever: that must not keep a Binder or JupyterHub
-    # server from being culled as idle. Input (MessageHandler) still counts.
-    _track_activity = False
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
