@@ -172,15 +172,15 @@ async def test_a_walk_that_finds_nothing_new_keeps_the_snapshot_and_its_answer(
     many_labs(labs, 20)
     first = await catalog(api)
     snapshot = manager.labs.list()
-    answer = manager.labs._answer
+    answers = dict(manager.labs._answers)
     scans = manager.scan_count
     assert await catalog(api) == first
     assert manager.scan_count == scans + 1  # walked again (interval 0)...
-    assert manager.labs._answer is answer  # ...found nothing new: the same answer, not made again
+    assert manager.labs._answers == answers  # ...found nothing new: the same answer, not made again
     assert all(a is b for a, b in zip(manager.labs.list(), snapshot))
     (labs / "lab0003" / "lab.toml").write_text("title = 'Changed'")
     assert {lab["id"]: lab["title"] for lab in (await catalog(api))["labs"]}["lab0003"] == "Changed"
-    assert manager.labs._answer is not answer
+    assert all(a is not b for a, b in zip(manager.labs._answers.values(), answers.values()))
 
 
 def test_a_walk_that_finds_nothing_new_leaves_nothing_for_the_garbage_collector(tmp_path: Path) -> None:

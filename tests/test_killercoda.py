@@ -553,6 +553,7 @@ def test_placeholders_in_scripts_and_code_are_localhost_and_the_rest_noted(tmp_p
     ("ubuntu", ["systemctl restart nginx"], [], ("systemd",)),
     ("ubuntu", ["curl -fsSL https://example.org/install.sh | sh"], [], ("internet",)),
     ("ubuntu", ["apt-get -y install jq"], [], ("internet", "root")),
+    ("ubuntu", ["apt-get install -y ./kc-hello.deb"], [], ("root",)),  # a local package: no mirror
     ("ubuntu", ["echo 127.0.0.1 app >> /etc/hosts"], [], ("root",)),
     ("ubuntu", ["sed -i 's/a/b/' /etc/nginx/nginx.conf"], [], ("root",)),
     ("ubuntu", ["useradd alice"], [], ("root",)),

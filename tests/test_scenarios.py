@@ -35,13 +35,13 @@ needs-kubernetes        skipped (x)         skipped (x): needs kubernetes (``kub
                                             here reaches no cluster)
 ======================  ==================  ==========================================
 
-(x): a strict xfail until the Killercoda semantics of issue 14 (item 2, another
-branch) are merged: background scripts beside the shell, a failing background as
-a note, placeholders as URLs, fence indentation stripped, and ``needs`` in the
-catalog. Today the handshake's and the failing background's sessions fail at
-their setup, ``{{TRAFFIC_HOST1_8080}}`` is typed literally, the indented
-here-document's ``   EOF`` never ends it, and the Kubernetes scenario runs and
-fails. Remove a mark once its part is merged.
+(x): what the Killercoda semantics of issue 14 (item 2) made pass: background
+scripts beside the shell, a failing background as a note, placeholders as URLs,
+fence indentation stripped, and ``needs`` in the catalog. Before them the
+handshake's and the failing background's sessions failed at their setup,
+``{{TRAFFIC_HOST1_8080}}`` was typed literally, the indented here-document's
+``   EOF`` never ended it, and the Kubernetes scenario ran and failed. ``XFAIL``
+holds a scenario expected to fail, with why; none is now.
 
 Nothing of a sandboxed run reaches the host (no file in ``/tmp``, ``/root``,
 ``/opt``, ``/etc``, no user, no package): the per-mode test checks that too. In the
@@ -101,18 +101,7 @@ EXPECTED: dict[str, tuple[Expected, Expected | None]] = {
 NOT_RUN = "not run without the sandbox: as root it would change this machine ({})"
 HOST_CHANGES = {"root-only": "its /etc and /opt, a user", "package-install": "a package installed"}
 
-_KC = "the Killercoda semantics of issue 14 item 2 (another branch): "
-XFAIL = {
-    "background-handshake": _KC + "background scripts run beside the shell; until then the setup waits for the "
-                                  "foreground's marker forever and the session fails at setup_timeout",
-    "background-fails": _KC + "a failing background script is a note on the session, not a failed session",
-    "placeholder": _KC + "{{TRAFFIC_HOST1_8080}} becomes this server's URL of port 8080; until then it is typed "
-                         "literally",
-    "heredoc-indented": _KC + "a fence's indentation is stripped; until then the here-document's '   EOF' never "
-                              "ends it",
-    "needs-kubernetes": _KC + "the catalog's needs (kubernetes, from backend.imageid); until then the lab runs "
-                              "and fails",
-}
+XFAIL: dict[str, str] = {}
 
 #: What the scenarios write outside their folder, as seen from the host.
 HOST_PATHS = ("/tmp/labkernel-kc-*", "/root/kc-home", "/opt/kc-demo", "/etc/kc-demo.conf", "/usr/local/bin/kc-hello")

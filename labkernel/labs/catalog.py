@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Union
 
 from ..credentials import is_credential
 from ..errors import LabNotFound
@@ -50,14 +50,16 @@ LOADERS: dict[str, Callable[[Path, str, Path], Lab]] = {
 }
 
 
-def default_ids(found: builtins.list[tuple[str, str]]) -> dict[str, str]:
+def default_ids(found: Iterable[tuple[str | Path, str | Path]]) -> dict[str, str]:
     """The id each lab folder's lab gets unless its definition names one: the
     folder's name, as before; where two folders have the same name (two
     repositories' ``code-actions``), or one is named as a built-in lab, each of them
     gets its path relative to the search path entry ``found`` with it, with '.'
     between the parts (``killercoda-examples.code-actions``), so that which one
     keeps the plain name depends on no order. ``found``: (folder, entry) pairs."""
-    unique = dict(found)  # folder -> the entry it was first found under
+    unique: dict[str, str] = {}  # folder -> the search path entry it was first found under
+    for folder, entry in found:
+        unique.setdefault(os.fspath(folder), os.fspath(entry))
     names: dict[str, int] = {}
     for folder in unique:
         name = os.path.basename(folder)

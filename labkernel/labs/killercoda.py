@@ -415,7 +415,9 @@ _NEED_COMMANDS = {
     "docker": re.compile(r"\b(docker|docker-compose|podman|nerdctl)\b"),
     "systemd": re.compile(r"\b(systemctl|journalctl)\b"),
     "internet": re.compile(
-        r"\b(apt(-get)?|yum|dnf|zypper)\s+(-\S+\s+)*(install|update|upgrade)\b|\bapk\s+add\b"
+        # A package from the repository's mirrors; not a local file (``apt-get install ./x.deb``).
+        r"\b(apt(-get)?|yum|dnf|zypper)\s+(-\S+\s+)*(install|update|upgrade)\b(?!(\s+-\S+)*\s+\.{0,2}/)"
+        r"|\bapk\s+add\b"
         r"|\b(pip3?|pipx|npm|yarn|gem|cargo|go)\s+(install|add|get)\b|\bgit\s+clone\b"
         r"|\b(curl|wget)\b[^\n]*\bhttps?://(?!localhost\b|127\.|0\.0\.0\.0|\[::1\])"),
     # Writes where only root may write (the home, /root, is the session's folder here,
