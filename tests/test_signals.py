@@ -9,8 +9,9 @@ terminal lives on.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,6 +31,23 @@ def labkernel_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
     return lab_config(tmp_path, containment=request.param)
 
 
+@pytest.fixture(params=[False, True], ids=["as-started", "server-ignores-hup-and-quit"])
+def server_ignores(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The server (this process: the test's server runs in it) started as ``nohup``
+    and a background ``&`` leave it: SIGHUP and SIGQUIT ignored, which its children
+    inherit unless something puts them back."""
+    if not request.param:
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.usefixtures("server_ignores")
 async def test_a_lab_shell_and_its_check_ignore_no_signal(api: Any, labs: Path) -> None:
     write_lab(labs, "signals", f"""
         id = "signals"

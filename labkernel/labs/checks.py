@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Iterable
 
 from ..containment import Enclosure, members, read_procs, reaper_argv, signal_all
+from ..containment.scripts import with_default_signals
 
 #: Set in a hidden script's environment, to find what it started when it is killed.
 SCRIPT_MARKER_ENV = "LABKERNEL_SCRIPT"
@@ -202,6 +203,7 @@ async def run_script(script: str, *, env: dict[str, str], cwd: str, timeout: flo
     else:
         argv = ["bash", "-c", script, "labkernel-script"]
     argv = enclosure.script(argv, cwd) if enclosure is not None else reaper_argv(argv, cwd)
+    argv = with_default_signals(argv)  # nothing the server was started ignoring
     # The reaper reports on its stdin, and waits there to be let go.
     ours, theirs = socket.socketpair()
     ours.setblocking(False)

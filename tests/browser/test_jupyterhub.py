@@ -247,9 +247,10 @@ def test_behind_a_proxy_without_websockets_jupyterlab_s_terminal_fails_and_labke
     open_jupyterlab_terminal(page)
     pump_until(page, lambda: any(s["closed"] for s in sockets.to("/terminals/websocket/")), 60,
                "JupyterLab's terminal WebSocket to fail")
-    terminal = page.locator(".jp-Terminal").first
-    if terminal.is_visible():
-        terminal.locator(".xterm-screen").click()
+    # The terminal tab shown (JupyterLab may have opened two; the other is hidden).
+    screen = page.locator(".jp-Terminal .xterm-screen:visible").first
+    if screen.count():
+        screen.click()
         page.keyboard.type("echo jupyterlab-$((6*7))")
         page.keyboard.press("Enter")
     page.wait_for_timeout(5000)  # a learner's patience; nothing may arrive meanwhile
