@@ -31,6 +31,7 @@ import ptyprocess
 from tornado.ioloop import IOLoop
 
 from ..containment import Enclosure, ScanEnclosure
+from ..containment.scripts import INHERITED_IGNORES
 from .settings import SessionSettings
 
 
@@ -41,9 +42,8 @@ def _reset_signals() -> None:
     SIGINT, and without this Ctrl-C would do nothing in the lab; Python itself ignores
     SIGPIPE and SIGXFSZ, which a program on a terminal expects to be killed by.
     """
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGTERM, signal.SIGXFSZ,
-                signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(sig, signal.SIG_DFL)
+    for name in (*INHERITED_IGNORES, "SIGPIPE", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
