@@ -17,6 +17,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "browser"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # its support package
 
 from labservers import CHROMIUM, CHROMIUM_ARGS, JupyterProcess  # noqa: E402
 

@@ -19,12 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from labkernel.clients.localserver import free_port
+from support.api import request_json
 
 #: A prompt no command output contains by accident (as in tests/conftest.py).
 PROMPT = "lab-prompt$ "
@@ -208,19 +207,7 @@ class JupyterProcess:
     # -- the REST API, for setting up and checking ------------------------------
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw, status = response.read(), response.status
-        except urllib.error.HTTPError as error:
-            raw, status = error.read(), error.code
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return request_json(method, self.url + path, self.token, body, timeout)
 
     def ok(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
         status, answer = self.api(method, path, body)

@@ -29,7 +29,8 @@ import pytest
 from hub.hubprocess import PROMPT, REPO, Hub, Nginx, UserServer, missing_tools
 
 from .conftest import ARTIFACTS, _in_ci
-from .termpage import Notebook, TerminalView, wait_until
+from .termpage import Notebook, wait_until
+from .termpage import Panel as LabPanel
 
 pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.slow]
 
@@ -130,37 +131,12 @@ def log_in(page: Any, base: str, user: str, password: str) -> None:
     page.locator("#login_submit").click()
 
 
-class Panel:
-    """The lab panel on a page, through its DOM contract (js/src/panel.js)."""
+class Panel(LabPanel):
+    """The lab panel on a page behind the hub (``termpage.Panel``) and the first step
+    of the welcome lab, done as a learner does it."""
 
     def __init__(self, page: Any, timeout: float = 120):
-        self.page = page
-        self.root = page.locator(".labkernel-lab").first
-        self.root.wait_for(state="visible", timeout=timeout * 1000)
-        self.root.scroll_into_view_if_needed()
-
-    @property
-    def terminal(self) -> TerminalView:
-        return TerminalView(self.page, self.root.locator(".labkernel-terminal"))
-
-    @property
-    def session_id(self) -> str:
-        return self.root.get_attribute("data-session-id") or ""
-
-    def at(self) -> tuple[str, str]:
-        return self.root.get_attribute("data-page") or "", self.root.get_attribute("data-step") or ""
-
-    def wait_page(self, kind: str, step: int | None = None, timeout: float = 60) -> None:
-        want = (kind, str(step) if step else "")
-        wait_until(lambda: self.at() == want, timeout, f"the panel on {want} (it is on {self.at()})")
-
-    def run(self, code: str) -> None:
-        """Press the run button of the inline command ``code``."""
-        for button in self.root.locator(".labkernel-page .labkernel-run.labkernel-inline").all():
-            if button.locator("code").inner_text() == code:
-                button.click()
-                return
-        raise AssertionError(f"no run button for {code!r}")
+        super().__init__(page, timeout)
 
     def do_first_step(self, server: UserServer) -> None:
         """From the intro: Start, a run button, typing, Check, ✓ and the next step."""

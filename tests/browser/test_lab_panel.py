@@ -27,7 +27,7 @@ import pytest
 
 from .conftest import ARTIFACTS
 from .labservers import PROMPT, JupyterProcess
-from .termpage import Notebook, TerminalView, wait_until
+from .termpage import Notebook, Panel, TerminalView, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT_RX = re.escape(PROMPT.strip())
@@ -158,56 +158,6 @@ def panel_lab_server() -> Iterator[JupyterProcess]:
 def server(panel_lab_server: JupyterProcess) -> Iterator[JupyterProcess]:
     yield panel_lab_server
     panel_lab_server.cleanup()
-
-
-class Panel:
-    """The lab panel on a page, through its DOM contract (see js/src/panel.js)."""
-
-    def __init__(self, page: Any, timeout: float = 90):
-        self.page = page
-        self.root = page.locator(".labkernel-lab").first
-        self.root.wait_for(state="visible", timeout=timeout * 1000)
-        # JupyterLab leaves cells out of view unrendered (content-visibility): the
-        # terminal's rows would read as empty.
-        self.root.scroll_into_view_if_needed()
-
-    @property
-    def terminal(self) -> TerminalView:
-        return TerminalView(self.page, self.root.locator(".labkernel-terminal"))
-
-    @property
-    def session_id(self) -> str:
-        return self.root.get_attribute("data-session-id") or ""
-
-    def at(self) -> tuple[str, str]:
-        return self.root.get_attribute("data-page") or "", self.root.get_attribute("data-step") or ""
-
-    def wait_page(self, kind: str, step: int | None = None, timeout: float = 60) -> None:
-        want = (kind, str(step) if step else "")
-        wait_until(lambda: self.at() == want, timeout, f"the panel on {want} (it is on {self.at()})")
-
-    def text(self) -> str:
-        return self.root.locator(".labkernel-panel").inner_text()
-
-    def run(self, code: str) -> None:
-        """Press the run button of the command ``code`` (inline, or a block's)."""
-        for button in self.root.locator(".labkernel-page .labkernel-run.labkernel-inline").all():
-            if button.locator("code").inner_text() == code:
-                button.click()
-                return
-        for block in self.root.locator(".labkernel-page .labkernel-block").all():
-            if block.locator("pre").inner_text().strip("\n") == code:
-                block.locator(".labkernel-run").click()
-                return
-        raise AssertionError(f"no run button for {code!r} in:\n{self.text()}")
-
-    def check(self) -> None:
-        self.root.locator(".labkernel-check").click()
-
-    def result(self, kind: str, timeout: float = 60) -> Any:
-        box = self.root.locator(f".labkernel-result[data-result='{kind}']")
-        box.wait_for(state="visible", timeout=timeout * 1000)
-        return box
 
 
 def wait_prompt(term: TerminalView) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from labkernel.clients.localserver import free_port
+from support.api import request_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -91,21 +92,6 @@ def _tail(path: Path | None, lines: int = 60) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def _request(method: str, url: str, token: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"token {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw, status = response.read(), response.status
-    except urllib.error.HTTPError as error:
-        raw, status = error.read(), error.code
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
 
 
 # The hub's configuration, written to a file; the values come in as JSON.
@@ -312,7 +298,7 @@ class Hub:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """``/hub/api/<path>`` with the test's service token."""
-        return _request(method, f"{self.url}hub/api/{path}", self.token, body)
+        return request_json(method, f"{self.url}hub/api/{path}", self.token, body)
 
     def user(self, name: str) -> dict[str, Any]:
         status, model = self.api("GET", f"users/{name}")
@@ -359,7 +345,7 @@ class UserServer:
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
         # Always straight through the hub's proxy: nginx is the browser's way in.
-        return _request(method, f"{self.hub.url}user/{urllib.parse.quote(self.name)}/{path}",
+        return request_json(method, f"{self.hub.url}user/{urllib.parse.quote(self.name)}/{path}",
                         self.hub.token, body, timeout)
 
     def ok(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:

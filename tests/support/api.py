@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 from typing import Any, Callable
 
 #: A prompt no command output contains by accident.
@@ -126,3 +128,20 @@ async def wait_ended(api: Api, sid: str, offset: int = 0, timeout: float = 30) -
         offset = answer["nextOffset"]
         if answer["status"] != "running":
             return text, answer
+
+
+def request_json(method: str, url: str, token: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    """One blocking request to a server in another process (a browser test's, the
+    hub's), with its token: the status and the parsed JSON (or the text) of the answer."""
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"token {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as error:
+        raw, status = error.read(), error.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "browser"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the support package
 
 from labservers import CHROMIUM, CHROMIUM_ARGS, JupyterProcess  # noqa: E402
 
