@@ -51,6 +51,14 @@ class Answer:
     def error(self) -> Any:
         return json.loads(self.body) if self.body else None
 
+    def take(self, comments: bool = False) -> Event | None:
+        """The next event received (comments only if asked), or None for now."""
+        while self.events:
+            item = self.events.popleft()
+            if comments or item.name != "comment":
+                return item
+        return None
+
     def feed(self, data: bytes) -> None:
         if not data:
             self.ended = True
@@ -150,12 +158,9 @@ class EventStream:
         """The next event (None once the answer has ended); the timeout only catches a hang."""
         deadline = time.monotonic() + timeout
         while True:
-            while self.answer.events:
-                item = self.answer.events.popleft()
-                if comments or item.name != "comment":
-                    return item
-            if self.answer.ended:
-                return None
+            item = self.answer.take(comments)
+            if item is not None or self.answer.ended:
+                return item
             left = deadline - time.monotonic()
             assert left > 0, f"no event within {timeout} s"
             try:
@@ -203,12 +208,9 @@ class BlockingEventStream:
     def next(self, timeout: float = 30, comments: bool = False) -> Event | None:
         deadline = time.monotonic() + timeout
         while True:
-            while self.answer.events:
-                item = self.answer.events.popleft()
-                if comments or item.name != "comment":
-                    return item
-            if self.answer.ended:
-                return None
+            item = self.answer.take(comments)
+            if item is not None or self.answer.ended:
+                return item
             left = deadline - time.monotonic()
             assert left > 0, f"no event within {timeout} s"
             self.sock.settimeout(left)
